@@ -1,0 +1,388 @@
+"""A deterministic generator of realistic Hubble captures (`hubble observe -o jsonpb` lines).
+
+A `Topology` lists workloads (with pods on nodes) and the connections between them; `flow_lines`
+turns it into the events a Cilium cluster with policy enforcement would export for that traffic:
+policy-verdict events, trace events at both observation points (some without `is_reply`, as
+TO_OVERLAY events are), replies, L7 DNS requests and answers, world egress with DNS names, kubelet
+probes from the host and policy drops. The same seed gives the same bytes.
+
+    python -m benchmarks.generate --flows 1000000 -o capture.json          # the shop topology
+    python -m benchmarks.generate --workloads 5000 --flows 2000000 -o big.json.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+CLUSTER = "default"
+START = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Workload:
+    namespace: str
+    name: str
+    kind: str = "Deployment"
+    labels: tuple[tuple[str, str], ...] = ()
+    replicas: int = 2
+    identity: int = 0
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Observed traffic the generator produces: `client` calls `server` on (protocol, port).
+
+    `server` is a workload key `namespace/name`, or `world:IP` (with `dns_name`), or `host`
+    (kubelet probes: the client is the node). `dropped` connections are refused by a policy.
+    """
+
+    client: str
+    server: str
+    protocol: str
+    port: int
+    weight: int = 1
+    dns_name: str = ""
+    dropped: bool = False
+
+
+@dataclass
+class Topology:
+    workloads: list[Workload]
+    connections: list[Connection]
+    nodes: list[str] = field(default_factory=lambda: ["node-a", "node-b", "node-c"])
+
+    def workload(self, key: str) -> Workload:
+        return next(w for w in self.workloads if f"{w.namespace}/{w.name}" == key)
+
+
+def shop_topology() -> Topology:
+    """The example shop: frontend → checkout → payments, catalog with its database, kube-dns for all,
+    checkout calling a public payment API, kubelet probes, and one policy drop."""
+
+    def app(namespace: str, name: str, kind: str = "Deployment", replicas: int = 2, **extra: str) -> Workload:
+        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "shop", **extra}
+        return Workload(namespace, name, kind, tuple(sorted(labels.items())), replicas)
+
+    workloads = [
+        app("shop", "frontend", replicas=3),
+        app("shop", "checkout"),
+        app("shop", "catalog"),
+        app("shop", "catalog-db", kind="StatefulSet", replicas=1),
+        app("payments", "payments"),
+        Workload("kube-system", "coredns", labels=(("k8s-app", "kube-dns"),), replicas=2),
+    ]
+    dns = [
+        Connection(f"{w.namespace}/{w.name}", "kube-system/coredns", "UDP", 53, 3)
+        for w in workloads
+        if w.name != "coredns"
+    ]
+    connections = [
+        Connection("shop/frontend", "shop/checkout", "TCP", 8080, 10),
+        Connection("shop/frontend", "shop/catalog", "TCP", 8080, 20),
+        Connection("shop/checkout", "payments/payments", "TCP", 8443, 5),
+        Connection("shop/catalog", "shop/catalog-db", "TCP", 5432, 15),
+        Connection(
+            "shop/checkout",
+            "world:203.0.113.10",
+            "TCP",
+            443,
+            2,
+            dns_name="api.payments.example.com",
+        ),
+        Connection("host", "shop/frontend", "TCP", 8080, 2),
+        Connection("host", "shop/checkout", "TCP", 8080, 1),
+        Connection("shop/frontend", "payments/payments", "TCP", 8443, 1, dropped=True),
+        *dns,
+    ]
+    return Topology(_with_identities(workloads), connections)
+
+
+def scale_topology(workloads: int, edges_per_workload: int = 3, namespaces: int = 0, seed: int = 7) -> Topology:
+    """`workloads` workloads over `namespaces` namespaces (default: one per 20 workloads), each calling
+    `edges_per_workload` others on a fixed port, plus kube-dns."""
+    rng = random.Random(seed)
+    namespaces = namespaces or max(1, workloads // 20)
+    items = [
+        Workload(
+            f"ns-{i % namespaces:04d}",
+            f"svc-{i:05d}",
+            labels=(("app", f"svc-{i:05d}"), ("tier", "backend")),
+            replicas=1 + i % 3,
+        )
+        for i in range(workloads)
+    ]
+    items.append(Workload("kube-system", "coredns", labels=(("k8s-app", "kube-dns"),), replicas=2))
+    connections = []
+    for i, client in enumerate(items[:-1]):
+        for server in rng.sample(range(workloads), min(edges_per_workload, workloads - 1)):
+            if server != i:
+                other = items[server]
+                connections.append(
+                    Connection(
+                        f"{client.namespace}/{client.name}",
+                        f"{other.namespace}/{other.name}",
+                        "TCP",
+                        8000 + server % 50,
+                    )
+                )
+        connections.append(Connection(f"{client.namespace}/{client.name}", "kube-system/coredns", "UDP", 53))
+    return Topology(_with_identities(items), connections)
+
+
+def _with_identities(workloads: list[Workload]) -> list[Workload]:
+    return [Workload(w.namespace, w.name, w.kind, w.labels, w.replicas, 10000 + i) for i, w in enumerate(workloads)]
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"
+
+
+@dataclass(frozen=True)
+class _Pod:
+    name: str
+    ip: str
+    node: str
+    endpoint_id: int
+    json: str  # the Endpoint object, pre-serialised
+
+
+def _pods(topology: Topology, rng: random.Random) -> dict[str, list[_Pod]]:
+    pods: dict[str, list[_Pod]] = {}
+    counter = 0
+    for workload in topology.workloads:
+        key = f"{workload.namespace}/{workload.name}"
+        template_hash = "".join(rng.choice(_SAFE) for _ in range(10))
+        for replica in range(workload.replicas):
+            counter += 1
+            if workload.kind == "StatefulSet":
+                name = f"{workload.name}-{replica}"
+            else:
+                name = f"{workload.name}-{template_hash}-" + "".join(rng.choice(_SAFE) for _ in range(5))
+            labels = [f"k8s:{k}={v}" for k, v in workload.labels] + [
+                f"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name={workload.namespace}",
+                f"k8s:io.cilium.k8s.policy.cluster={CLUSTER}",
+                f"k8s:io.cilium.k8s.policy.serviceaccount={workload.name}",
+                f"k8s:io.kubernetes.pod.namespace={workload.namespace}",
+            ]
+            endpoint = {
+                "ID": 100 + counter,
+                "identity": workload.identity,
+                "cluster_name": CLUSTER,
+                "namespace": workload.namespace,
+                "labels": sorted(labels),
+                "pod_name": name,
+                "workloads": [{"name": workload.name, "kind": workload.kind}],
+            }
+            ip = f"10.{244 + counter // 65536}.{counter // 256 % 256}.{counter % 256}"
+            node = topology.nodes[counter % len(topology.nodes)]
+            pods.setdefault(key, []).append(_Pod(name, ip, node, 100 + counter, _dumps(endpoint)))
+    return pods
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+_HOST = _dumps({"ID": 1, "identity": 1, "labels": ["reserved:host"]})
+_WORLD = _dumps({"identity": 2, "labels": ["reserved:world"]})
+_NODE_IPS = {"node-a": "172.18.0.2", "node-b": "172.18.0.3", "node-c": "172.18.0.4"}
+
+
+def flow_lines(topology: Topology, flows: int, seed: int = 1) -> Iterator[str]:
+    """Exactly `flows` jsonpb lines (the last connection may be cut short)."""
+    rng = random.Random(seed)
+    pods = _pods(topology, rng)
+    weights = [c.weight for c in topology.connections]
+    clock = START
+    emitted = 0
+    while True:
+        connection = rng.choices(topology.connections, weights)[0]
+        for line in _connection_events(connection, pods, rng, clock, topology):
+            yield line
+            emitted += 1
+            if emitted >= flows:
+                return
+        clock += timedelta(milliseconds=rng.randint(5, 1500))
+
+
+def _side(key: str, pods: dict[str, list[_Pod]], rng: random.Random, topology: Topology) -> tuple[str, str, str, str]:
+    """(endpoint JSON, IP, pod name, node) for one side of a connection."""
+    if key == "host":
+        node = rng.choice(topology.nodes)
+        return _HOST, _NODE_IPS.get(node, "172.18.0.9"), "", node
+    if key.startswith("world:"):
+        return _WORLD, key.removeprefix("world:"), "", ""
+    pod = rng.choice(pods[key])
+    return pod.json, pod.ip, pod.name, pod.node
+
+
+def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime, topology: Topology) -> list[str]:
+    client, client_ip, _, client_node = _side(c.client, pods, rng, topology)
+    server, server_ip, _, server_node = _side(c.server, pods, rng, topology)
+    if c.client == "host":
+        client_node = server_node
+        client_ip = _NODE_IPS.get(server_node, client_ip)
+    client_node = client_node or server_node
+    server_node = server_node or client_node
+    sport = rng.randint(32768, 60999)
+    names = f',"destination_names":["{c.dns_name}"]' if c.dns_name else ""
+    events: list[str] = []
+    tick = [clock]
+
+    def emit(
+        src,
+        src_ip,
+        sp,
+        dst,
+        dst_ip,
+        dp,
+        node,
+        *,
+        flags="",
+        extra="",
+        verdict="FORWARDED",
+        kind='{"type":4}',
+        reply: bool | None = False,
+        flow_type="L3_L4",
+    ) -> None:
+        tick[0] += timedelta(microseconds=rng.randint(1, 400))
+        stamp = tick[0].strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{rng.randint(0, 999):03d}Z"
+        if c.protocol == "TCP":
+            l4 = f'{{"TCP":{{"source_port":{sp},"destination_port":{dp},"flags":{{{flags}}}}}}}'
+        else:
+            l4 = f'{{"{c.protocol}":{{"source_port":{sp},"destination_port":{dp}}}}}'
+        is_reply = "" if reply is None else f',"is_reply":{"true" if reply else "false"}'
+        events.append(
+            f'{{"flow":{{"time":"{stamp}","uuid":"{uuidlib.UUID(int=rng.getrandbits(128), version=4)}",'
+            f'"verdict":"{verdict}","IP":{{"source":"{src_ip}","destination":"{dst_ip}","ipVersion":"IPv4"}},'
+            f'"l4":{l4},"source":{src},"destination":{dst},"Type":"{flow_type}","node_name":"{node}",'
+            f'"event_type":{kind}{is_reply}{extra}}},"node_name":"{node}","time":"{stamp}"}}'
+        )
+
+    fwd = (client, client_ip, sport, server, server_ip, c.port)
+    back = (server, server_ip, c.port, client, client_ip, sport)
+    syn, synack, ack = '"SYN":true', '"SYN":true,"ACK":true', '"ACK":true,"PSH":true'
+    if c.dropped:
+        emit(
+            *fwd,
+            client_node,
+            flags=syn,
+            verdict="DROPPED",
+            kind='{"type":5}',
+            extra=',"traffic_direction":"EGRESS","drop_reason_desc":"POLICY_DENIED"',
+        )
+        return events
+    if c.client != "host":
+        emit(
+            *fwd,
+            client_node,
+            flags=syn,
+            kind='{"type":5}',
+            extra=f',"traffic_direction":"EGRESS"{names}',
+        )
+    if c.protocol == "UDP" and c.port == 53:
+        query, answer = _dns_question(c.client, topology, rng)
+        emit(
+            *fwd,
+            client_node,
+            kind='{"type":129}',
+            flow_type="L7",
+            extra=f',"traffic_direction":"EGRESS","l7":{{"type":"REQUEST","dns":{{"query":"{query}"}}}}',
+        )
+        emit(
+            *back,
+            client_node,
+            kind='{"type":129}',
+            flow_type="L7",
+            reply=True,
+            extra=f',"traffic_direction":"EGRESS","l7":{{"type":"RESPONSE","dns":{{"query":"{query}",'
+            f'"ips":["{answer}"]}}}}',
+        )
+    if client_node != server_node:
+        emit(
+            *fwd,
+            client_node,
+            flags=syn,
+            kind='{"type":4,"sub_type":4}',
+            reply=None,
+            extra=',"trace_observation_point":"TO_OVERLAY"',
+        )
+    if not c.server.startswith("world:"):
+        emit(
+            *fwd,
+            server_node,
+            flags=syn,
+            extra=',"traffic_direction":"INGRESS","trace_observation_point":"TO_ENDPOINT"',
+        )
+    if server_node != client_node and not c.server.startswith("world:"):
+        emit(
+            *back,
+            server_node,
+            flags=synack,
+            kind='{"type":4,"sub_type":4}',
+            reply=None,
+            extra=',"trace_observation_point":"TO_OVERLAY"',
+        )
+    if c.client != "host":
+        emit(
+            *back,
+            client_node,
+            flags=synack,
+            reply=True,
+            extra=',"traffic_direction":"EGRESS","trace_observation_point":"TO_ENDPOINT"',
+        )
+    if c.protocol == "TCP":
+        emit(
+            *fwd,
+            server_node or client_node,
+            flags=ack,
+            reply=None if server_node != client_node else False,
+            kind='{"type":4,"sub_type":4}' if server_node != client_node else '{"type":4}',
+            extra=',"trace_observation_point":"TO_OVERLAY"' if server_node != client_node else "",
+        )
+    return events
+
+
+def _dns_question(client: str, topology: Topology, rng: random.Random) -> tuple[str, str]:
+    """A DNS name the client looks up before calling one of its servers, and the answer."""
+    servers = [c for c in topology.connections if c.client == client and c.port != 53] or [
+        Connection(client, "kube-system/kube-dns", "UDP", 53)
+    ]
+    server = rng.choice(servers)
+    if server.dns_name:
+        return server.dns_name + ".", server.server.removeprefix("world:")
+    namespace, name = server.server.split("/")
+    index = sum(map(ord, server.server)) % 250 + 1
+    return f"{name}.{namespace}.svc.cluster.local.", f"10.96.{index // 256}.{index % 256}"
+
+
+def write_capture(path: str, topology: Topology, flows: int, seed: int = 1) -> None:
+    """Write `flows` lines to `path` (gzip-compressed when it ends in `.gz`)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
+        for line in flow_lines(topology, flows, seed):
+            out.write(line)
+            out.write("\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", type=int, default=1000)
+    parser.add_argument("--workloads", type=int, default=0, help="scale topology size (default: the shop)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("-o", "--output", required=True)
+    args = parser.parse_args(argv)
+    topology = scale_topology(args.workloads) if args.workloads else shop_topology()
+    write_capture(args.output, topology, args.flows, args.seed)
+
+
+if __name__ == "__main__":
+    main()

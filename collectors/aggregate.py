@@ -1,0 +1,179 @@
+"""Aggregation of observations: a streaming accumulator, and the same merge as a pandas function.
+
+`ObservationAggregator` keeps one small record per distinct (client, server, protocol, port,
+verdict), so memory grows with distinct edges, never with the number of flows. `combine_observations`
+is the same merge written over a pandas partition: partial results (files, processes, Dask
+partitions, stored windows) concatenate and combine into the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from collectors.records import (
+    ENDPOINT_FIELDS,
+    KEY_COLUMNS,
+    OBSERVATION_COLUMNS,
+    SET_COLUMNS,
+    Endpoint,
+)
+
+NO_TIME_FIRST = datetime.max.replace(tzinfo=UTC)
+NO_TIME_LAST = datetime.min.replace(tzinfo=UTC)
+
+# Indices into an aggregate record (a list, for speed on the hot path).
+COUNT, FIRST, LAST, CLIENT_POD, SERVER_POD, ALLOWED_BY, DROP_REASONS, SERVICES = range(8)
+
+RowKey = tuple[int, int, str, int, str]
+"""(client endpoint id, server endpoint id, protocol, port, verdict)."""
+
+
+def new_record(seen: datetime | None, client_pod: str, server_pod: str) -> list:
+    if seen is None:
+        return [1, NO_TIME_FIRST, NO_TIME_LAST, client_pod, server_pod, None, None, None]
+    return [1, seen, seen, client_pod, server_pod, None, None, None]
+
+
+def merge_record(into: list, other: list) -> None:
+    """Fold `other` into `into` (both aggregate records)."""
+    into[COUNT] += other[COUNT]
+    into[FIRST] = min(into[FIRST], other[FIRST])
+    into[LAST] = max(into[LAST], other[LAST])
+    for index in (CLIENT_POD, SERVER_POD):
+        if other[index] and (not into[index] or other[index] < into[index]):
+            into[index] = other[index]
+    for index in (ALLOWED_BY, DROP_REASONS, SERVICES):
+        if other[index]:
+            into[index] = (into[index] or set()) | other[index]
+
+
+def add_to_set(record: list, index: int, value: str) -> None:
+    if record[index] is None:
+        record[index] = {value}
+    else:
+        record[index].add(value)
+
+
+class ObservationAggregator:
+    """Interns endpoints and accumulates aggregate records keyed by `RowKey`."""
+
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+        self._endpoint_ids: dict[Endpoint, int] = {}
+        self.records: dict[RowKey, list] = {}
+
+    def endpoint_id(self, endpoint: Endpoint) -> int:
+        found = self._endpoint_ids.get(endpoint)
+        if found is None:
+            found = self._endpoint_ids[endpoint] = len(self.endpoints)
+            self.endpoints.append(endpoint)
+        return found
+
+    def add(self, key: RowKey, seen: datetime | None, client_pod: str, server_pod: str) -> list:
+        """Count one event; returns its record so the caller can attach policies or reasons."""
+        record = self.records.get(key)
+        if record is None:
+            record = self.records[key] = new_record(seen, client_pod, server_pod)
+            return record
+        record[COUNT] += 1
+        if seen is not None:
+            if seen < record[FIRST]:
+                record[FIRST] = seen
+            if seen > record[LAST]:
+                record[LAST] = seen
+        if client_pod and client_pod < record[CLIENT_POD]:
+            record[CLIENT_POD] = client_pod
+        if server_pod and server_pod < record[SERVER_POD]:
+            record[SERVER_POD] = server_pod
+        return record
+
+    def merge(self, key: RowKey, record: list) -> None:
+        existing = self.records.get(key)
+        if existing is None:
+            self.records[key] = list(record)
+        else:
+            merge_record(existing, record)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The accumulated records as an observations DataFrame, combined and sorted."""
+        columns: dict[str, list] = {name: [] for name in OBSERVATION_COLUMNS}
+        endpoint_columns = [
+            (side, name, columns[f"{side}_{name}"]) for side in ("client", "server") for name in ENDPOINT_FIELDS
+        ]
+        for (client_id, server_id, protocol, port, verdict), record in self.records.items():
+            ends = {"client": self.endpoints[client_id], "server": self.endpoints[server_id]}
+            for side, name, column in endpoint_columns:
+                column.append(getattr(ends[side], name))
+            columns["protocol"].append(protocol)
+            columns["port"].append(port)
+            columns["verdict"].append(verdict)
+            columns["count"].append(record[COUNT])
+            columns["first_seen"].append(record[FIRST] if record[FIRST] != NO_TIME_FIRST else None)
+            columns["last_seen"].append(record[LAST] if record[LAST] != NO_TIME_LAST else None)
+            columns["client_pod"].append(record[CLIENT_POD])
+            columns["server_pod"].append(record[SERVER_POD])
+            for name, index in zip(SET_COLUMNS, (ALLOWED_BY, DROP_REASONS, SERVICES), strict=True):
+                columns[name].append(",".join(sorted(record[index])) if record[index] else "")
+        return combine_observations(pd.DataFrame(columns))
+
+
+def union_of_sets(values: pd.Series) -> str:
+    items = {item for value in values if value for item in value.split(",")}
+    return ",".join(sorted(items))
+
+
+def smallest_nonempty(values: pd.Series) -> str:
+    present = [value for value in values if value]
+    return min(present) if present else ""
+
+
+def empty_observations() -> pd.DataFrame:
+    frame = pd.DataFrame({name: [] for name in OBSERVATION_COLUMNS})
+    return normalize_dtypes(frame)
+
+
+def normalize_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fixed dtypes, so that frames from any source concatenate and compare equal."""
+    frame = frame.copy()
+    for name in OBSERVATION_COLUMNS:
+        if name in ("port", "count"):
+            frame[name] = frame[name].astype("int64")
+        elif name in ("first_seen", "last_seen"):
+            frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[ns, UTC]")
+        else:
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), "").astype(str)
+    return frame[list(OBSERVATION_COLUMNS)]
+
+
+def combine_observations(frame: pd.DataFrame) -> pd.DataFrame:
+    """Merge rows with the same key (a pure function of a partition; order-independent).
+
+    Counts add up, first/last seen take the min/max, example pods the smallest name, and the set
+    columns their union. The result is sorted by key, so equal inputs give identical frames.
+    """
+    frame = normalize_dtypes(frame)
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    grouped = frame.groupby(list(KEY_COLUMNS), sort=True, dropna=False)
+    combined = grouped.agg(
+        count=("count", "sum"),
+        first_seen=("first_seen", "min"),
+        last_seen=("last_seen", "max"),
+        client_pod=("client_pod", smallest_nonempty),
+        server_pod=("server_pod", smallest_nonempty),
+        allowed_by=("allowed_by", union_of_sets),
+        drop_reasons=("drop_reasons", union_of_sets),
+        services=("services", union_of_sets),
+    ).reset_index()
+    return normalize_dtypes(combined)
+
+
+def concat_observations(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate partial observation tables and combine them into one."""
+    frames = [normalize_dtypes(frame) for frame in frames]
+    if not frames:
+        return empty_observations()
+    return combine_observations(pd.concat(frames, ignore_index=True))

@@ -1,0 +1,165 @@
+"""The `netpol-recommender` command: a thin shell over `recommender.api`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from collectors.errors import CollectorError
+from collectors.sources import STDIN, expand_inputs
+from recommender import api
+from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
+
+PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
+
+stderr = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netpol-recommender")
+def main() -> None:
+    """Turn observed Kubernetes traffic into least-privilege NetworkPolicies."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    default="yaml",
+    show_default=True,
+    help="A directory to write one file per namespace and a kustomization.yaml into, "
+    "or 'yaml' / 'json' to print the policies on stdout.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="File format when --output is a directory.",
+)
+@click.option("--explain", is_flag=True, help="Put a comment with its evidence above every rule.")
+@click.option(
+    "--exclude-namespace",
+    "exclude",
+    multiple=True,
+    default=DEFAULT_EXCLUDED_NAMESPACES,
+    show_default=True,
+    help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
+    "giving any replaces the default list.",
+)
+@click.option(
+    "--include-dropped",
+    is_flag=True,
+    help="Allow traffic Hubble saw DROPPED (by default only reported).",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No summary table.")
+def recommend(
+    files: Sequence[str],
+    output: str,
+    output_format: str,
+    explain: bool,
+    exclude: Sequence[str],
+    include_dropped: bool,
+    on_error: str,
+    quiet: bool,
+) -> None:
+    """Recommend NetworkPolicies from Hubble flow files.
+
+    FILES are `hubble observe -o jsonpb` (or `-o json`) captures or Hubble exporter logs, plain or
+    gzip-compressed; globs are expanded and `-` reads stdin.
+
+    Example:
+
+        netpol-recommender recommend capture.json -o policies/ --explain
+    """
+    options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
+    with _user_errors():
+        with _progress(files) as advance:
+            observed = api.load_observations(files, on_error=on_error, progress=advance)
+        result = api.recommend(observed, options)
+        if output in ("yaml", "json"):
+            text = api.render_yaml(result.proposal, explain=explain) if output == "yaml" else None
+            click.echo(text if text is not None else _json(result), nl=False)
+        else:
+            written = api.write_policies(result.proposal, output, output_format=output_format, explain=explain)
+            stderr.print(f"wrote {len(written)} files to {output}")
+    if not quiet:
+        _print_summary(result)
+
+
+def _json(result: api.Recommendation) -> str:
+    from recommender.render import proposal_text
+
+    return proposal_text(result.proposal, "json")
+
+
+def _print_summary(result: api.Recommendation) -> None:
+    table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, value in result.summary():
+        table.add_row(label, value)
+    stderr.print(table)
+    for example in result.observed.stats.bad.examples:
+        stderr.print(f"skipped: {example}", markup=False, highlight=False)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a one-line message and exit status 1."""
+    try:
+        yield
+    except CollectorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc
+
+
+@contextmanager
+def _progress(files: Sequence[str]) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over the input bytes, for large inputs read from files on a terminal."""
+    try:
+        paths = expand_inputs(files)
+    except CollectorError:
+        yield None  # the reader reports the error
+        return
+    total = sum(os.path.getsize(p) for p in paths if p != STDIN)
+    if total < PROGRESS_THRESHOLD or STDIN in paths or not stderr.is_terminal:
+        yield None
+        return
+    columns = (
+        "{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("reading flows", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Rendering of a proposal: YAML (with optional evidence comments), JSON, files and kustomization.
+
+Everything is sorted, so the same proposal always gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, and lists indented under their key (the style of kubectl and most GitOps repos)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _dump(document: Any) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def ordered_policies(proposal: Proposal) -> list[PolicyPlan]:
+    """Policies by namespace, the default-deny first, then by name."""
+    return sorted(proposal.policies, key=lambda plan: (plan.namespace, plan.name != DEFAULT_DENY, plan.name))
+
+
+def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
+    """One policy as a YAML document; with `explain`, a comment with its evidence above every rule."""
+    text = _dump(plan.manifest)
+    if not explain:
+        return text
+    header = f"# {plan.namespace}/{plan.name}: "
+    header += (
+        "deny all ingress and egress not allowed by another policy"
+        if not plan.workload
+        else (f"what {plan.workload} was observed doing")
+    )
+    lines = [header]
+    direction = None
+    rule_index = -1
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        if line in ("  ingress:", "  egress:"):
+            direction, rule_index = line.strip(" :"), -1
+        elif indent <= 2:
+            direction = None
+        elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
+            rule_index += 1
+            lines.append(f"    # {plan.evidence_for(direction)[rule_index].comment()}")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def namespace_yaml(plans: Iterable[PolicyPlan], *, explain: bool = False) -> str:
+    return "---\n".join(policy_yaml(plan, explain=explain) for plan in plans)
+
+
+def as_list(plans: Iterable[PolicyPlan]) -> dict[str, Any]:
+    """The policies as one Kubernetes `List` object (what `kubectl get -o json` prints)."""
+    return {"apiVersion": "v1", "kind": "List", "items": [plan.manifest for plan in plans]}
+
+
+def proposal_text(proposal: Proposal, output_format: str, *, explain: bool = False) -> str:
+    """The whole proposal as one YAML stream or one JSON document."""
+    plans = ordered_policies(proposal)
+    if output_format == "json":
+        return json.dumps(as_list(plans), indent=2) + "\n"
+    return namespace_yaml(plans, explain=explain)
+
+
+def write_proposal(
+    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False
+) -> list[str]:
+    """Write one file per namespace plus a `kustomization.yaml` listing them; returns the paths.
+
+    Files from an earlier run that this proposal no longer has are left alone: the caller owns the
+    directory.
+    """
+    os.makedirs(directory, exist_ok=True)
+    by_namespace: dict[str, list[PolicyPlan]] = {}
+    for plan in ordered_policies(proposal):
+        by_namespace.setdefault(plan.namespace, []).append(plan)
+    written = []
+    for namespace, plans in sorted(by_namespace.items()):
+        name = f"{namespace}.{output_format}"
+        if output_format == "json":
+            content = json.dumps(as_list(plans), indent=2) + "\n"
+        else:
+            content = namespace_yaml(plans, explain=explain)
+        _write(os.path.join(directory, name), content)
+        written.append(name)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": written,
+    }
+    _write(os.path.join(directory, "kustomization.yaml"), _dump(kustomization))
+    return [os.path.join(directory, name) for name in [*written, "kustomization.yaml"]]
+
+
+def _write(path: str, content: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(content)

@@ -145,27 +145,12 @@ class _Peer:
         }
 
 
-def _peer(edges: pd.DataFrame, side: str, policy_namespace: str) -> pd.Series:
-    """The `_Peer` of one side of every edge, or None where no rule should name it."""
-
-    def one(entity: str, namespace: str, workload: str, ip: str) -> _Peer | None:
-        if entity == POD:
-            return _Peer(0 if namespace == policy_namespace else 1, namespace, workload, "") if workload else None
-        if entity in (HEALTH, UNKNOWN) or not ip:
-            return None
-        return _Peer(2, "", "", ip)
-
-    return pd.Series(
-        [
-            one(*values)
-            for values in zip(
-                edges[f"{side}_entity"], edges[f"{side}_namespace"], edges[f"{side}_workload"], edges[f"{side}_ip"],
-                strict=True,
-            )
-        ],
-        index=edges.index,
-        dtype=object,
-    )  # fmt: skip
+def _peer(row: Any, side: str, policy_namespace: str) -> _Peer:
+    """The peer one side of an edge row names in a rule of a policy of `policy_namespace`."""
+    if getattr(row, f"{side}_entity") == POD:
+        namespace = getattr(row, f"{side}_namespace")
+        return _Peer(0 if namespace == policy_namespace else 1, namespace, getattr(row, f"{side}_workload"), "")
+    return _Peer(2, "", "", getattr(row, f"{side}_ip"))
 
 
 def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
@@ -209,10 +194,15 @@ def synthesize(
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
     policies = [_default_deny(ns) for ns in managed]
-    for namespace, workload in sorted(_workloads_with_traffic(ruled, managed)):
-        plan = _workload_policy(namespace, workload, ruled, selectors, dns_names)
-        if plan is not None:
-            policies.append(plan)
+    traffic: dict[tuple[str, str], dict[str, list]] = {}
+    for row in ruled.itertuples(index=False):
+        for side, direction in (("server", "ingress"), ("client", "egress")):
+            namespace = getattr(row, f"{side}_namespace")
+            if getattr(row, f"{side}_entity") == POD and namespace in managed:
+                workload = (namespace, getattr(row, f"{side}_workload"))
+                traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
+    for (namespace, workload), rows in sorted(traffic.items()):
+        policies.append(_workload_policy(namespace, workload, rows, selectors, dns_names))
 
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
@@ -249,14 +239,6 @@ def _observed_namespaces(observations: pd.DataFrame, pods: pd.DataFrame | None) 
     return namespaces
 
 
-def _workloads_with_traffic(edges: pd.DataFrame, managed: list[str]) -> set[tuple[str, str]]:
-    found = set()
-    for side in ("client", "server"):
-        rows = edges[(edges[f"{side}_entity"] == POD) & edges[f"{side}_namespace"].isin(managed)]
-        found |= set(zip(rows[f"{side}_namespace"], rows[f"{side}_workload"], strict=True))
-    return found
-
-
 def _metadata(namespace: str, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
     if annotations:
@@ -277,48 +259,36 @@ def _default_deny(namespace: str) -> PolicyPlan:
 def _workload_policy(
     namespace: str,
     workload: str,
-    edges: pd.DataFrame,
+    rows: Mapping[str, list],
     selectors: Mapping[tuple[str, str], Selector],
     dns_names: Mapping[str, tuple[str, ...]],
-) -> PolicyPlan | None:
-    is_self = {
-        side: (edges[f"{side}_entity"] == POD)
-        & (edges[f"{side}_namespace"] == namespace)
-        & (edges[f"{side}_workload"] == workload)
-        for side in ("client", "server")
-    }
-    spec: dict[str, Any] = {
-        "podSelector": selectors[(namespace, workload)].as_dict(),
-        "policyTypes": [],
-    }
+) -> PolicyPlan:
+    """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}."""
+    spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
     evidence: list[RuleEvidence] = []
-    for direction, own_side, peer_side, peer_key in (
-        ("ingress", "server", "client", "from"),
-        ("egress", "client", "server", "to"),
-    ):
-        own = edges[is_self[own_side]]
-        if own.empty:
-            continue
-        rules, rule_evidence = _rules(own, peer_side, peer_key, direction, namespace, selectors, dns_names)
-        spec[direction] = rules
-        spec["policyTypes"].append(direction.capitalize())
-        evidence += rule_evidence
-    if not spec["policyTypes"]:
-        return None
-    kind = edges.loc[is_self["server"], "server_kind"].tolist() + edges.loc[is_self["client"], "client_kind"].tolist()
-    annotations = {"netpol-recommender/workload": f"{kind[0] or 'Workload'}/{workload}"}
-    name = f"allow-{workload}"
+    for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
+        if rows[direction]:
+            rules, rule_evidence = _rules(
+                rows[direction], peer_side, peer_key, direction, namespace, selectors, dns_names
+            )
+            spec[direction] = rules
+            spec["policyTypes"].append(direction.capitalize())
+            evidence += rule_evidence
+    some_row = (rows["ingress"] or rows["egress"])[0]
+    kind = some_row.server_kind if rows["ingress"] else some_row.client_kind
     manifest = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(namespace, name, annotations),
+        "metadata": _metadata(
+            namespace, f"allow-{workload}", {"netpol-recommender/workload": f"{kind or 'Workload'}/{workload}"}
+        ),
         "spec": spec,
     }
-    return PolicyPlan(namespace, name, f"{namespace}/{workload}", manifest, evidence)
+    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence)
 
 
 def _rules(
-    own: pd.DataFrame,
+    rows: list,
     peer_side: str,
     peer_key: str,
     direction: str,
@@ -327,55 +297,50 @@ def _rules(
     dns_names: Mapping[str, tuple[str, ...]],
 ) -> tuple[list[dict[str, Any]], list[RuleEvidence]]:
     """One rule per distinct port set; its peers are every peer observed on exactly those ports."""
-    own = own.assign(peer=_peer(own, peer_side, namespace))
-    ports_of: dict[_Peer, set[tuple[str, int]]] = {}
-    for peer, protocol, port in zip(own["peer"], own["protocol"], own["port"], strict=True):
-        ports_of.setdefault(peer, set()).add((protocol, int(port)))
+    rows_of: dict[_Peer, list] = {}
+    for row in rows:
+        rows_of.setdefault(_peer(row, peer_side, namespace), []).append(row)
     groups: dict[tuple[tuple[str, int], ...], list[_Peer]] = {}
-    for peer, ports in ports_of.items():
-        groups.setdefault(tuple(sorted(ports)), []).append(peer)
+    for peer, peer_rows in rows_of.items():
+        ports = tuple(sorted({(row.protocol, int(row.port)) for row in peer_rows}))
+        groups.setdefault(ports, []).append(peer)
 
     rules, evidence = [], []
-    ordered = sorted(groups.items(), key=lambda item: (item[0], sorted(item[1])))
-    for index, (ports, peers) in enumerate(ordered):
-        peers = sorted(peers)
+    for index, (ports, peers) in enumerate(sorted(groups.items(), key=lambda item: (item[0], sorted(item[1])))):
+        peers.sort()
         pod_peers = [peer.as_dict(selectors) for peer in peers if peer.order < 2]
         ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
-        rules.append(
-            {
-                peer_key: pod_peers + ip_peers,
-                "ports": [{"protocol": p, "port": n} for p, n in ports],
-            }
-        )
-        rows = own[own["peer"].isin(peers)]
-        evidence.append(_evidence(direction, index, rows, peer_side, ports, dns_names))
+        rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
+        rule_rows = [row for peer in peers for row in rows_of[peer]]
+        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, dns_names))
     return rules, evidence
 
 
 def _evidence(
     direction: str,
     index: int,
-    rows: pd.DataFrame,
+    rows: list,
     peer_side: str,
     ports: tuple[tuple[str, int], ...],
     dns_names: Mapping[str, tuple[str, ...]],
 ) -> RuleEvidence:
-    busiest = rows.sort_values(["count", "client", "server"], ascending=[False, True, True]).iloc[0]
+    busiest = min(rows, key=lambda row: (-row.count, row.client, row.server))
 
     def example(side: str) -> str:
-        return busiest[f"{side}_pod"] or busiest[f"{side}_ip"] or busiest[side]
+        return getattr(busiest, f"{side}_pod") or getattr(busiest, f"{side}_ip") or getattr(busiest, side)
 
-    peer_ips = sorted(set(rows[f"{peer_side}_ip"]) - {""})
-    names = sorted({name for ip in peer_ips for name in dns_names.get(ip, ())})
+    firsts = [row.first_seen for row in rows if not pd.isna(row.first_seen)]
+    lasts = [row.last_seen for row in rows if not pd.isna(row.last_seen)]
+    peer_ips = {getattr(row, f"{peer_side}_ip") for row in rows} - {""}
     return RuleEvidence(
         direction=direction,
         index=index,
-        peers=tuple(sorted(set(rows[peer_side]))),
+        peers=tuple(sorted({getattr(row, peer_side) for row in rows})),
         ports=tuple(f"{p}/{n}" for p, n in ports),
-        count=int(rows["count"].sum()),
-        first_seen=rows["first_seen"].min(),
-        last_seen=rows["last_seen"].max(),
+        count=sum(int(row.count) for row in rows),
+        first_seen=min(firsts) if firsts else None,
+        last_seen=max(lasts) if lasts else None,
         example_client=example("client"),
         example_server=example("server"),
-        dns_names=tuple(names),
+        dns_names=tuple(sorted({name for ip in peer_ips for name in dns_names.get(ip, ())})),
     )

@@ -1,0 +1,31 @@
+"""Collectors: observation sources (Hubble files, saved observations) → one `ObservationSet`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from collectors.errors import OnError
+from collectors.hubble import read_hubble_files
+from collectors.parquet import is_parquet, load_observation_file, merge_observation_sets
+from collectors.records import ObservationSet
+from collectors.sources import STDIN, expand_inputs
+
+
+def read_observations(
+    sources: Sequence[str],
+    *,
+    on_error: OnError = OnError.FAIL,
+    progress: Callable[[int], None] | None = None,
+) -> ObservationSet:
+    """Read every source, whatever its format, into one observation set.
+
+    Saved observation files (Parquet, from `collect`) are loaded as they are; all other files are
+    read together as Hubble flows, so that orientation can correlate events across them.
+    """
+    paths = expand_inputs(sources)
+    saved = [path for path in paths if path != STDIN and is_parquet(path)]
+    flows = [path for path in paths if path not in saved]
+    sets = [load_observation_file(path) for path in saved]
+    if flows or not sets:
+        sets.insert(0, read_hubble_files(flows, on_error=on_error, progress=progress))
+    return sets[0] if len(sets) == 1 else merge_observation_sets(sets)

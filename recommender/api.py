@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import networkx as nx
 import pandas as pd
 
+from collectors import read_observations
 from collectors.errors import OnError
-from collectors.hubble import read_hubble_files
+from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from recommender.graph import build_edges, build_graph
 from recommender.render import proposal_text, write_proposal
@@ -31,6 +32,7 @@ __all__ = [
     "load_observations",
     "recommend",
     "render_yaml",
+    "save",
     "write_policies",
 ]
 
@@ -41,11 +43,17 @@ def load_observations(
     on_error: OnError | str = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
 ) -> ObservationSet:
-    """Read Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip, `-` for stdin, globs).
+    """Read observation sources: Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip,
+    `-` for stdin, globs) and saved observation files (Parquet, from `collect`).
 
     `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`.
     """
-    return read_hubble_files(sources, on_error=OnError(on_error), progress=progress)
+    return read_observations(sources, on_error=OnError(on_error), progress=progress)
+
+
+def save(observed: ObservationSet, path: str) -> None:
+    """Save aggregated observations as Parquet, to analyse later or merge with other windows."""
+    save_observations(observed, path)
 
 
 def edges(observed: ObservationSet, *, verdicts: Sequence[str] | None = None) -> pd.DataFrame:

@@ -186,3 +186,38 @@ def test_bad_gzip_is_a_collector_error(tmp_path):
     path.write_bytes(gzip.compress(json.dumps(fixture_flow(TCP, SYNACK)).encode())[:40])
     with pytest.raises(CollectorError, match=r"broken\.json\.gz"):
         read([path])
+
+
+def test_saved_observations_round_trip_and_merge_with_flow_files(tmp_path, bookinfo_files):
+    import pandas.testing
+
+    from collectors import read_observations
+    from collectors.parquet import load_observation_file, save_observations
+
+    tcp, udp = bookinfo_files
+    saved = tmp_path / "tcp.parquet"
+    save_observations(read_hubble_files([tcp]), str(saved))
+    loaded = load_observation_file(str(saved))
+    assert loaded.stats.flows == 400 and len(loaded.pods) > 0
+    together = read_hubble_files([tcp, udp])
+    mixed = read_observations([str(saved), udp])
+    pandas.testing.assert_frame_equal(mixed.observations, together.observations)
+    assert mixed.stats.flows == together.stats.flows == 800
+
+
+def test_foreign_or_future_parquet_files_are_refused_clearly(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from collectors.parquet import METADATA_KEY, load_observation_file
+
+    foreign = tmp_path / "foreign.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(foreign)
+    with pytest.raises(CollectorError, match="not one written by netpol-recommender"):
+        load_observation_file(str(foreign))
+    future = tmp_path / "future.parquet"
+    table = pa.table({"a": [1]}).replace_schema_metadata({METADATA_KEY: json.dumps({"format": 99})})
+    pq.write_table(table, future)
+    with pytest.raises(CollectorError, match="format 99 is not supported"):
+        load_observation_file(str(future))

@@ -1,0 +1,22 @@
+"""Errors raised while reading NetworkPolicies."""
+
+from __future__ import annotations
+
+
+class InvalidPolicyError(ValueError):
+    """A NetworkPolicy is malformed; the message names the policy, the field and the reason."""
+
+    def __init__(self, policy: str, field: str, reason: str) -> None:
+        super().__init__(f"NetworkPolicy {policy}: {field}: {reason}")
+        self.policy = policy
+        self.field = field
+        self.reason = reason
+
+
+class FieldError(ValueError):
+    """One field of a manifest is malformed; `parse_policy` adds the policy's name to it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason

@@ -42,7 +42,7 @@ def save_observations(observed: ObservationSet, path: str) -> None:
         "format": FORMAT,
         "pods": observed.pods[list(POD_COLUMNS)].to_dict(orient="split")["data"],
         "dns_names": observed.dns_names,
-        "unoriented": json.loads(observed.unoriented.to_json(orient="split", date_format="iso", date_unit="ns"))["data"],
+        "unoriented": _records(observed.unoriented),
         "stats": observed.stats.to_dict(),
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(extra)})
@@ -55,6 +55,10 @@ def save_observations(observed: ObservationSet, path: str) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _records(frame: pd.DataFrame) -> list[list]:
+    return json.loads(frame.to_json(orient="split", date_format="iso", date_unit="ns"))["data"]
 
 
 def load_observation_file(path: str) -> ObservationSet:

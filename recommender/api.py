@@ -19,20 +19,28 @@ from collectors.errors import OnError
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from recommender.graph import build_edges, build_graph
+from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
 from recommender.synthesis import Proposal, SynthesisOptions, synthesize
+from recommender.verification import Check, Drift, Replay, check_proposal, drift, replay
 
 __all__ = [
+    "Check",
+    "Drift",
     "ObservationSet",
     "Proposal",
     "Recommendation",
+    "Replay",
     "SynthesisOptions",
+    "diff",
     "edges",
     "graph",
     "load_observations",
+    "load_policies",
     "recommend",
     "render_yaml",
     "save",
+    "verify",
     "write_policies",
 ]
 
@@ -68,11 +76,12 @@ def graph(observed: ObservationSet) -> nx.DiGraph:
 
 @dataclass
 class Recommendation:
-    """A proposal together with the observations it was made from."""
+    """A proposal, the observations it was made from, and the replay that proves it."""
 
     observed: ObservationSet
     proposal: Proposal
     options: SynthesisOptions
+    check: Check
 
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""
@@ -100,6 +109,8 @@ class Recommendation:
             ("edges allowed", str(len(proposal.edges))),
             ("policies", str(len(proposal.policies))),
             ("rules", str(rules)),
+            ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
+            ("excess (allowed, never observed)", str(len(self.check.excess))),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
             ("unresolved endpoints", str(int(unresolved))),
@@ -109,10 +120,32 @@ class Recommendation:
 
 
 def recommend(observed: ObservationSet, options: SynthesisOptions | None = None) -> Recommendation:
-    """Synthesize the least-privilege NetworkPolicy set for the observed traffic."""
+    """Synthesize the least-privilege NetworkPolicy set for the observed traffic, and prove it.
+
+    Every observed connection the proposal is meant to allow is replayed against it; one that
+    would break raises `ReplayError` (a bug, never a warning). The check also counts the excess:
+    (client, server, protocol, port) tuples the proposal allows that were never observed.
+    """
     options = options or SynthesisOptions()
     proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options)
-    return Recommendation(observed, proposal, options)
+    edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
+    check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options)
+    return Recommendation(observed, proposal, options, check)
+
+
+def load_policies(path: str) -> list[dict]:
+    """NetworkPolicies from a YAML/JSON file or a directory of them (validated)."""
+    return load_policy_files(path)
+
+
+def verify(policies: list[dict], observed: ObservationSet) -> Replay:
+    """Replay every observed connection against `policies`: allowed or denied, and why."""
+    return replay(policies, observed)
+
+
+def diff(policies: list[dict], observed: ObservationSet) -> Drift:
+    """Observed traffic against an existing policy set: allowed, would break, rules never used."""
+    return drift(policies, observed)
 
 
 def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:

@@ -20,12 +20,14 @@ from rich.table import Table
 
 from collectors.errors import CollectorError
 from collectors.sources import STDIN, expand_inputs
-from recommender import api
+from recommender import api, tables
+from recommender.errors import RecommenderError
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
 stderr = Console(stderr=True)
+stdout = Console()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,8 +36,25 @@ def main() -> None:
     """Turn observed Kubernetes traffic into least-privilege NetworkPolicies."""
 
 
+def input_options(command: Callable) -> Callable:
+    """FILES and --on-error, identical on every command that reads observations."""
+    command = click.option(
+        "--on-error",
+        type=click.Choice(["fail", "skip"]),
+        default="fail",
+        show_default=True,
+        help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
+    )(command)
+    return click.argument("files", nargs=-1, required=True)(command)
+
+
+def _load(files: Sequence[str], on_error: str) -> api.ObservationSet:
+    with _progress(files) as advance:
+        return api.load_observations(files, on_error=on_error, progress=advance)
+
+
 @main.command()
-@click.argument("files", nargs=-1, required=True)
+@input_options
 @click.option(
     "-o",
     "--output",
@@ -67,13 +86,6 @@ def main() -> None:
     is_flag=True,
     help="Allow traffic Hubble saw DROPPED (by default only reported).",
 )
-@click.option(
-    "--on-error",
-    type=click.Choice(["fail", "skip"]),
-    default="fail",
-    show_default=True,
-    help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
-)
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 def recommend(
     files: Sequence[str],
@@ -96,9 +108,7 @@ def recommend(
     """
     options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
     with _user_errors():
-        with _progress(files) as advance:
-            observed = api.load_observations(files, on_error=on_error, progress=advance)
-        result = api.recommend(observed, options)
+        result = api.recommend(_load(files, on_error), options)
         if output in ("yaml", "json"):
             text = api.render_yaml(result.proposal, explain=explain) if output == "yaml" else None
             click.echo(text if text is not None else _json(result), nl=False)
@@ -107,6 +117,69 @@ def recommend(
             stderr.print(f"wrote {len(written)} files to {output}")
     if not quiet:
         _print_summary(result)
+
+
+REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
+
+
+@main.command()
+@input_options
+@click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
+@click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
+def verify(files: Sequence[str], on_error: str, policies: str, output_format: str) -> None:
+    """Replay observed traffic against a set of NetworkPolicies.
+
+    Prints every observed connection as allowed or denied, with the policy and rule that decided;
+    exits with status 1 when an observed connection would be denied.
+
+    Example:
+
+        netpol-recommender verify --policies policies/ capture.json
+    """
+    with _user_errors():
+        replayed = api.verify(api.load_policies(policies), _load(files, on_error))
+    if output_format == "json":
+        click.echo(tables.verify_json(replayed), nl=False)
+    elif output_format == "markdown":
+        click.echo(tables.verify_markdown(replayed), nl=False)
+    else:
+        stdout.print(tables.connections_table(replayed.connections, "observed connections"))
+        denied = len(replayed.denied)
+        stdout.print(
+            f"{len(replayed.connections)} connections: {len(replayed.connections) - denied} allowed, "
+            f"{denied} denied (recall {replayed.recall:.1%})"
+        )
+    if len(replayed.denied):
+        sys.exit(1)
+
+
+@main.command()
+@input_options
+@click.option("--policies", required=True, help="The policy set in force: a YAML/JSON file or a directory.")
+@click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
+def diff(files: Sequence[str], on_error: str, policies: str, output_format: str) -> None:
+    """Compare observed traffic with an existing policy set.
+
+    Lists, per namespace, the observed connections the policies would break on enforcement, and the
+    rules no observed traffic used (candidates to remove).
+
+    Example:
+
+        netpol-recommender diff --policies cluster-policies/ capture.json -o markdown
+    """
+    with _user_errors():
+        result = api.diff(api.load_policies(policies), _load(files, on_error))
+    if output_format == "json":
+        click.echo(tables.drift_json(result), nl=False)
+    elif output_format == "markdown":
+        click.echo(tables.drift_markdown(result), nl=False)
+    else:
+        stdout.print(tables.connections_table(result.would_break, "would break on enforcement"))
+        stdout.print(tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"))
+        stdout.print(
+            f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
+            f"{len(result.unused_rules)} of {len(result.rules)} rules never used"
+        )
 
 
 def _json(result: api.Recommendation) -> str:
@@ -131,7 +204,7 @@ def _user_errors() -> Iterator[None]:
     """Turn the errors a user can cause into a one-line message and exit status 1."""
     try:
         yield
-    except CollectorError as exc:
+    except (CollectorError, RecommenderError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc

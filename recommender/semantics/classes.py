@@ -23,6 +23,7 @@ class ClassIndex:
         self.classes: list[PodClass] = []
         self._ids: dict[PodClass, int] = {}
         self._by_namespace: dict[Mapping[str, str], set[int]] = defaultdict(set)
+        self._by_namespace_name: dict[str, set[int]] = defaultdict(set)
         self._by_label: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._by_block: dict[IPBlock, set[int]] = defaultdict(set)
         self._namespace_selections: dict[LabelSelector, tuple[Mapping[str, str], ...]] = {}
@@ -37,6 +38,7 @@ class ClassIndex:
         if pods.namespace_labels not in self._by_namespace:
             self._namespace_selections.clear()
         self._by_namespace[pods.namespace_labels].add(class_id)
+        self._by_namespace_name[pods.namespace].add(class_id)
         for label in pods.labels.items():
             self._by_label[label].add(class_id)
         for block in pods.ip_blocks:
@@ -49,6 +51,15 @@ class ClassIndex:
     def select(self, matcher: PeerMatcher) -> frozenset[int]:
         """The ids of the classes `matcher` matches."""
         return frozenset(i for i in self._candidates(matcher) if matcher.matches(self.classes[i]))
+
+    def subjects(self, namespace: str, selector: LabelSelector) -> frozenset[int]:
+        """The ids of the classes of `namespace` that a policy's podSelector `selector` selects."""
+        candidates = self._by_namespace_name.get(namespace, set())
+        if selector.match_labels:
+            candidates = min((self._by_label.get(label, set()) for label in selector.match_labels.items()), key=len)
+        return frozenset(
+            i for i in candidates if self.classes[i].namespace == namespace and selector.matches(self.classes[i].labels)
+        )
 
     def _candidates(self, matcher: PeerMatcher) -> Collection[int]:
         match matcher:

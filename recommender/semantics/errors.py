@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from recommender.errors import RecommenderError
 
-class InvalidPolicyError(ValueError):
+
+class InvalidPolicyError(RecommenderError, ValueError):
     """A NetworkPolicy is malformed; the message names the policy, the field and the reason."""
 
     def __init__(self, policy: str, field: str, reason: str) -> None:

@@ -171,11 +171,22 @@ class Evaluator:
             self._subjects[key] = found
         return found
 
+    def subjects_of(self, target: Target) -> tuple[PodClass, ...]:
+        """The known pod classes `target` selects: the pods its rules apply to."""
+        return tuple(self._index.classes[i] for i in sorted(self._index.subjects(target.namespace, target.subject)))
+
+    def peers_of(self, rule: RuleMatcher) -> tuple[PodClass, ...]:
+        """The known pod classes the peers of `rule` match (external peers: `rule.matches_peer`)."""
+        return tuple(self._index.classes[i] for i in sorted(self._selection(rule)))
+
     def _rule_matches_peer(self, rule: RuleMatcher, peer: Resolved) -> bool:
         if isinstance(peer, ExternalPeer):
             return rule.matches_peer(peer)
+        return self._index.id_of(peer) in self._selection(rule)
+
+    def _selection(self, rule: RuleMatcher) -> frozenset[int]:
         selection = self._selections.get(rule.ref)
         if selection is None:
             selection = frozenset().union(*(self._index.select(matcher) for matcher in rule.peers))
             self._selections[rule.ref] = selection
-        return self._index.id_of(peer) in selection
+        return selection

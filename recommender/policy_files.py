@@ -1,0 +1,67 @@
+"""NetworkPolicies from files: YAML (multi-document) or JSON, `List` objects, whole directories."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import yaml
+
+from recommender.errors import PolicyFileError
+from recommender.semantics import InvalidPolicyError, parse_policy
+
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_policy_files(path: str) -> list[dict[str, Any]]:
+    """Every NetworkPolicy in a file, or in the files of a directory tree (sorted by path).
+
+    Other kinds (a kustomization.yaml, Services…) are skipped. Each policy is validated, so a
+    malformed one is reported with its file now rather than misread later.
+    """
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(root, name)
+            for root, _dirs, names in os.walk(path)
+            for name in names
+            if name.endswith(POLICY_SUFFIXES)
+        )
+    elif os.path.exists(path):
+        files = [path]
+    else:
+        raise PolicyFileError(f"{path}: no such file or directory")
+    policies = [policy for file in files for policy in _policies_in(file)]
+    return policies
+
+
+def _policies_in(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        documents = [json.loads(text)] if path.endswith(".json") else list(yaml.safe_load_all(text))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(f"{path}: cannot read: {exc}") from exc
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise PolicyFileError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from exc
+    found = []
+    for document in _flatten(documents):
+        if not isinstance(document, dict) or document.get("kind") != "NetworkPolicy":
+            continue
+        try:
+            parse_policy(document)
+        except InvalidPolicyError as exc:
+            raise PolicyFileError(f"{path}: {exc}") from exc
+        found.append(document)
+    return found
+
+
+def _flatten(documents: list[Any]) -> list[Any]:
+    """Documents, with the items of `List` objects (what `kubectl get -o yaml` writes) in their place."""
+    flat = []
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind", "").endswith("List"):
+            flat.extend(_flatten(document.get("items") or []))
+        elif document is not None:
+            flat.append(document)
+    return flat

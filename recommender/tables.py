@@ -1,0 +1,117 @@
+"""Verification and drift results as JSON, Markdown and terminal tables; formatting only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from recommender.verification import Drift, Replay
+
+CONNECTION_FIELDS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    return json.loads(frame[columns].to_json(orient="records"))
+
+
+def verify_json(replayed: Replay) -> str:
+    connections = replayed.connections
+    document = {
+        "totals": {
+            "connections": len(connections),
+            "allowed": int(connections["allowed"].sum()),
+            "denied": int((~connections["allowed"]).sum()),
+            "recall": round(replayed.recall, 6),
+        },
+        "connections": _records(connections, CONNECTION_FIELDS),
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def drift_json(result: Drift) -> str:
+    document = {
+        "totals": {
+            "observed_allowed": len(result.allowed),
+            "would_break": len(result.would_break),
+            "rules": len(result.rules),
+            "unused_rules": len(result.unused_rules),
+        },
+        "would_break": _records(result.would_break, CONNECTION_FIELDS),
+        "allowed": _records(result.allowed, CONNECTION_FIELDS),
+        "unused_rules": _records(result.unused_rules, ["namespace", "policy", "direction", "rule"]),
+        "rules": _records(result.rules, ["namespace", "policy", "direction", "rule", "used", "flows"]),
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
+    if frame.empty:
+        return "_none_\n"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in frame[columns].itertuples(index=False):
+        lines.append("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def verify_markdown(replayed: Replay) -> str:
+    connections = replayed.connections
+    denied = replayed.denied
+    text = [
+        "# Replay of observed traffic\n",
+        f"{len(connections)} observed connections: {len(connections) - len(denied)} allowed, "
+        f"{len(denied)} denied (recall {replayed.recall:.1%}).\n",
+        "## Denied\n",
+        _markdown_table(denied, ["client", "server", "protocol", "port", "count", "explanation"]),
+        "## Allowed\n",
+        _markdown_table(
+            connections[connections["allowed"]], ["client", "server", "protocol", "port", "count", "allowed_by"]
+        ),
+    ]
+    return "\n".join(text)
+
+
+def drift_markdown(result: Drift) -> str:
+    text = [
+        "# Observed traffic against the policies\n",
+        f"{len(result.would_break)} observed connections would break, {len(result.allowed)} are allowed; "
+        f"{len(result.unused_rules)} of {len(result.rules)} rules were never used.\n",
+    ]
+    namespaces = sorted(set(result.rules["namespace"]) | set(_namespace(result.would_break["server"])))
+    for namespace in namespaces:
+        breaks = result.would_break[_namespace(result.would_break["server"]) == namespace]
+        unused = result.unused_rules[result.unused_rules["namespace"] == namespace]
+        text += [
+            f"## Namespace {namespace}\n",
+            "### Would break on enforcement\n",
+            _markdown_table(breaks, ["client", "server", "protocol", "port", "count", "explanation"]),
+            "### Rules never used (candidates to remove)\n",
+            _markdown_table(unused, ["policy", "direction", "rule"]),
+        ]
+    return "\n".join(text)
+
+
+def _namespace(keys: pd.Series) -> pd.Series:
+    return keys.str.split("/").str[0].where(keys.str.contains("/"), "(not a pod)")
+
+
+def connections_table(frame: pd.DataFrame, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("client", "server", "port", "flows", "verdict", "why"):
+        table.add_column(column, overflow="fold")
+    for row in frame.itertuples(index=False):
+        verdict = "[green]allowed[/]" if row.allowed else "[red]DENIED[/]"
+        why = row.allowed_by if row.allowed and row.allowed_by else row.explanation.split(": ", 1)[-1]
+        table.add_row(row.client, row.server, f"{row.protocol}/{row.port}", f"{row.count:,}", verdict, why)
+    return table
+
+
+def rules_table(frame: pd.DataFrame, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("namespace", "policy", "rule", "flows"):
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(row.namespace, row.policy, f"{row.direction}[{row.rule}]", f"{row.flows:,}")
+    return table

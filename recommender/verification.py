@@ -1,0 +1,281 @@
+"""Verification: replay observed traffic against policies (recall), measure what else they allow
+(excess), and compare them with what was observed (drift).
+
+All answers come from `recommender.semantics`; this module only chooses what to ask and turns the
+decisions (which carry their own explanations) into tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from collectors.records import HOST, POD, ObservationSet, labels_from_text
+from recommender.errors import ReplayError
+from recommender.graph import endpoint_keys
+from recommender.semantics import (
+    ConnectionSet,
+    Evaluator,
+    ExternalPeer,
+    Namespace,
+    Pod,
+    PodClass,
+    Protocol,
+    RuleRef,
+    parse_policies,
+)
+from recommender.semantics.policies import Direction
+from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
+
+LOCAL_NODE = "ALLOWED: traffic between a pod and its own node is always allowed (Kubernetes NetworkPolicy)"
+CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
+
+
+@dataclass
+class ClusterModel:
+    """The pods and namespaces policies are evaluated against, and how observations map onto them."""
+
+    namespaces: list[Namespace]
+    pods: list[Pod]
+    workload_of: dict[Pod, str] = field(default_factory=dict)
+    """Each pod's workload key (`namespace/workload`)."""
+
+    def endpoint(self, row: Any, side: str) -> Pod | ExternalPeer:
+        """The semantics endpoint of one side of an observation row."""
+        if getattr(row, f"{side}_entity") == POD:
+            namespace = getattr(row, f"{side}_namespace")
+            name = getattr(row, f"{side}_pod") or getattr(row, f"{side}_workload")
+            return Pod(namespace, name, labels_from_text(getattr(row, f"{side}_labels")))
+        return ExternalPeer(getattr(row, f"{side}_ip"))
+
+
+def cluster_model(observed: ObservationSet) -> ClusterModel:
+    """Every known pod: the pods seen, plus one pod per observed workload label set no pod covers."""
+    members: dict[tuple[str, str, str], str] = {}
+    for row in observed.pods.itertuples(index=False):
+        members.setdefault((row.namespace, row.workload, row.labels), row.pod)
+    frame = observed.observations
+    for side in ("client", "server"):
+        rows = frame[(frame[f"{side}_entity"] == POD) & (frame[f"{side}_workload"] != "")]
+        for namespace, workload, labels in zip(
+            rows[f"{side}_namespace"], rows[f"{side}_workload"], rows[f"{side}_labels"], strict=True
+        ):
+            members.setdefault((namespace, workload, labels), workload)
+    model = ClusterModel(namespaces=[Namespace(ns) for ns in sorted({key[0] for key in members})], pods=[])
+    for (namespace, workload, labels), name in sorted(members.items()):
+        pod = Pod(namespace, name, labels_from_text(labels))
+        model.pods.append(pod)
+        model.workload_of[pod] = f"{namespace}/{workload}"
+    return model
+
+
+@dataclass
+class Replay:
+    """Observed connections replayed against a policy set."""
+
+    connections: pd.DataFrame
+    """One row per (client, server, protocol, port) with `allowed`, the rules that allowed it and
+    the one-line explanation of the decision."""
+    evaluator: Evaluator
+    decisions: list[Any]
+    """The semantics `Decision` (or the local-node rule) of every replayed observation row."""
+
+    @property
+    def recall(self) -> float:
+        """The share of observed connections (weighted by distinct connection, not flows) allowed."""
+        return float(self.connections["allowed"].mean()) if len(self.connections) else 1.0
+
+    @property
+    def denied(self) -> pd.DataFrame:
+        return self.connections[~self.connections["allowed"]].reset_index(drop=True)
+
+
+def replayable(observed: ObservationSet, options: SynthesisOptions | None = None) -> pd.DataFrame:
+    """The observations a policy set must allow: wanted traffic on protocols NetworkPolicy speaks."""
+    wanted = wanted_observations(observed.observations, options or SynthesisOptions())
+    return wanted[wanted["protocol"].isin(POLICY_PROTOCOLS)]
+
+
+def replay(
+    policies: Iterable[Mapping[str, Any]],
+    observed: ObservationSet,
+    observations: pd.DataFrame | None = None,
+    *,
+    model: ClusterModel | None = None,
+) -> Replay:
+    """Decide every observed connection (default: `replayable(observed)`) under `policies`."""
+    model = model or cluster_model(observed)
+    evaluator = Evaluator(parse_policies(policies), model.namespaces, model.pods)
+    rows = replayable(observed) if observations is None else observations
+    keyed = rows.assign(client=endpoint_keys(rows, "client"), server=endpoint_keys(rows, "server"))
+    records, decisions = [], []
+    for row in keyed.itertuples(index=False):
+        if HOST in (row.client_entity, row.server_entity):
+            decision, allowed, rules, text = LOCAL_NODE, True, "", LOCAL_NODE
+        else:
+            decision = evaluator.evaluate(
+                model.endpoint(row, "client"), model.endpoint(row, "server"), row.protocol, int(row.port)
+            )
+            rules = ", ".join(str(rule) for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by))
+            allowed, text = decision.allowed, str(decision)
+        decisions.append(decision)
+        records.append((row.client, row.server, row.protocol, int(row.port), int(row.count), allowed, rules, text))
+    frame = pd.DataFrame(records, columns=CONNECTION_COLUMNS)
+    connections = (
+        frame.sort_values(["allowed", "client", "server", "protocol", "port"])  # a denial wins the explanation
+        .groupby(["client", "server", "protocol", "port"], sort=True)
+        .agg(
+            count=("count", "sum"),
+            allowed=("allowed", "all"),
+            allowed_by=("allowed_by", lambda v: ", ".join(sorted({r for item in v if item for r in item.split(", ")}))),
+            explanation=("explanation", "first"),
+        )
+        .reset_index()
+    )
+    return Replay(connections[CONNECTION_COLUMNS] if len(frame) else frame, evaluator, decisions)
+
+
+def named_ports(policies: Iterable[Mapping[str, Any]]) -> ConnectionSet:
+    """Every (protocol, port) a policy set names in its rules (ranges included)."""
+    found = ConnectionSet.none()
+    for policy in parse_policies(policies):
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            for rule in policy.rules(direction):
+                for port in rule.ports:
+                    if isinstance(port.port, int):
+                        found |= ConnectionSet.ports(port.protocol, port.port, port.end_port or port.port)
+    return found
+
+
+def excess(replayed: Replay, observed: ObservationSet, model: ClusterModel, ports: ConnectionSet) -> pd.DataFrame:
+    """(client workload, server workload, protocol, port) tuples the policies allow but nobody used.
+
+    Ports range over `ports` (those the policies name). Only pairs some rule of the policy set
+    reaches are considered (pairs of unselected pods are allowed by the absence of policy, not by
+    it): for every rule, its subjects and the pods and observed external IPs its peers match.
+    """
+    evaluator = replayed.evaluator
+    external = {ExternalPeer(ip): key for ip, key in _external_keys(observed.observations).items()}
+    observed_tuples = set(
+        zip(replayed.connections["client"], replayed.connections["server"], replayed.connections["protocol"],
+            replayed.connections["port"], strict=True)
+    )  # fmt: skip
+    candidates: set[tuple[Any, Any]] = set()
+    for target in evaluator.targets:
+        subjects = evaluator.subjects_of(target)
+        for rule in target.rules:
+            peers = [*evaluator.peers_of(rule), *(peer for peer in external if rule.matches_peer(peer))]
+            for subject in subjects:
+                for peer in peers:
+                    candidates.add((peer, subject) if target.direction is Direction.INGRESS else (subject, peer))
+    found = set()
+    for client, server in candidates:
+        allowed = evaluator.allowed_connections(client, server) & ports
+        if not allowed:
+            continue
+        for protocol, port in _pairs(allowed):
+            for client_key in _keys(client, evaluator, model, external):
+                for server_key in _keys(server, evaluator, model, external):
+                    if (client_key, server_key, protocol, port) not in observed_tuples:
+                        found.add((client_key, server_key, protocol, port))
+    return pd.DataFrame(sorted(found), columns=["client", "server", "protocol", "port"])
+
+
+def _external_keys(observations: pd.DataFrame) -> dict[str, str]:
+    keys = {}
+    for side in ("client", "server"):
+        rows = observations[(observations[f"{side}_entity"] != POD) & (observations[f"{side}_ip"] != "")]
+        keys.update(zip(rows[f"{side}_ip"], endpoint_keys(rows, side), strict=True))
+    return keys
+
+
+def _keys(endpoint: Any, evaluator: Evaluator, model: ClusterModel, external: Mapping[ExternalPeer, str]) -> set[str]:
+    if isinstance(endpoint, PodClass):
+        return {model.workload_of[pod] for pod in evaluator.pods_of(endpoint)}
+    return {external[endpoint]}
+
+
+def _pairs(connections: ConnectionSet) -> Iterable[tuple[str, int]]:
+    for protocol in POLICY_PROTOCOLS:
+        for first, last in connections.port_set(Protocol(protocol)).intervals:
+            for port in range(first, last + 1):
+                yield protocol, port
+
+
+@dataclass
+class Drift:
+    """Observed traffic compared with an existing policy set."""
+
+    replayed: Replay
+    rules: pd.DataFrame
+    """Every rule of the policy set: namespace, policy, direction, index, `used` (allowed its side
+    of some observed connection) and the observed flows it allowed on its side."""
+
+    @property
+    def allowed(self) -> pd.DataFrame:
+        return self.replayed.connections[self.replayed.connections["allowed"]].reset_index(drop=True)
+
+    @property
+    def would_break(self) -> pd.DataFrame:
+        """Observed connections the policies deny: they break when the policies are enforced."""
+        return self.replayed.denied
+
+    @property
+    def unused_rules(self) -> pd.DataFrame:
+        """Rules no observed connection needed: candidates to remove."""
+        return self.rules[~self.rules["used"]].reset_index(drop=True)
+
+
+def drift(policies: list[Mapping[str, Any]], observed: ObservationSet, *, model: ClusterModel | None = None) -> Drift:
+    """Which observed connections the policies allow or would break, and which rules nothing used."""
+    replayed = replay(policies, observed, model=model)
+    flows: dict[RuleRef, int] = {}
+    for decision, count in zip(replayed.decisions, replayable(observed)["count"], strict=True):
+        if isinstance(decision, str):
+            continue
+        # A rule that allowed its side is needed even when the other side denies the connection.
+        for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by):
+            flows[rule] = flows.get(rule, 0) + int(count)
+    records = []
+    for policy in parse_policies(policies):
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            if direction not in policy.policy_types:
+                continue
+            for index, _rule in enumerate(policy.rules(direction)):
+                ref = RuleRef(policy.id, direction, index)
+                records.append(
+                    (policy.namespace, policy.name, direction.lower(), index, ref in flows, flows.get(ref, 0))
+                )
+    rules = pd.DataFrame(records, columns=["namespace", "policy", "direction", "rule", "used", "flows"])
+    return Drift(replayed, rules.sort_values(["namespace", "policy", "direction", "rule"]).reset_index(drop=True))
+
+
+@dataclass
+class Check:
+    """The proof that comes with every recommendation: recall over what it must allow, and excess."""
+
+    replayed: Replay
+    excess: pd.DataFrame
+
+    @property
+    def recall(self) -> float:
+        return self.replayed.recall
+
+
+def check_proposal(
+    policies: list[Mapping[str, Any]], observed: ObservationSet, edges: pd.DataFrame, options: SynthesisOptions
+) -> Check:
+    """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks."""
+    rows = replayable(observed, options)
+    keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
+    row_keys = zip(
+        endpoint_keys(rows, "client"), endpoint_keys(rows, "server"), rows["protocol"], rows["port"], strict=True
+    )
+    model = cluster_model(observed)
+    replayed = replay(policies, observed, rows[[key in keys for key in row_keys]], model=model)
+    if len(replayed.denied):
+        raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
+    return Check(replayed, excess(replayed, observed, model, named_ports(policies)))

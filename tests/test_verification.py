@@ -1,0 +1,203 @@
+"""Replay, excess and drift: the proof that comes with a recommendation, and `verify` / `diff`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmarks.generate import Connection, Topology, Workload, write_capture
+from collectors.records import ObservationSet, ReadStats
+from recommender import api
+from recommender.cli import main
+from recommender.errors import ReplayError
+from recommender.synthesis import SynthesisOptions
+from tests.builders import observations
+
+DEFAULT_DENY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "default-deny", "namespace": "mynamespace"},
+    "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+}
+ALLOW_FRONTEND = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "allow-frontend", "namespace": "mynamespace"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "myapp"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "frontend"}}}]}],
+    },
+}
+FRONTEND_EGRESS = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "frontend-egress", "namespace": "mynamespace"},
+    "spec": {
+        "podSelector": {"matchLabels": {"role": "frontend"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "myapp"}}}], "ports": [{"port": 8080}]}],
+    },
+}
+
+
+@pytest.fixture
+def seed_capture(tmp_path) -> str:
+    """Hubble flows of a frontend calling myapp on TCP 8080 in `mynamespace`."""
+    topology = Topology(
+        workloads=[
+            Workload("mynamespace", "frontend", labels=(("role", "frontend"),), identity=20001),
+            Workload("mynamespace", "myapp", labels=(("app", "myapp"),), identity=20002),
+        ],
+        connections=[Connection("mynamespace/frontend", "mynamespace/myapp", "TCP", 8080)],
+    )
+    path = tmp_path / "seed.json"
+    write_capture(str(path), topology, 200)
+    return str(path)
+
+
+def write_policies(tmp_path, *policies) -> str:
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump_all(policies))
+    return str(path)
+
+
+def test_seed_scenario_frontend_egress_is_denied_by_default_deny_and_explained(tmp_path, seed_capture):
+    policies = write_policies(tmp_path, DEFAULT_DENY, ALLOW_FRONTEND)
+    outcome = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture, "-o", "json"])
+    assert outcome.exit_code == 1
+    report = json.loads(outcome.stdout)
+    assert report["totals"] == {"connections": 1, "allowed": 0, "denied": 1, "recall": 0.0}
+    (connection,) = report["connections"]
+    assert (connection["client"], connection["server"], connection["port"]) == (
+        "mynamespace/frontend",
+        "mynamespace/myapp",
+        8080,
+    )
+    why = connection["explanation"]
+    assert "egress DENIED" in why and "is egress-isolated by [mynamespace/default-deny]" in why
+    assert "ingress allowed by mynamespace/allow-frontend ingress[0]" in why
+
+
+def test_seed_scenario_an_egress_rule_makes_it_allowed(tmp_path, seed_capture):
+    policies = write_policies(tmp_path, DEFAULT_DENY, ALLOW_FRONTEND, FRONTEND_EGRESS)
+    outcome = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture])
+    assert outcome.exit_code == 0, outcome.output
+    assert "1 allowed, 0 denied (recall 100.0%)" in outcome.stdout
+    markdown = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture, "-o", "markdown"]).stdout
+    assert "mynamespace/allow-frontend ingress[0], mynamespace/frontend-egress egress[0]" in markdown
+
+
+def test_diff_lists_breakage_and_unused_rules_per_namespace(tmp_path, seed_capture):
+    unused = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-metrics", "namespace": "mynamespace"},
+        "spec": {"podSelector": {"matchLabels": {"app": "myapp"}}, "ingress": [{"ports": [{"port": 9090}]}]},
+    }
+    policies = write_policies(tmp_path, DEFAULT_DENY, ALLOW_FRONTEND, unused)
+    result = api.diff(api.load_policies(policies), api.load_observations([seed_capture]))
+    assert list(result.would_break["server"]) == ["mynamespace/myapp"]
+    assert list(result.unused_rules["policy"]) == ["allow-metrics"]
+    assert set(result.rules.loc[result.rules["used"], "policy"]) == {"allow-frontend"}
+    markdown = CliRunner().invoke(main, ["diff", "--policies", policies, seed_capture, "-o", "markdown"]).stdout
+    assert "## Namespace mynamespace" in markdown and "| allow-metrics | ingress | 0 |" in markdown
+    document = json.loads(CliRunner().invoke(main, ["diff", "--policies", policies, seed_capture, "-o", "json"]).stdout)
+    assert document["totals"] == {"observed_allowed": 0, "would_break": 1, "rules": 2, "unused_rules": 1}
+    # the ingress rule of allow-frontend is needed: it allowed its side; the fix is an egress rule
+
+
+def test_the_recommendation_for_the_seed_capture_passes_verify(tmp_path, seed_capture):
+    out = tmp_path / "proposal"
+    assert CliRunner().invoke(main, ["recommend", seed_capture, "-o", str(out), "-q"]).exit_code == 0
+    outcome = CliRunner().invoke(main, ["verify", "--policies", str(out), seed_capture])
+    assert outcome.exit_code == 0 and "recall 100.0%" in outcome.stdout
+
+
+def test_bad_policy_files_are_clear_errors(tmp_path, seed_capture):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "kind: NetworkPolicy\nmetadata: {name: x}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 70000}]}]\n"
+    )
+    outcome = CliRunner().invoke(main, ["verify", "--policies", str(broken), seed_capture])
+    assert outcome.exit_code == 1 and f"Error: {broken}: NetworkPolicy default/x" in outcome.stderr
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    outcome = CliRunner().invoke(main, ["verify", "--policies", str(tmp_path / "bad.yaml"), seed_capture])
+    assert outcome.exit_code == 1 and "not valid YAML" in outcome.stderr
+    outcome = CliRunner().invoke(main, ["verify", "--policies", str(tmp_path / "none"), seed_capture])
+    assert outcome.exit_code == 1 and "no such file or directory" in outcome.stderr
+
+
+def test_recommend_reports_recall_and_excess(bookinfo_files):
+    result = api.recommend(api.load_observations(bookinfo_files))
+    summary = dict(result.summary())
+    assert summary["recall (observed connections allowed)"] == "100%"
+    assert summary["excess (allowed, never observed)"] == "0"
+    assert result.check.replayed.connections["allowed"].all()
+
+
+def test_a_proposal_that_breaks_traffic_fails_the_run(monkeypatch, bookinfo_files):
+    from recommender import synthesis
+
+    real = synthesis._rules
+
+    def lose_the_first_rule(rows, *args):
+        rules, evidence = real(rows, *args)
+        return rules[1:] or [
+            {"from" if args[1] == "from" else "to": [], "ports": [{"protocol": "TCP", "port": 1}]}
+        ], evidence
+
+    monkeypatch.setattr(synthesis, "_rules", lose_the_first_rule)
+    with pytest.raises(ReplayError, match=r"the proposal would break \d+ observed connection"):
+        api.recommend(api.load_observations(bookinfo_files))
+
+
+def test_excess_counts_what_an_ambiguous_selector_opens():
+    rows = (("shop/a:tier=x", "shop/db", "TCP", 5432), ("shop/b:tier=x", "shop/cache", "TCP", 6379))
+    result = api.recommend(_observed(observations(*rows)), SynthesisOptions())
+    excess = set(map(tuple, result.check.excess[["client", "server", "protocol", "port"]].values.tolist()))
+    assert excess == {("shop/a", "shop/cache", "TCP", 6379), ("shop/b", "shop/db", "TCP", 5432)}
+
+
+def _observed(frame) -> ObservationSet:
+    return ObservationSet(
+        frame,
+        frame.iloc[0:0][[]].assign(cluster="", namespace="", pod="", workload="", kind="", labels=""),
+        frame.iloc[0:0],
+        {},
+        ReadStats(),
+    )
+
+
+NAMESPACES = ["shop", "data", "kube-system"]
+EXTERNAL = ["world:203.0.113.10", "world:203.0.113.11", "world:2001:db8::7", "remote-node:172.18.0.3"]
+
+
+@st.composite
+def topologies(draw):
+    count = draw(st.integers(2, 7))
+    workloads = []
+    for index in range(count):
+        namespace = draw(st.sampled_from(NAMESPACES))
+        tier = draw(st.sampled_from(["front", "back"]))
+        workloads.append(f"{namespace}/w{index}:app=w{index},tier={tier}")
+    endpoints = st.sampled_from(workloads + EXTERNAL)
+    edge = st.tuples(
+        endpoints, endpoints, st.sampled_from(["TCP", "UDP", "SCTP"]), st.sampled_from([53, 80, 443, 8080])
+    )
+    edges = draw(st.lists(edge, min_size=1, max_size=14))
+    return [e for e in edges if "/" in e[0] or "/" in e[1]]  # at least one side is a pod
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topologies())
+def test_synthesize_then_replay_is_exact(edges):
+    if not edges:
+        return
+    result = api.recommend(_observed(observations(*edges)))
+    assert result.check.recall == 1.0
+    assert result.check.excess.empty, result.check.excess

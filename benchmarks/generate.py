@@ -8,6 +8,7 @@ probes from the host and policy drops. The same seed gives the same bytes.
 
     python -m benchmarks.generate --flows 1000000 -o capture.json          # the shop topology
     python -m benchmarks.generate --workloads 5000 --flows 2000000 -o big.json.gz
+    python -m benchmarks.generate -o capture.json --inventory cluster.json  # and its cluster inventory
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TextIO
 
 CLUSTER = "default"
 START = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
@@ -152,6 +154,8 @@ class _Pod:
     node: str
     endpoint_id: int
     json: str  # the Endpoint object, pre-serialised
+    workload: Workload
+    template_hash: str  # of the Deployment's ReplicaSet
 
 
 def _pods(topology: Topology, rng: random.Random) -> dict[str, list[_Pod]]:
@@ -183,7 +187,9 @@ def _pods(topology: Topology, rng: random.Random) -> dict[str, list[_Pod]]:
             }
             ip = f"10.{244 + counter // 65536}.{counter // 256 % 256}.{counter % 256}"
             node = topology.nodes[counter % len(topology.nodes)]
-            pods.setdefault(key, []).append(_Pod(name, ip, node, 100 + counter, _dumps(endpoint)))
+            pods.setdefault(key, []).append(
+                _Pod(name, ip, node, 100 + counter, _dumps(endpoint), workload, template_hash)
+            )
     return pods
 
 
@@ -194,6 +200,10 @@ def _dumps(value: object) -> str:
 _HOST = _dumps({"ID": 1, "identity": 1, "labels": ["reserved:host"]})
 _WORLD = _dumps({"identity": 2, "labels": ["reserved:world"]})
 _NODE_IPS = {"node-a": "172.18.0.2", "node-b": "172.18.0.3", "node-c": "172.18.0.4"}
+
+
+def _node_ip(node: str) -> str:
+    return _NODE_IPS.get(node, "172.18.0.9")
 
 
 def flow_lines(topology: Topology, flows: int, seed: int = 1) -> Iterator[str]:
@@ -217,7 +227,7 @@ def _side(key: str, pods: dict[str, list[_Pod]], rng: random.Random, topology: T
     """(endpoint JSON, IP, pod name, node) for one side of a connection."""
     if key == "host":
         node = rng.choice(topology.nodes)
-        return _HOST, _NODE_IPS.get(node, "172.18.0.9"), "", node
+        return _HOST, _node_ip(node), "", node
     if key.startswith("world:"):
         return _WORLD, key.removeprefix("world:"), "", ""
     pod = rng.choice(pods[key])
@@ -364,13 +374,168 @@ def _dns_question(client: str, topology: Topology, rng: random.Random) -> tuple[
     return f"{name}.{namespace}.svc.cluster.local.", f"10.96.{index // 256}.{index % 256}"
 
 
+# -- inventory ---------------------------------------------------------------------------------
+
+KUBE_DNS_IP = "10.96.0.10"
+_CREATED = (START - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def inventory_snapshot(topology: Topology, seed: int = 1) -> dict:
+    """The cluster behind `flow_lines(topology, n, seed)`, as `kubectl get pods,services,endpointslices,
+    namespaces,nodes -A -o json` would print it.
+
+    Pods are exactly the ones the flows use (names, IPs, nodes, labels), owned as controllers own them
+    (a Deployment's pods by its ReplicaSet `<name>-<pod-template-hash>`, others by their workload).
+    Every workload that is called gets a ClusterIP Service and an EndpointSlice whose ports (and
+    target ports) are the ones it is called on; the one labelled `k8s-app=kube-dns` is `kube-dns` at
+    10.96.0.10. Nodes have no podCIDR: pod IPs are not allocated per node (as with Cilium's
+    cluster-pool IPAM).
+    """
+    rng = random.Random(seed)
+    pods = _pods(topology, rng)
+    called = _called_ports(topology)
+    items = [_pod_object(pod, called.get(key, [])) for key, members in pods.items() for pod in members]
+    slices = []
+    for index, workload in enumerate(topology.workloads):
+        key = f"{workload.namespace}/{workload.name}"
+        if key in called:
+            service = _service_object(workload, index, called[key])
+            items.append(service)
+            slices.append(_endpoint_slice_object(service, pods[key], called[key], rng))
+    items += slices
+    items += [
+        _object("v1", "Namespace", name, labels={"kubernetes.io/metadata.name": name})
+        for name in sorted({w.namespace for w in topology.workloads})
+    ]
+    items += [_node_object(node) for node in topology.nodes]
+    return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
+
+
+def _called_ports(topology: Topology) -> dict[str, list[tuple[str, int]]]:
+    """Workload key → the (protocol, port) pairs it is called on, sorted."""
+    ports: dict[str, set[tuple[str, int]]] = {}
+    for c in topology.connections:
+        if c.server != "host" and not c.server.startswith("world:"):
+            ports.setdefault(c.server, set()).add((c.protocol, c.port))
+    return {key: sorted(pairs) for key, pairs in ports.items()}
+
+
+def _port_name(protocol: str, port: int) -> str:
+    return f"{protocol.lower()}-{port}"
+
+
+def _object(api_version: str, kind: str, name: str, namespace: str = "", **metadata: object) -> dict:
+    identity = {"name": name, **({"namespace": namespace} if namespace else {})}
+    uid = str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"{kind}/{namespace}/{name}"))
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {**identity, "uid": uid, "creationTimestamp": _CREATED, **metadata},
+    }
+
+
+def _pod_object(pod: _Pod, ports: list[tuple[str, int]]) -> dict:
+    workload = pod.workload
+    labels = dict(workload.labels)
+    if workload.kind == "Deployment":
+        owner_kind, owner_name = "ReplicaSet", f"{workload.name}-{pod.template_hash}"
+        labels["pod-template-hash"] = pod.template_hash
+    else:
+        owner_kind, owner_name = workload.kind, workload.name
+    if workload.kind == "StatefulSet":
+        labels["controller-revision-hash"] = f"{workload.name}-{pod.template_hash}"
+        labels["statefulset.kubernetes.io/pod-name"] = pod.name
+    owner = _object("apps/v1", owner_kind, owner_name, workload.namespace)
+    reference = {"apiVersion": "apps/v1", "kind": owner_kind, "name": owner_name, "uid": owner["metadata"]["uid"]}
+    container_ports = [
+        {"name": _port_name(protocol, port), "containerPort": port, "protocol": protocol} for protocol, port in ports
+    ]
+    return {
+        **_object(
+            "v1",
+            "Pod",
+            pod.name,
+            workload.namespace,
+            labels=labels,
+            ownerReferences=[{**reference, "controller": True, "blockOwnerDeletion": True}],
+        ),
+        "spec": {
+            "nodeName": pod.node,
+            "containers": [
+                {"name": workload.name, "image": f"registry.example/{workload.name}:1.0", "ports": container_ports}
+            ],
+        },
+        "status": {"phase": "Running", "hostIP": _node_ip(pod.node), "podIP": pod.ip, "podIPs": [{"ip": pod.ip}]},
+    }
+
+
+def _service_object(workload: Workload, index: int, ports: list[tuple[str, int]]) -> dict:
+    selector = dict(workload.labels)
+    if selector.get("k8s-app") == "kube-dns":
+        name, ip = "kube-dns", KUBE_DNS_IP
+    else:
+        name, ip = workload.name, f"10.96.{1 + index // 250}.{1 + index % 250}"
+    service_ports = [
+        {"name": _port_name(protocol, port), "port": port, "targetPort": port, "protocol": protocol}
+        for protocol, port in ports
+    ]
+    spec = {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": service_ports, "selector": selector}
+    return {**_object("v1", "Service", name, workload.namespace), "spec": spec}
+
+
+def _endpoint_slice_object(service: dict, pods: list[_Pod], ports: list[tuple[str, int]], rng: random.Random) -> dict:
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    suffix = "".join(rng.choice(_SAFE) for _ in range(5))
+    endpoints = [
+        {
+            "addresses": [pod.ip],
+            "conditions": {"ready": True, "serving": True, "terminating": False},
+            "nodeName": pod.node,
+            "targetRef": {"kind": "Pod", "name": pod.name, "namespace": namespace},
+        }
+        for pod in pods
+    ]
+    ports = [{"name": _port_name(protocol, port), "port": port, "protocol": protocol} for protocol, port in ports]
+    labels = {
+        "kubernetes.io/service-name": name,
+        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+    }
+    return {
+        **_object("discovery.k8s.io/v1", "EndpointSlice", f"{name}-{suffix}", namespace, labels=labels),
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    }
+
+
+def _node_object(node: str) -> dict:
+    return {
+        **_object("v1", "Node", node, labels={"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}),
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": _node_ip(node)}, {"type": "Hostname", "address": node}]
+        },
+    }
+
+
+def _open_text(path: str) -> TextIO:
+    """Open `path` for writing text, gzip-compressed when it ends in `.gz`."""
+    opener = gzip.open if path.endswith(".gz") else open
+    return opener(path, "wt", encoding="utf-8")  # type: ignore[operator]
+
+
 def write_capture(path: str, topology: Topology, flows: int, seed: int = 1) -> None:
     """Write `flows` lines to `path` (gzip-compressed when it ends in `.gz`)."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
+    with _open_text(path) as out:
         for line in flow_lines(topology, flows, seed):
             out.write(line)
             out.write("\n")
+
+
+def write_inventory(path: str, topology: Topology, seed: int = 1) -> None:
+    """Write `inventory_snapshot` as JSON to `path` (gzip-compressed when it ends in `.gz`)."""
+    with _open_text(path) as out:
+        json.dump(inventory_snapshot(topology, seed), out, indent=4, sort_keys=True)
+        out.write("\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -378,10 +543,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flows", type=int, default=1000)
     parser.add_argument("--workloads", type=int, default=0, help="scale topology size (default: the shop)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("-o", "--output", help="the capture (Hubble jsonpb lines)")
+    parser.add_argument("--inventory", metavar="PATH", help="also write the cluster inventory (kubectl get -o json)")
     args = parser.parse_args(argv)
+    if not args.output and not args.inventory:
+        parser.error("give -o/--output, --inventory, or both")
     topology = scale_topology(args.workloads) if args.workloads else shop_topology()
-    write_capture(args.output, topology, args.flows, args.seed)
+    if args.output:
+        write_capture(args.output, topology, args.flows, args.seed)
+    if args.inventory:
+        write_inventory(args.inventory, topology, args.seed)
 
 
 if __name__ == "__main__":

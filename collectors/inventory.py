@@ -1,0 +1,786 @@
+"""The cluster inventory: pods, namespaces, Services, EndpointSlices, nodes and NetworkPolicies.
+
+Read from a snapshot file (the output of `kubectl get pods,services,endpointslices,namespaces,nodes,
+networkpolicies -A -o json` as it is, `-o yaml`, or a plain JSON/YAML list of objects; gzip or not) or
+from the Kubernetes API (`collectors.inventory_api`), and written back as the same kubectl-style `List`.
+Each model class converts from and to its API object and keeps only what the recommender uses, so a
+snapshot written from an inventory reads back as an equal inventory.
+
+    inventory = load_inventory("cluster.json")          # or inventory_from_cluster(context="prod")
+    [pod.workload for pod in inventory.pods_by_ip("10.244.1.7")]
+    write_snapshot(inventory, "cluster.json.gz")
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import yaml
+
+from collectors import inventory_api
+from collectors.errors import CollectorError
+from collectors.sources import display_name, open_input
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+_JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+_CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+_CRONJOB_JOB_NAME = re.compile(r"(.+)-[0-9]{8,}")
+"""A Job a CronJob created: `<cronjob>-<scheduled time in minutes since the epoch>`."""
+
+
+# -- typed access to API objects ----------------------------------------------------------------
+
+
+class InvalidObject(ValueError):
+    """A field of an API object is missing or has the wrong type; the message starts with its path."""
+
+
+_REQUIRED: Any = object()
+
+
+class _Fields:
+    """Typed, read-only access to one JSON object; errors name the path of the bad field."""
+
+    __slots__ = ("_data", "_path")
+
+    def __init__(self, data: object, path: str = "") -> None:
+        if not isinstance(data, dict):
+            where = f"{path}: " if path else ""
+            raise InvalidObject(f"{where}expected an object, got {_describe_value(data)}")
+        self._data = data
+        self._path = path
+
+    def _at(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def _get(self, key: str, types: type | tuple[type, ...], expected: str, default: Any) -> Any:
+        value = self._data.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise InvalidObject(f"{self._at(key)}: missing")
+            return default
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            raise InvalidObject(f"{self._at(key)}: expected {expected}, got {_describe_value(value)}")
+        return value
+
+    def text(self, key: str, default: str = _REQUIRED) -> str:
+        return self._get(key, str, "a string", default)
+
+    def number(self, key: str, default: int | None = _REQUIRED) -> int | None:
+        return self._get(key, int, "an integer", default)
+
+    def port_ref(self, key: str, default: int | str) -> int | str:
+        """An IntOrString: a port number or a container port name."""
+        return self._get(key, (int, str), "a port number or name", default)
+
+    def flag(self, key: str, default: bool) -> bool:
+        return self._get(key, bool, "true or false", default)
+
+    def child(self, key: str) -> _Fields:
+        """A nested object; an absent one reads as empty."""
+        return _Fields(self._get(key, dict, "an object", {}), self._at(key))
+
+    def children(self, key: str) -> list[_Fields]:
+        """A list of objects; an absent one reads as empty."""
+        values = self._get(key, list, "a list", [])
+        return [_Fields(value, f"{self._at(key)}[{index}]") for index, value in enumerate(values)]
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        values = self._get(key, list, "a list", [])
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise InvalidObject(f"{self._at(key)}[{index}]: expected a string, got {_describe_value(value)}")
+        return tuple(values)
+
+    def mapping(self, key: str) -> dict[str, str]:
+        """A map of strings, such as labels or a selector; absent reads as empty."""
+        values = self._get(key, dict, "a map of strings", {})
+        for name, value in values.items():
+            if not isinstance(value, str):
+                raise InvalidObject(f"{self._at(key)}.{name}: expected a string, got {_describe_value(value)}")
+        return dict(values)
+
+    def timestamp(self, key: str) -> datetime | None:
+        """An RFC 3339 time (YAML may already have parsed it), in UTC."""
+        value = self._get(key, (str, datetime), "an RFC 3339 time", None)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise InvalidObject(f"{self._at(key)}: expected an RFC 3339 time, got {value!r}") from None
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def raw(self, key: str) -> dict[str, Any]:
+        """A nested object as it is."""
+        return self._get(key, dict, "an object", {})
+
+
+def _describe_value(value: object) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def _format_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset fields (None, "", empty lists and maps) the way the API server omits them."""
+    return {key: value for key, value in mapping.items() if value is not None and value not in ("", {}, [])}
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A controller or workload: `Deployment/frontend`, `ReplicaSet/frontend-7d9c5b8f6d`, `Pod/debug`."""
+
+    kind: str
+    name: str
+
+
+def top_owner(pod_name: str, labels: Mapping[str, str], controller: Owner | None) -> Owner:
+    """The workload a pod belongs to, from its controller reference and labels alone.
+
+    The inventory may only list pods (no ReplicaSets or Jobs), so the controller's own owner is
+    recognised by the names Kubernetes gives it: a ReplicaSet `<deployment>-<pod-template-hash>` is
+    a Deployment's, a Job `<cronjob>-<8+ digits>` of a pod with the Job labels is a CronJob's. Bare
+    pods and static pods (mirrored by their Node) are their own workload.
+    """
+    if controller is None or controller.kind == "Node":
+        return Owner("Pod", pod_name)
+    if controller.kind == "ReplicaSet":
+        template_hash = labels.get(TEMPLATE_HASH_LABEL, "")
+        if template_hash and controller.name.endswith(f"-{template_hash}"):
+            return Owner("Deployment", controller.name[: -len(template_hash) - 1])
+    if controller.kind == "Job":
+        match = _CRONJOB_JOB_NAME.fullmatch(controller.name)
+        job_labels = any(labels.get(key) == controller.name for key in _JOB_NAME_LABELS)
+        if match and job_labels and any(key in labels for key in _CONTROLLER_UID_LABELS):
+            return Owner("CronJob", match.group(1))
+    return controller
+
+
+def _controller(metadata: _Fields) -> Owner | None:
+    """The owner reference marked `controller` (else the first one): who created the pod."""
+    references = metadata.children("ownerReferences")
+    chosen = next((ref for ref in references if ref.flag("controller", False)), references[0] if references else None)
+    return None if chosen is None else Owner(chosen.text("kind"), chosen.text("name"))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    container: str
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+    @classmethod
+    def from_object(cls, container: str, port: _Fields) -> ContainerPort:
+        return cls(container, port.number("containerPort"), port.text("name", ""), port.text("protocol", "TCP"))
+
+    def to_object(self) -> dict[str, Any]:
+        return _compact({"name": self.name, "containerPort": self.port, "protocol": self.protocol})
+
+
+def _port_key(port: ContainerPort) -> tuple[str, int, str, str]:
+    return port.container, port.port, port.protocol, port.name
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """A pod; `owner` is its workload (see `top_owner`), `controller` its direct controller, and
+    `ports` the ports of its containers and sidecars, sorted by container.
+
+    `ips` are the pod's IPs (for a hostNetwork pod, its node's). They stay on a terminated pod
+    (phase Succeeded/Failed) and may have been given to a newer pod since: compare the times.
+    """
+
+    namespace: str
+    name: str
+    owner: Owner
+    uid: str = ""
+    ips: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    controller: Owner | None = None
+    node: str = ""
+    host_network: bool = False
+    ports: tuple[ContainerPort, ...] = ()
+    created: datetime | None = None
+    deleted: datetime | None = None
+    phase: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ports", tuple(sorted(self.ports, key=_port_key)))
+
+    @property
+    def workload(self) -> tuple[str, str, str]:
+        """(namespace, owner kind, owner name)."""
+        return self.namespace, self.owner.kind, self.owner.name
+
+    @classmethod
+    def from_object(cls, item: _Fields) -> Pod:
+        metadata, spec, status = item.child("metadata"), item.child("spec"), item.child("status")
+        name, labels, controller = metadata.text("name"), metadata.mapping("labels"), _controller(metadata)
+        ips = tuple(entry.text("ip") for entry in status.children("podIPs"))
+        sidecars = [c for c in spec.children("initContainers") if c.text("restartPolicy", "") == "Always"]
+        return cls(
+            namespace=metadata.text("namespace"),
+            name=name,
+            uid=metadata.text("uid", ""),
+            ips=ips or tuple(ip for ip in [status.text("podIP", "")] if ip),
+            labels=labels,
+            owner=top_owner(name, labels, controller),
+            controller=controller,
+            node=spec.text("nodeName", ""),
+            host_network=spec.flag("hostNetwork", False),
+            ports=tuple(
+                ContainerPort.from_object(container.text("name"), port)
+                for container in spec.children("containers") + sidecars
+                for port in container.children("ports")
+            ),
+            created=metadata.timestamp("creationTimestamp"),
+            deleted=metadata.timestamp("deletionTimestamp"),
+            phase=status.text("phase", ""),
+        )
+
+    def to_object(self) -> dict[str, Any]:
+        containers: dict[str, list[dict[str, Any]]] = {}
+        for port in self.ports:
+            containers.setdefault(port.container, []).append(port.to_object())
+        controller = self.controller
+        metadata = {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "labels": self.labels,
+            "ownerReferences": [{"kind": controller.kind, "name": controller.name, "controller": True}]
+            if controller
+            else None,
+            "creationTimestamp": _format_time(self.created),
+            "deletionTimestamp": _format_time(self.deleted),
+        }
+        spec = {
+            "nodeName": self.node,
+            "hostNetwork": self.host_network or None,
+            "containers": [{"name": name, "ports": ports} for name, ports in containers.items()],
+        }
+        status = {
+            "phase": self.phase,
+            "podIP": self.ips[0] if self.ips else None,
+            "podIPs": [{"ip": ip} for ip in self.ips],
+        }
+        return _object("v1", "Pod", metadata, spec=_compact(spec), status=_compact(status))
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A namespace; its labels always include `kubernetes.io/metadata.name`, as the API server sets it."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", {**self.labels, NAMESPACE_NAME_LABEL: self.name})
+
+    @classmethod
+    def from_object(cls, item: _Fields) -> Namespace:
+        metadata = item.child("metadata")
+        return cls(metadata.text("name"), metadata.mapping("labels"))
+
+    def to_object(self) -> dict[str, Any]:
+        return _object("v1", "Namespace", {"name": self.name, "labels": self.labels})
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    port: int
+    target_port: int | str
+    """The pod's port: a number, or the name of a container port."""
+    name: str = ""
+    protocol: str = "TCP"
+    node_port: int | None = None
+
+    @classmethod
+    def from_object(cls, port: _Fields) -> ServicePort:
+        number = port.number("port")
+        return cls(
+            port=number,
+            target_port=port.port_ref("targetPort", number),
+            name=port.text("name", ""),
+            protocol=port.text("protocol", "TCP"),
+            node_port=port.number("nodePort", None),
+        )
+
+    def to_object(self) -> dict[str, Any]:
+        return _compact(
+            {
+                "name": self.name,
+                "port": self.port,
+                "targetPort": self.target_port,
+                "protocol": self.protocol,
+                "nodePort": self.node_port,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A Service; `cluster_ips` is empty for a headless or ExternalName one."""
+
+    namespace: str
+    name: str
+    type: str = "ClusterIP"
+    cluster_ips: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    selector: dict[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def headless(self) -> bool:
+        return self.type == "ClusterIP" and not self.cluster_ips
+
+    @classmethod
+    def from_object(cls, item: _Fields) -> Service:
+        metadata, spec = item.child("metadata"), item.child("spec")
+        ips = spec.texts("clusterIPs") or (spec.text("clusterIP", ""),)
+        return cls(
+            namespace=metadata.text("namespace"),
+            name=metadata.text("name"),
+            type=spec.text("type", "ClusterIP"),
+            cluster_ips=tuple(ip for ip in ips if ip not in ("", "None")),
+            ports=tuple(ServicePort.from_object(port) for port in spec.children("ports")),
+            selector=spec.mapping("selector"),
+        )
+
+    def to_object(self) -> dict[str, Any]:
+        ips = ["None"] if self.headless else list(self.cluster_ips)
+        spec = {
+            "type": self.type,
+            "clusterIP": ips[0] if ips else None,
+            "clusterIPs": ips,
+            "ports": [port.to_object() for port in self.ports],
+            "selector": self.selector,
+        }
+        return _object("v1", "Service", {"namespace": self.namespace, "name": self.name}, spec=_compact(spec))
+
+
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice; `pod` is the (namespace, name) of its target pod, if any."""
+
+    addresses: tuple[str, ...]
+    ready: bool = True
+    pod: tuple[str, str] | None = None
+    node: str = ""
+
+    @classmethod
+    def from_object(cls, endpoint: _Fields, namespace: str) -> SliceEndpoint:
+        target = endpoint.child("targetRef")
+        pod = (target.text("namespace", namespace), target.text("name")) if target.text("kind", "") == "Pod" else None
+        return cls(
+            addresses=endpoint.texts("addresses"),
+            ready=endpoint.child("conditions").flag("ready", True),  # unset means ready (API reference)
+            pod=pod,
+            node=endpoint.text("nodeName", ""),
+        )
+
+    def to_object(self) -> dict[str, Any]:
+        target = self.pod and {"kind": "Pod", "namespace": self.pod[0], "name": self.pod[1]}
+        return _compact(
+            {
+                "addresses": list(self.addresses),
+                "conditions": {"ready": self.ready},
+                "targetRef": target,
+                "nodeName": self.node,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePort:
+    port: int | None
+    """None means every port."""
+    name: str = ""
+    protocol: str = "TCP"
+
+    @classmethod
+    def from_object(cls, port: _Fields) -> SlicePort:
+        return cls(port.number("port", None), port.text("name", ""), port.text("protocol", "TCP"))
+
+    def to_object(self) -> dict[str, Any]:
+        return _compact({"name": self.name, "port": self.port, "protocol": self.protocol})
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """An EndpointSlice of the Service named `service` (label `kubernetes.io/service-name`)."""
+
+    namespace: str
+    name: str
+    service: str = ""
+    address_type: str = "IPv4"
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[SlicePort, ...] = ()
+
+    @classmethod
+    def from_object(cls, item: _Fields) -> EndpointSlice:
+        metadata = item.child("metadata")
+        namespace = metadata.text("namespace")
+        return cls(
+            namespace=namespace,
+            name=metadata.text("name"),
+            service=metadata.mapping("labels").get(SERVICE_NAME_LABEL, ""),
+            address_type=item.text("addressType", "IPv4"),
+            endpoints=tuple(SliceEndpoint.from_object(endpoint, namespace) for endpoint in item.children("endpoints")),
+            ports=tuple(SlicePort.from_object(port) for port in item.children("ports")),
+        )
+
+    def to_object(self) -> dict[str, Any]:
+        metadata = {
+            "namespace": self.namespace,
+            "name": self.name,
+            "labels": {SERVICE_NAME_LABEL: self.service} if self.service else None,
+        }
+        return _object(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            metadata,
+            addressType=self.address_type,
+            endpoints=[endpoint.to_object() for endpoint in self.endpoints],
+            ports=[port.to_object() for port in self.ports],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    internal_ips: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_object(cls, item: _Fields) -> Node:
+        metadata, spec = item.child("metadata"), item.child("spec")
+        addresses = [(a.text("type"), a.text("address")) for a in item.child("status").children("addresses")]
+        return cls(
+            name=metadata.text("name"),
+            internal_ips=tuple(address for kind, address in addresses if kind == "InternalIP"),
+            external_ips=tuple(address for kind, address in addresses if kind == "ExternalIP"),
+            pod_cidrs=spec.texts("podCIDRs") or tuple(cidr for cidr in [spec.text("podCIDR", "")] if cidr),
+            labels=metadata.mapping("labels"),
+        )
+
+    def to_object(self) -> dict[str, Any]:
+        addresses = [{"type": "InternalIP", "address": ip} for ip in self.internal_ips] + [
+            {"type": "ExternalIP", "address": ip} for ip in self.external_ips
+        ]
+        spec = {"podCIDR": self.pod_cidrs[0] if self.pod_cidrs else None, "podCIDRs": list(self.pod_cidrs)}
+        return _object(
+            "v1",
+            "Node",
+            {"name": self.name, "labels": self.labels},
+            spec=_compact(spec),
+            status=_compact({"addresses": addresses}),
+        )
+
+
+def _network_policy(item: _Fields) -> dict[str, Any]:
+    """A NetworkPolicy reduced to what defines it: apiVersion, kind, name, namespace, labels and spec.
+
+    Status, managedFields, uid, resourceVersion and annotations (such as kubectl's
+    last-applied-configuration) are dropped, so that policies compare equal across clusters and
+    snapshots and can be fed to the evaluator as they are.
+    """
+    metadata = item.child("metadata")
+    reduced = {
+        "namespace": metadata.text("namespace"),
+        "name": metadata.text("name"),
+        "labels": metadata.mapping("labels"),
+    }
+    return _object(item.text("apiVersion", "networking.k8s.io/v1"), "NetworkPolicy", reduced, spec=item.raw("spec"))
+
+
+def _object(api_version: str, kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "metadata": _compact(metadata), **_compact(body)}
+
+
+def _name_key(item: Any) -> tuple[str, str]:
+    return getattr(item, "namespace", ""), item.name
+
+
+def _policy_key(policy: Mapping[str, Any]) -> tuple[str, str]:
+    return policy["metadata"]["namespace"], policy["metadata"]["name"]
+
+
+def _oldest_first(pod: Pod) -> tuple[datetime, str, str]:
+    return pod.created or datetime.min.replace(tzinfo=UTC), pod.namespace, pod.name
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything known about a cluster's pods, Services, nodes and policies; sorted by name.
+
+    Lookups are by the IPs the API server reports, in their canonical text form.
+    """
+
+    pods: tuple[Pod, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    services: tuple[Service, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    network_policies: tuple[dict[str, Any], ...] = ()
+    """Plain policy objects, reduced as `_network_policy` does."""
+
+    def __post_init__(self) -> None:
+        for name in ("pods", "namespaces", "services", "endpoint_slices", "nodes"):
+            object.__setattr__(self, name, tuple(sorted(getattr(self, name), key=_name_key)))
+        object.__setattr__(self, "network_policies", tuple(sorted(self.network_policies, key=_policy_key)))
+
+    def pods_by_ip(self, ip: str) -> tuple[Pod, ...]:
+        """Every pod that has or had `ip`, oldest first: IPs are reused, and every hostNetwork pod of
+        a node has the node's IP. Tell them apart with `created`, `deleted`, `phase` and `host_network`."""
+        return self._pods_by_ip.get(ip, ())
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        return self._pods_by_name.get((namespace, name))
+
+    def pods_in_namespace(self, namespace: str) -> tuple[Pod, ...]:
+        return self._pods_by_namespace.get(namespace, ())
+
+    def service_by_cluster_ip(self, ip: str) -> Service | None:
+        return self._services_by_ip.get(ip)
+
+    def endpoint_slices_of(self, service: Service) -> tuple[EndpointSlice, ...]:
+        return self._slices_by_service.get((service.namespace, service.name), ())
+
+    def node(self, name: str) -> Node | None:
+        return self._nodes_by_name.get(name)
+
+    def node_by_ip(self, ip: str) -> Node | None:
+        """The node with this internal or external IP."""
+        return self._nodes_by_ip.get(ip)
+
+    def node_by_pod_cidr(self, ip: str) -> Node | None:
+        """The node whose pod CIDR contains `ip` (a pod IP, possibly of a pod not in the inventory)."""
+        address = ipaddress.ip_address(ip)
+        return next((node for network, node in self._pod_networks if address in network), None)
+
+    @cached_property
+    def namespace_labels(self) -> dict[str, dict[str, str]]:
+        """Namespace name → its labels."""
+        return {namespace.name: namespace.labels for namespace in self.namespaces}
+
+    @cached_property
+    def _pods_by_ip(self) -> dict[str, tuple[Pod, ...]]:
+        found: dict[str, list[Pod]] = {}
+        for pod in self.pods:
+            for ip in pod.ips:
+                found.setdefault(ip, []).append(pod)
+        return {ip: tuple(sorted(pods, key=_oldest_first)) for ip, pods in found.items()}
+
+    @cached_property
+    def _pods_by_name(self) -> dict[tuple[str, str], Pod]:
+        return {(pod.namespace, pod.name): pod for pod in self.pods}
+
+    @cached_property
+    def _pods_by_namespace(self) -> dict[str, tuple[Pod, ...]]:
+        return _group(self.pods, lambda pod: pod.namespace)
+
+    @cached_property
+    def _services_by_ip(self) -> dict[str, Service]:
+        return {ip: service for service in self.services for ip in service.cluster_ips}
+
+    @cached_property
+    def _slices_by_service(self) -> dict[tuple[str, str], tuple[EndpointSlice, ...]]:
+        return _group(self.endpoint_slices, lambda item: (item.namespace, item.service))
+
+    @cached_property
+    def _nodes_by_name(self) -> dict[str, Node]:
+        return {node.name: node for node in self.nodes}
+
+    @cached_property
+    def _nodes_by_ip(self) -> dict[str, Node]:
+        return {ip: node for node in self.nodes for ip in (*node.internal_ips, *node.external_ips)}
+
+    @cached_property
+    def _pod_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Node]]:
+        return [(ipaddress.ip_network(cidr, strict=False), node) for node in self.nodes for cidr in node.pod_cidrs]
+
+
+def _group(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, tuple[Any, ...]]:
+    groups: dict[Any, list[Any]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return {name: tuple(members) for name, members in groups.items()}
+
+
+# -- reading and writing ------------------------------------------------------------------------
+
+_READERS: dict[str, Callable[[_Fields], Any]] = {
+    "Pod": Pod.from_object,
+    "Service": Service.from_object,
+    "EndpointSlice": EndpointSlice.from_object,
+    "Namespace": Namespace.from_object,
+    "Node": Node.from_object,
+    "NetworkPolicy": _network_policy,
+}
+"""The kinds of the inventory and how each is read."""
+
+
+def inventory_from_objects(items: Iterable[object], source: str) -> Inventory:
+    """Build an inventory from API objects of any kind (other kinds are not part of it and are skipped).
+
+    Raises `CollectorError` naming `source`, the item's index and the bad field.
+    """
+    found: dict[str, list[Any]] = {kind: [] for kind in _READERS}
+    seen: dict[tuple[str, str, str], int] = {}
+    for index, item in enumerate(items):
+        try:
+            fields = _Fields(item)
+            kind = fields.text("kind")
+            if not kind:
+                raise InvalidObject("kind: missing")
+            if kind not in _READERS:
+                continue
+            read = _READERS[kind](fields)
+        except InvalidObject as exc:
+            raise CollectorError(f"{source}: item {index}{_item_name(item)}: {exc}") from None
+        key = (kind, fields.child("metadata").text("namespace", ""), fields.child("metadata").text("name"))
+        if key in seen:
+            raise CollectorError(f"{source}: item {index}{_item_name(item)}: the same object as item {seen[key]}")
+        seen[key] = index
+        found[kind].append(read)
+    return Inventory(
+        pods=tuple(found["Pod"]),
+        namespaces=tuple(found["Namespace"]),
+        services=tuple(found["Service"]),
+        endpoint_slices=tuple(found["EndpointSlice"]),
+        nodes=tuple(found["Node"]),
+        network_policies=tuple(found["NetworkPolicy"]),
+    )
+
+
+def _item_name(item: object) -> str:
+    """` (Pod shop/frontend-x)`, or as much of it as the item has."""
+    if not isinstance(item, dict):
+        return ""
+    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    parts = [str(metadata[key]) for key in ("namespace", "name") if isinstance(metadata.get(key), str)]
+    name = " ".join(filter(None, [str(item.get("kind") or ""), "/".join(parts)]))
+    return f" ({name})" if name else ""
+
+
+def list_items(document: object, source: str) -> Iterator[object]:
+    """The objects of one document: a `List` or `PodList`-style list (its items inherit the list's
+    kind and apiVersion when they lack them, as in API responses), a plain list, or one object."""
+    if isinstance(document, list):
+        yield from document
+    elif isinstance(document, dict) and isinstance(document.get("items"), list):
+        kind = str(document.get("kind", ""))
+        typed = kind.endswith("List") and kind != "List"
+        inherited = {"kind": kind.removesuffix("List"), "apiVersion": document.get("apiVersion")} if typed else {}
+        for item in document["items"]:
+            yield {**inherited, **item} if inherited and isinstance(item, dict) else item
+    elif isinstance(document, dict) and "kind" in document:
+        yield document
+    elif document is not None:
+        raise CollectorError(
+            f"{source}: expected a Kubernetes List (kubectl get ... -o json), a list of objects or an object, "
+            f"got {_describe_value(document)}"
+        )
+
+
+def load_inventory(path: str) -> Inventory:
+    """Read a snapshot: `kubectl get pods,services,endpointslices,namespaces,nodes,networkpolicies -A
+    -o json` (or `-o yaml`) output, a JSON or YAML list of objects, or a file `write_snapshot` wrote;
+    gzip-compressed or not; `-` is stdin."""
+    name = display_name(path)
+    documents = _parse_documents(_read_text(path), name)
+    inventory = inventory_from_objects((item for document in documents for item in list_items(document, name)), name)
+    if inventory == Inventory():
+        raise CollectorError(f"{name}: no pods, namespaces, services, endpointslices, nodes or networkpolicies")
+    return inventory
+
+
+def _read_text(path: str) -> str:
+    stream = open_input(path)
+    try:
+        return stream.read().decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
+    finally:
+        stream.close()
+
+
+def _parse_documents(text: str, name: str) -> list[object]:
+    """JSON when the text starts like JSON (fast, precise errors), else YAML (one or more documents)."""
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise CollectorError(f"{name}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise CollectorError(f"{name}{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def snapshot_document(inventory: Inventory) -> dict[str, Any]:
+    """The inventory as a kubectl-style `List`, kinds in `kubectl get` order, each sorted by name."""
+    items = [
+        *(pod.to_object() for pod in inventory.pods),
+        *(service.to_object() for service in inventory.services),
+        *(endpoint_slice.to_object() for endpoint_slice in inventory.endpoint_slices),
+        *(namespace.to_object() for namespace in inventory.namespaces),
+        *(node.to_object() for node in inventory.nodes),
+        *inventory.network_policies,
+    ]
+    return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
+
+
+def snapshot_json(inventory: Inventory) -> str:
+    """The snapshot text: the same inventory always gives the same bytes."""
+    return json.dumps(snapshot_document(inventory), indent=4, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_snapshot(inventory: Inventory, path: str) -> None:
+    """Write the snapshot `load_inventory` and kubectl users read; gzip-compressed when `path` ends in `.gz`."""
+    data = snapshot_json(inventory).encode("utf-8")
+    try:
+        with open(path, "wb") as out:
+            if path.endswith(".gz"):
+                with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as compressed:
+                    compressed.write(data)
+            else:
+                out.write(data)
+    except OSError as exc:
+        raise CollectorError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def inventory_from_cluster(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    page_size: int = 500,
+    timeout: float = 30.0,
+) -> Inventory:
+    """Read the inventory from the Kubernetes API (see `inventory_api.list_pages` for the connection)."""
+    pages = inventory_api.list_pages(kubeconfig, context, page_size=page_size, timeout=timeout)
+    return inventory_from_objects(
+        (item for page in pages for item in list_items(page, "the API server")), "the API server"
+    )

@@ -15,18 +15,22 @@ import networkx as nx
 import pandas as pd
 
 from collectors import read_observations
+from collectors.enrich import apply_inventory
 from collectors.errors import OnError
+from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
+from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
 from recommender.synthesis import Proposal, SynthesisOptions, synthesize
-from recommender.verification import Check, Drift, Replay, check_proposal, drift, replay
+from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 __all__ = [
     "Check",
     "Drift",
+    "Inventory",
     "ObservationSet",
     "Proposal",
     "Recommendation",
@@ -37,9 +41,11 @@ __all__ = [
     "graph",
     "load_observations",
     "load_policies",
+    "read_inventory",
     "recommend",
     "render_yaml",
     "save",
+    "save_inventory",
     "verify",
     "write_policies",
 ]
@@ -119,18 +125,36 @@ class Recommendation:
         return rows
 
 
-def recommend(observed: ObservationSet, options: SynthesisOptions | None = None) -> Recommendation:
+def recommend(
+    observed: ObservationSet, options: SynthesisOptions | None = None, inventory: Inventory | None = None
+) -> Recommendation:
     """Synthesize the least-privilege NetworkPolicy set for the observed traffic, and prove it.
 
     Every observed connection the proposal is meant to allow is replayed against it; one that
     would break raises `ReplayError` (a bug, never a warning). The check also counts the excess:
     (client, server, protocol, port) tuples the proposal allows that were never observed.
+
+    With an `inventory`, workloads and labels come from the cluster, selectors are exact against
+    every pod of a namespace, the excess counts every pod, and the evidence names container ports.
     """
     options = options or SynthesisOptions()
-    proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options)
+    if inventory is not None:
+        observed = apply_inventory(observed, inventory)
+    proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options, _port_names(inventory))
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
-    check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options)
+    check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options, inventory)
     return Recommendation(observed, proposal, options, check)
+
+
+def _port_names(inventory: Inventory | None) -> dict[tuple[str, str, str, int], str]:
+    if inventory is None:
+        return {}
+    return {
+        (pod.namespace, pod.owner.name, port.protocol, port.port): port.name
+        for pod in inventory.pods
+        for port in pod.ports
+        if port.name
+    }
 
 
 def load_policies(path: str) -> list[dict]:
@@ -138,14 +162,36 @@ def load_policies(path: str) -> list[dict]:
     return load_policy_files(path)
 
 
-def verify(policies: list[dict], observed: ObservationSet) -> Replay:
+def verify(policies: list[dict], observed: ObservationSet, inventory: Inventory | None = None) -> Replay:
     """Replay every observed connection against `policies`: allowed or denied, and why."""
-    return replay(policies, observed)
+    if inventory is not None:
+        observed = apply_inventory(observed, inventory)
+    return replay(policies, observed, model=cluster_model(observed, inventory))
 
 
-def diff(policies: list[dict], observed: ObservationSet) -> Drift:
-    """Observed traffic against an existing policy set: allowed, would break, rules never used."""
-    return drift(policies, observed)
+def diff(policies: list[dict] | None, observed: ObservationSet, inventory: Inventory | None = None) -> Drift:
+    """Observed traffic against a policy set (by default the inventory's, i.e. the cluster's own):
+    what it allows, what would break on enforcement, which rules nothing used."""
+    if policies is None:
+        if inventory is None:
+            raise RecommenderError("diff needs policies: give a policy file or an inventory holding the cluster's")
+        policies = list(inventory.network_policies)
+    if inventory is not None:
+        observed = apply_inventory(observed, inventory)
+    return drift(policies, observed, model=cluster_model(observed, inventory))
+
+
+def read_inventory(*, kubeconfig: str | None = None, context: str | None = None, path: str | None = None) -> Inventory:
+    """The cluster inventory: from a snapshot file (`path`: `inventory -o` output or `kubectl get
+    pods,services,endpointslices,namespaces,nodes,networkpolicies -A -o json`) or from the cluster."""
+    if path is not None:
+        return load_inventory(path)
+    return inventory_from_cluster(kubeconfig, context)
+
+
+def save_inventory(snapshot: Inventory, path: str) -> None:
+    """Write an inventory snapshot (a kubectl-style `List`, byte-identical for the same cluster)."""
+    write_snapshot(snapshot, path)
 
 
 def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:

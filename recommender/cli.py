@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import click
 from rich.console import Console
@@ -19,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from collectors.errors import CollectorError
+from collectors.inventory import snapshot_json
 from collectors.sources import STDIN, expand_inputs
 from recommender import api, tables
 from recommender.errors import RecommenderError
@@ -46,6 +48,39 @@ def input_options(command: Callable) -> Callable:
         help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
     )(command)
     return click.argument("files", nargs=-1, required=True)(command)
+
+
+def cluster_options(command: Callable) -> Callable:
+    """Where the cluster inventory comes from: a snapshot file, or the cluster itself."""
+    for option in reversed(
+        [
+            click.option(
+                "--inventory",
+                "inventory_file",
+                help="A cluster snapshot: `inventory -o` output or "
+                "`kubectl get pods,services,endpointslices,namespaces,nodes,networkpolicies -A -o json`.",
+            ),
+            click.option(
+                "--cluster", is_flag=True, help="Read the inventory from the cluster (kubeconfig or in-cluster)."
+            ),
+            click.option("--kubeconfig", help="Kubeconfig file (implies --cluster)."),
+            click.option("--context", help="Kubeconfig context (implies --cluster)."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _inventory(
+    inventory_file: str | None, cluster: bool, kubeconfig: str | None, context: str | None
+) -> api.Inventory | None:
+    if inventory_file and (cluster or kubeconfig or context):
+        raise click.UsageError("use either --inventory or --cluster/--kubeconfig/--context, not both")
+    if inventory_file:
+        return api.read_inventory(path=inventory_file)
+    if cluster or kubeconfig or context:
+        return api.read_inventory(kubeconfig=kubeconfig, context=context)
+    return None
 
 
 def _load(files: Sequence[str], on_error: str) -> api.ObservationSet:
@@ -87,6 +122,7 @@ def _load(files: Sequence[str], on_error: str) -> api.ObservationSet:
     help="Allow traffic Hubble saw DROPPED (by default only reported).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
+@cluster_options
 def recommend(
     files: Sequence[str],
     output: str,
@@ -96,6 +132,10 @@ def recommend(
     include_dropped: bool,
     on_error: str,
     quiet: bool,
+    inventory_file: str | None,
+    cluster: bool,
+    kubeconfig: str | None,
+    context: str | None,
 ) -> None:
     """Recommend NetworkPolicies from Hubble flow files.
 
@@ -108,7 +148,8 @@ def recommend(
     """
     options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
     with _user_errors():
-        result = api.recommend(_load(files, on_error), options)
+        inventory = _inventory(inventory_file, cluster, kubeconfig, context)
+        result = api.recommend(_load(files, on_error), options, inventory)
         if output in ("yaml", "json"):
             text = api.render_yaml(result.proposal, explain=explain) if output == "yaml" else None
             click.echo(text if text is not None else _json(result), nl=False)
@@ -126,7 +167,8 @@ REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 @input_options
 @click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
 @click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
-def verify(files: Sequence[str], on_error: str, policies: str, output_format: str) -> None:
+@cluster_options
+def verify(files: Sequence[str], on_error: str, policies: str, output_format: str, **cluster: Any) -> None:
     """Replay observed traffic against a set of NetworkPolicies.
 
     Prints every observed connection as allowed or denied, with the policy and rule that decided;
@@ -137,7 +179,7 @@ def verify(files: Sequence[str], on_error: str, policies: str, output_format: st
         netpol-recommender verify --policies policies/ capture.json
     """
     with _user_errors():
-        replayed = api.verify(api.load_policies(policies), _load(files, on_error))
+        replayed = api.verify(api.load_policies(policies), _load(files, on_error), _inventory(**cluster))
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
@@ -155,9 +197,12 @@ def verify(files: Sequence[str], on_error: str, policies: str, output_format: st
 
 @main.command()
 @input_options
-@click.option("--policies", required=True, help="The policy set in force: a YAML/JSON file or a directory.")
+@click.option(
+    "--policies", help="The policy set in force: a YAML/JSON file or a directory (default: the inventory's policies)."
+)
 @click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
-def diff(files: Sequence[str], on_error: str, policies: str, output_format: str) -> None:
+@cluster_options
+def diff(files: Sequence[str], on_error: str, policies: str | None, output_format: str, **cluster: Any) -> None:
     """Compare observed traffic with an existing policy set.
 
     Lists, per namespace, the observed connections the policies would break on enforcement, and the
@@ -168,7 +213,8 @@ def diff(files: Sequence[str], on_error: str, policies: str, output_format: str)
         netpol-recommender diff --policies cluster-policies/ capture.json -o markdown
     """
     with _user_errors():
-        result = api.diff(api.load_policies(policies), _load(files, on_error))
+        inventory = _inventory(**cluster)
+        result = api.diff(api.load_policies(policies) if policies else None, _load(files, on_error), inventory)
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
@@ -180,6 +226,29 @@ def diff(files: Sequence[str], on_error: str, policies: str, output_format: str)
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
             f"{len(result.unused_rules)} of {len(result.rules)} rules never used"
         )
+
+
+@main.command("inventory")
+@click.option("-o", "--output", required=True, help="Snapshot file to write (`-` for stdout; `.gz` compresses).")
+@click.option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
+@click.option("--context", help="Kubeconfig context.")
+def inventory_command(output: str, kubeconfig: str | None, context: str | None) -> None:
+    """Snapshot the cluster: pods, namespaces, services, endpointslices, nodes and networkpolicies.
+
+    Only lists (get/list) those resources. The snapshot is a kubectl-style List, readable by
+    `--inventory` on the other commands.
+
+    Example:
+
+        netpol-recommender inventory --context prod -o cluster.json
+    """
+    with _user_errors():
+        snapshot = api.read_inventory(kubeconfig=kubeconfig, context=context)
+        if output == "-":
+            click.echo(snapshot_json(snapshot), nl=False)
+        else:
+            api.save_inventory(snapshot, output)
+            stderr.print(f"wrote {output}: {len(snapshot.pods)} pods, {len(snapshot.network_policies)} policies")
 
 
 def _json(result: api.Recommendation) -> str:

@@ -166,15 +166,20 @@ def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
 # -- synthesis ---------------------------------------------------------------------------------
 
 
+PortNames = Mapping[tuple[str, str, str, int], str]
+"""(namespace, workload, protocol, port) → the container port's name, for the evidence."""
+
+
 def synthesize(
     observations: pd.DataFrame,
     pods: pd.DataFrame | None = None,
     dns_names: Mapping[str, tuple[str, ...]] | None = None,
     options: SynthesisOptions | None = None,
+    port_names: PortNames | None = None,
 ) -> Proposal:
     """Propose the NetworkPolicies that allow exactly the wanted observed traffic."""
     options = options or SynthesisOptions()
-    dns_names = dns_names or {}
+    names = _Names(dns_names or {}, port_names or {})
     all_edges = build_edges(observations)
     edges = build_edges(wanted_observations(observations, options))
     selectors = choose_selectors(_selector_members(observations, pods))
@@ -202,7 +207,7 @@ def synthesize(
                 workload = (namespace, getattr(row, f"{side}_workload"))
                 traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
     for (namespace, workload), rows in sorted(traffic.items()):
-        policies.append(_workload_policy(namespace, workload, rows, selectors, dns_names))
+        policies.append(_workload_policy(namespace, workload, rows, selectors, names))
 
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
@@ -261,16 +266,14 @@ def _workload_policy(
     workload: str,
     rows: Mapping[str, list],
     selectors: Mapping[tuple[str, str], Selector],
-    dns_names: Mapping[str, tuple[str, ...]],
+    names: _Names,
 ) -> PolicyPlan:
     """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}."""
     spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
     evidence: list[RuleEvidence] = []
     for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
         if rows[direction]:
-            rules, rule_evidence = _rules(
-                rows[direction], peer_side, peer_key, direction, namespace, selectors, dns_names
-            )
+            rules, rule_evidence = _rules(rows[direction], peer_side, peer_key, direction, namespace, selectors, names)
             spec[direction] = rules
             spec["policyTypes"].append(direction.capitalize())
             evidence += rule_evidence
@@ -294,7 +297,7 @@ def _rules(
     direction: str,
     namespace: str,
     selectors: Mapping[tuple[str, str], Selector],
-    dns_names: Mapping[str, tuple[str, ...]],
+    names: _Names,
 ) -> tuple[list[dict[str, Any]], list[RuleEvidence]]:
     """One rule per distinct port set; its peers are every peer observed on exactly those ports."""
     rows_of: dict[_Peer, list] = {}
@@ -312,8 +315,21 @@ def _rules(
         ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
         rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
         rule_rows = [row for peer in peers for row in rows_of[peer]]
-        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, dns_names))
+        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, names))
     return rules, evidence
+
+
+@dataclass(frozen=True)
+class _Names:
+    """What names the evidence can give: DNS names of IPs, container port names of workloads."""
+
+    dns: Mapping[str, tuple[str, ...]]
+    ports: PortNames
+
+    def port(self, rows: list, protocol: str, port: int) -> str:
+        """`TCP/8080`, or `TCP/8080 (http)` when the servers' containers name that port."""
+        found = {self.ports.get((row.server_namespace, row.server_workload, protocol, port)) for row in rows} - {None}
+        return f"{protocol}/{port}" + (f" ({', '.join(sorted(found))})" if found else "")
 
 
 def _evidence(
@@ -322,7 +338,7 @@ def _evidence(
     rows: list,
     peer_side: str,
     ports: tuple[tuple[str, int], ...],
-    dns_names: Mapping[str, tuple[str, ...]],
+    names: _Names,
 ) -> RuleEvidence:
     busiest = min(rows, key=lambda row: (-row.count, row.client, row.server))
 
@@ -336,11 +352,11 @@ def _evidence(
         direction=direction,
         index=index,
         peers=tuple(sorted({getattr(row, peer_side) for row in rows})),
-        ports=tuple(f"{p}/{n}" for p, n in ports),
+        ports=tuple(names.port(rows, protocol, port) for protocol, port in ports),
         count=sum(int(row.count) for row in rows),
         first_seen=min(firsts) if firsts else None,
         last_seen=max(lasts) if lasts else None,
         example_client=example("client"),
         example_server=example("server"),
-        dns_names=tuple(sorted({name for ip in peer_ips for name in dns_names.get(ip, ())})),
+        dns_names=tuple(sorted({name for ip in peer_ips for name in names.dns.get(ip, ())})),
     )

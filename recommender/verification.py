@@ -13,11 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from collectors.records import HOST, POD, ObservationSet, labels_from_text
+from collectors.inventory import Inventory
+from collectors.records import HOST, POD, ObservationSet, labels_from_text, labels_to_text
 from recommender.errors import ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
     ConnectionSet,
+    ContainerPort,
     Evaluator,
     ExternalPeer,
     Namespace,
@@ -42,33 +44,66 @@ class ClusterModel:
     pods: list[Pod]
     workload_of: dict[Pod, str] = field(default_factory=dict)
     """Each pod's workload key (`namespace/workload`)."""
+    by_name: dict[tuple[str, str], Pod] = field(default_factory=dict)
+    """Inventory pods by (namespace, name): observed pods are evaluated as the real pod, ports included."""
 
     def endpoint(self, row: Any, side: str) -> Pod | ExternalPeer:
         """The semantics endpoint of one side of an observation row."""
         if getattr(row, f"{side}_entity") == POD:
-            namespace = getattr(row, f"{side}_namespace")
-            name = getattr(row, f"{side}_pod") or getattr(row, f"{side}_workload")
+            namespace, example = getattr(row, f"{side}_namespace"), getattr(row, f"{side}_pod")
+            known = self.by_name.get((namespace, example))
+            if known is not None:
+                return known
+            name = example or getattr(row, f"{side}_workload")
             return Pod(namespace, name, labels_from_text(getattr(row, f"{side}_labels")))
         return ExternalPeer(getattr(row, f"{side}_ip"))
 
 
-def cluster_model(observed: ObservationSet) -> ClusterModel:
-    """Every known pod: the pods seen, plus one pod per observed workload label set no pod covers."""
+def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) -> ClusterModel:
+    """Every known pod: the inventory's when there is one (with their container ports), else the
+    pods seen; plus one pod per observed workload label set that no pod covers."""
+    model = ClusterModel(namespaces=[], pods=[])
+    namespaces: dict[str, Namespace] = {}
+    if inventory is not None:
+        for namespace in inventory.namespaces:
+            namespaces[namespace.name] = Namespace(namespace.name, namespace.labels)
+        for known in inventory.pods:
+            if known.host_network and not known.ips:
+                continue
+            ports = tuple(ContainerPort(p.port, p.name or None, p.protocol) for p in known.ports)
+            pod = Pod(
+                known.namespace,
+                known.name,
+                known.labels,
+                ports,
+                known.ips[0] if known.ips else None,
+                known.host_network,
+            )
+            model.pods.append(pod)
+            model.workload_of[pod] = f"{known.namespace}/{known.owner.name}"
+            model.by_name[(known.namespace, known.name)] = pod
     members: dict[tuple[str, str, str], str] = {}
     for row in observed.pods.itertuples(index=False):
-        members.setdefault((row.namespace, row.workload, row.labels), row.pod)
+        if (row.namespace, row.pod) not in model.by_name:
+            members.setdefault((row.namespace, row.workload, row.labels), row.pod)
     frame = observed.observations
+    covered = {
+        (ns, workload, labels_to_text(pod.labels))
+        for pod, key in model.workload_of.items()
+        for ns, workload in [key.split("/", 1)]
+    }
     for side in ("client", "server"):
         rows = frame[(frame[f"{side}_entity"] == POD) & (frame[f"{side}_workload"] != "")]
-        for namespace, workload, labels in zip(
-            rows[f"{side}_namespace"], rows[f"{side}_workload"], rows[f"{side}_labels"], strict=True
-        ):
-            members.setdefault((namespace, workload, labels), workload)
-    model = ClusterModel(namespaces=[Namespace(ns) for ns in sorted({key[0] for key in members})], pods=[])
+        for key in zip(rows[f"{side}_namespace"], rows[f"{side}_workload"], rows[f"{side}_labels"], strict=True):
+            if key not in covered:
+                members.setdefault(key, key[1])
     for (namespace, workload, labels), name in sorted(members.items()):
         pod = Pod(namespace, name, labels_from_text(labels))
         model.pods.append(pod)
         model.workload_of[pod] = f"{namespace}/{workload}"
+    for namespace in sorted({pod.namespace for pod in model.pods} - set(namespaces)):
+        namespaces[namespace] = Namespace(namespace)
+    model.namespaces = [namespaces[name] for name in sorted(namespaces)]
     return model
 
 
@@ -123,7 +158,9 @@ def replay(
             allowed, text = decision.allowed, str(decision)
         decisions.append(decision)
         records.append((row.client, row.server, row.protocol, int(row.port), int(row.count), allowed, rules, text))
-    frame = pd.DataFrame(records, columns=CONNECTION_COLUMNS)
+    frame = pd.DataFrame(records, columns=CONNECTION_COLUMNS).astype(
+        {"port": "int64", "count": "int64", "allowed": bool}
+    )
     connections = (
         frame.sort_values(["allowed", "client", "server", "protocol", "port"])  # a denial wins the explanation
         .groupby(["client", "server", "protocol", "port"], sort=True)
@@ -249,7 +286,9 @@ def drift(policies: list[Mapping[str, Any]], observed: ObservationSet, *, model:
                 records.append(
                     (policy.namespace, policy.name, direction.lower(), index, ref in flows, flows.get(ref, 0))
                 )
-    rules = pd.DataFrame(records, columns=["namespace", "policy", "direction", "rule", "used", "flows"])
+    rules = pd.DataFrame(records, columns=["namespace", "policy", "direction", "rule", "used", "flows"]).astype(
+        {"rule": "int64", "used": bool, "flows": "int64"}
+    )
     return Drift(replayed, rules.sort_values(["namespace", "policy", "direction", "rule"]).reset_index(drop=True))
 
 
@@ -266,7 +305,11 @@ class Check:
 
 
 def check_proposal(
-    policies: list[Mapping[str, Any]], observed: ObservationSet, edges: pd.DataFrame, options: SynthesisOptions
+    policies: list[Mapping[str, Any]],
+    observed: ObservationSet,
+    edges: pd.DataFrame,
+    options: SynthesisOptions,
+    inventory: Inventory | None = None,
 ) -> Check:
     """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks."""
     rows = replayable(observed, options)
@@ -274,7 +317,7 @@ def check_proposal(
     row_keys = zip(
         endpoint_keys(rows, "client"), endpoint_keys(rows, "server"), rows["protocol"], rows["port"], strict=True
     )
-    model = cluster_model(observed)
+    model = cluster_model(observed, inventory)
     replayed = replay(policies, observed, rows[[key in keys for key in row_keys]], model=model)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])

@@ -20,6 +20,7 @@ from collectors.errors import OnError
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
+from recommender import pictures
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
@@ -41,6 +42,7 @@ __all__ = [
     "graph",
     "load_observations",
     "load_policies",
+    "picture",
     "read_inventory",
     "recommend",
     "render_yaml",
@@ -192,6 +194,28 @@ def read_inventory(*, kubeconfig: str | None = None, context: str | None = None,
 def save_inventory(snapshot: Inventory, path: str) -> None:
     """Write an inventory snapshot (a kubectl-style `List`, byte-identical for the same cluster)."""
     write_snapshot(snapshot, path)
+
+
+def picture(
+    observed: ObservationSet,
+    *,
+    kind: str = "graph",
+    workload: str | None = None,
+    policies: list[dict] | None = None,
+    inventory: Inventory | None = None,
+) -> pictures.Picture:
+    """A picture of the traffic: `kind` "graph" (the workload graph), "matrix" (namespace by
+    namespace) or "workload" (one `workload` with its clients and servers). With `policies`, edges
+    are coloured as allowed, would-break or unobserved (allowed but never seen)."""
+    status = diff(policies, observed, inventory).status() if policies is not None else None
+    traffic = edges(apply_inventory(observed, inventory) if inventory is not None else observed)
+    if kind == "matrix":
+        return pictures.namespace_matrix(traffic, status=status)
+    if kind == "workload":
+        if not workload:
+            raise RecommenderError("a workload picture needs the workload, as namespace/name")
+        return pictures.workload_view(traffic, workload, status=status, dns_names=observed.dns_names)
+    return pictures.workload_graph(traffic, status=status, dns_names=observed.dns_names)
 
 
 def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:

@@ -22,7 +22,7 @@ from rich.table import Table
 from collectors.errors import CollectorError
 from collectors.inventory import snapshot_json
 from collectors.sources import STDIN, expand_inputs
-from recommender import api, tables
+from recommender import api, pictures, tables
 from recommender.errors import RecommenderError
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
@@ -226,6 +226,44 @@ def diff(files: Sequence[str], on_error: str, policies: str | None, output_forma
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
             f"{len(result.unused_rules)} of {len(result.rules)} rules never used"
         )
+
+
+@main.command()
+@input_options
+@click.option("-o", "--output", required=True, help="Image file: .svg or .png.")
+@click.option("--matrix", is_flag=True, help="A namespace-by-namespace matrix instead of the graph.")
+@click.option("--workload", help="One workload (namespace/name) with its clients and servers.")
+@click.option("--policies", help="Colour edges as allowed, would-break or unobserved under these policies.")
+@cluster_options
+def graph(
+    files: Sequence[str],
+    on_error: str,
+    output: str,
+    matrix: bool,
+    workload: str | None,
+    policies: str | None,
+    **cluster: Any,
+) -> None:
+    """Draw the observed traffic as a picture (no browser needed).
+
+    Example:
+
+        netpol-recommender graph capture.json -o graph.svg --policies policies/
+    """
+    if matrix and workload:
+        raise click.UsageError("use either --matrix or --workload")
+    kind = "matrix" if matrix else "workload" if workload else "graph"
+    with _user_errors():
+        observed = _load(files, on_error)
+        compared = api.load_policies(policies) if policies else None
+        try:
+            figure = api.picture(
+                observed, kind=kind, workload=workload, policies=compared, inventory=_inventory(**cluster)
+            )
+            pictures.save(figure, output)
+        except ValueError as exc:  # an unknown workload, an image format we cannot write
+            raise click.ClickException(str(exc)) from exc
+    stderr.print(f"wrote {output}")
 
 
 @main.command("inventory")

@@ -247,6 +247,9 @@ class Drift:
     """Observed traffic compared with an existing policy set."""
 
     replayed: Replay
+    model: ClusterModel
+    observed: ObservationSet
+    policies: list[Mapping[str, Any]]
     rules: pd.DataFrame
     """Every rule of the policy set: namespace, policy, direction, index, `used` (allowed its side
     of some observed connection) and the observed flows it allowed on its side."""
@@ -265,9 +268,26 @@ class Drift:
         """Rules no observed connection needed: candidates to remove."""
         return self.rules[~self.rules["used"]].reset_index(drop=True)
 
+    def unobserved(self) -> pd.DataFrame:
+        """Workload pairs and ports the policies allow that no observation used (computed on demand:
+        broad policies allow many pairs)."""
+        return excess(self.replayed, self.observed, self.model, named_ports(self.policies))
+
+    def status(self, *, with_unobserved: bool = True) -> dict[tuple[str, str, str, int], str]:
+        """(client, server, protocol, port) → "allowed" | "would-break" | "unobserved", for pictures."""
+        found = {
+            (row.client, row.server, row.protocol, int(row.port)): "allowed" if row.allowed else "would-break"
+            for row in self.replayed.connections.itertuples(index=False)
+        }
+        if with_unobserved:
+            for row in self.unobserved().itertuples(index=False):
+                found[(row.client, row.server, row.protocol, int(row.port))] = "unobserved"
+        return found
+
 
 def drift(policies: list[Mapping[str, Any]], observed: ObservationSet, *, model: ClusterModel | None = None) -> Drift:
     """Which observed connections the policies allow or would break, and which rules nothing used."""
+    model = model or cluster_model(observed)
     replayed = replay(policies, observed, model=model)
     flows: dict[RuleRef, int] = {}
     for decision, count in zip(replayed.decisions, replayable(observed)["count"], strict=True):
@@ -289,7 +309,8 @@ def drift(policies: list[Mapping[str, Any]], observed: ObservationSet, *, model:
     rules = pd.DataFrame(records, columns=["namespace", "policy", "direction", "rule", "used", "flows"]).astype(
         {"rule": "int64", "used": bool, "flows": "int64"}
     )
-    return Drift(replayed, rules.sort_values(["namespace", "policy", "direction", "rule"]).reset_index(drop=True))
+    rules = rules.sort_values(["namespace", "policy", "direction", "rule"]).reset_index(drop=True)
+    return Drift(replayed, model, observed, list(policies), rules)
 
 
 @dataclass

@@ -110,3 +110,14 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     outcome = run("recommend", EXAMPLE, "-o", str(blocker / "sub"), "-q")
     assert outcome.exit_code == 1 and "Error:" in outcome.stderr and "Traceback" not in outcome.stderr
+
+
+def test_graph_command_writes_pictures_and_reports_bad_requests(tmp_path):
+    for args, name in ((["--matrix"], "m.svg"), (["--workload", "shop/checkout"], "w.png"), ([], "g.png")):
+        outcome = run("graph", EXAMPLE, "-o", str(tmp_path / name), *args)
+        assert outcome.exit_code == 0, outcome.output
+        assert (tmp_path / name).stat().st_size > 1000
+    outcome = run("graph", EXAMPLE, "-o", str(tmp_path / "x.png"), "--workload", "shop/nope")
+    assert outcome.exit_code == 1 and "unknown workload 'shop/nope'" in outcome.stderr
+    outcome = run("graph", EXAMPLE, "-o", str(tmp_path / "x.gif"))
+    assert outcome.exit_code == 1 and "use a .png or .svg" in outcome.stderr

@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+import pandas as pd
+
+from collectors.aggregate import combine_observations
+from collectors.records import OBSERVATION_COLUMNS, POD, POD_COLUMNS, ObservationSet, ReadStats
+
 CLUSTER = "default"
 START = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 
@@ -106,9 +111,12 @@ def shop_topology() -> Topology:
     return Topology(_with_identities(workloads), connections)
 
 
-def scale_topology(workloads: int, edges_per_workload: int = 3, namespaces: int = 0, seed: int = 7) -> Topology:
+def scale_topology(
+    workloads: int, edges_per_workload: int = 3, namespaces: int = 0, seed: int = 7, *, edges: int | None = None
+) -> Topology:
     """`workloads` workloads over `namespaces` namespaces (default: one per 20 workloads), each calling
-    `edges_per_workload` others on a fixed port, plus kube-dns."""
+    `edges_per_workload` others on a fixed port, plus kube-dns. With `edges`, the calls are spread so
+    that there are exactly `edges` connections, kube-dns included."""
     rng = random.Random(seed)
     namespaces = namespaces or max(1, workloads // 20)
     items = [
@@ -123,17 +131,19 @@ def scale_topology(workloads: int, edges_per_workload: int = 3, namespaces: int 
     items.append(Workload("kube-system", "coredns", labels=(("k8s-app", "kube-dns"),), replicas=2))
     connections = []
     for i, client in enumerate(items[:-1]):
-        for server in rng.sample(range(workloads), min(edges_per_workload, workloads - 1)):
-            if server != i:
-                other = items[server]
-                connections.append(
-                    Connection(
-                        f"{client.namespace}/{client.name}",
-                        f"{other.namespace}/{other.name}",
-                        "TCP",
-                        8000 + server % 50,
-                    )
+        calls = edges_per_workload
+        if edges is not None:  # spread edges - workloads calls evenly, skipping the client itself
+            calls = (edges - workloads) * (i + 1) // workloads - (edges - workloads) * i // workloads
+        for server in rng.sample([s for s in range(workloads) if s != i], min(calls, workloads - 1)):
+            other = items[server]
+            connections.append(
+                Connection(
+                    f"{client.namespace}/{client.name}",
+                    f"{other.namespace}/{other.name}",
+                    "TCP",
+                    8000 + server % 50,
                 )
+            )
         connections.append(Connection(f"{client.namespace}/{client.name}", "kube-system/coredns", "UDP", 53))
     return Topology(_with_identities(items), connections)
 
@@ -557,3 +567,67 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def observation_set(topology: Topology) -> ObservationSet:
+    """The topology's traffic as already-aggregated observations (one row per connection), with its
+    pods: what ingest would produce, without generating and reading flows (for large benchmarks)."""
+    workloads = {f"{w.namespace}/{w.name}": w for w in topology.workloads}
+
+    def side(key: str) -> dict[str, str]:
+        if key in workloads:
+            w = workloads[key]
+            labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels))
+            return {
+                "entity": POD,
+                "namespace": w.namespace,
+                "workload": w.name,
+                "kind": w.kind,
+                "labels": labels,
+                "ip": "",
+                "cluster": CLUSTER,
+            }
+        entity, _, ip = key.partition(":")
+        entity = "world" if entity == "world" else "host"
+        return {"entity": entity, "namespace": "", "workload": "", "kind": "", "labels": "", "ip": ip, "cluster": ""}
+
+    rows = []
+    for connection in topology.connections:
+        client, server = (
+            side(connection.client) if connection.client != "host" else side("host:172.18.0.2"),
+            side(connection.server),
+        )
+        rows.append(
+            {
+                **{f"client_{k}": v for k, v in client.items()},
+                **{f"server_{k}": v for k, v in server.items()},
+                "protocol": connection.protocol,
+                "port": connection.port,
+                "verdict": "DROPPED" if connection.dropped else "FORWARDED",
+                "count": connection.weight,
+                "first_seen": START,
+                "last_seen": START,
+                "client_pod": "",
+                "server_pod": "",
+                "allowed_by": "",
+                "drop_reasons": "POLICY_DENIED" if connection.dropped else "",
+                "services": "",
+            }
+        )
+    pods = pd.DataFrame(
+        [
+            (
+                CLUSTER,
+                w.namespace,
+                f"{w.name}-{replica}",
+                w.name,
+                w.kind,
+                ",".join(f"{k}={v}" for k, v in sorted(w.labels)),
+            )
+            for w in topology.workloads
+            for replica in range(w.replicas)
+        ],
+        columns=list(POD_COLUMNS),
+    )
+    frame = combine_observations(pd.DataFrame(rows, columns=list(OBSERVATION_COLUMNS)))
+    return ObservationSet(frame, pods, frame.iloc[0:0], {}, ReadStats())

@@ -20,6 +20,7 @@ from collectors.errors import OnError
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
+from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
 from recommender import pictures
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
@@ -35,8 +36,10 @@ __all__ = [
     "ObservationSet",
     "Proposal",
     "Recommendation",
+    "RelayOptions",
     "Replay",
     "SynthesisOptions",
+    "collect",
     "diff",
     "edges",
     "graph",
@@ -65,6 +68,17 @@ def load_observations(
     `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`.
     """
     return read_observations(sources, on_error=OnError(on_error), progress=progress)
+
+
+def collect(
+    relay: RelayOptions, progress: Callable[[RelayProgress], None] | None = None
+) -> ObservationSet:
+    """Observe the cluster live through Hubble Relay for the window `relay` describes.
+
+    The flows go through the same orientation and aggregation as files. A stream that breaks is
+    resumed; SIGINT and SIGTERM end the window and still return what was observed.
+    """
+    return collect_from_relay(relay, progress=progress)
 
 
 def save(observed: ObservationSet, path: str) -> None:

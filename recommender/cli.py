@@ -2,94 +2,39 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from collectors.errors import CollectorError
 from collectors.inventory import snapshot_json
-from collectors.sources import STDIN, expand_inputs
+from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
+from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr
 from recommender.errors import RecommenderError
+from recommender.render import proposal_text
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
-PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
-
-stderr = Console(stderr=True)
 stdout = Console()
+REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="netpol-recommender")
 def main() -> None:
-    """Turn observed Kubernetes traffic into least-privilege NetworkPolicies."""
+    """Turn observed Kubernetes traffic into least-privilege NetworkPolicies.
 
-
-def input_options(command: Callable) -> Callable:
-    """FILES and --on-error, identical on every command that reads observations."""
-    command = click.option(
-        "--on-error",
-        type=click.Choice(["fail", "skip"]),
-        default="fail",
-        show_default=True,
-        help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
-    )(command)
-    return click.argument("files", nargs=-1, required=True)(command)
-
-
-def cluster_options(command: Callable) -> Callable:
-    """Where the cluster inventory comes from: a snapshot file, or the cluster itself."""
-    for option in reversed(
-        [
-            click.option(
-                "--inventory",
-                "inventory_file",
-                help="A cluster snapshot: `inventory -o` output or "
-                "`kubectl get pods,services,endpointslices,namespaces,nodes,networkpolicies -A -o json`.",
-            ),
-            click.option(
-                "--cluster", is_flag=True, help="Read the inventory from the cluster (kubeconfig or in-cluster)."
-            ),
-            click.option("--kubeconfig", help="Kubeconfig file (implies --cluster)."),
-            click.option("--context", help="Kubeconfig context (implies --cluster)."),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def _inventory(
-    inventory_file: str | None, cluster: bool, kubeconfig: str | None, context: str | None
-) -> api.Inventory | None:
-    if inventory_file and (cluster or kubeconfig or context):
-        raise click.UsageError("use either --inventory or --cluster/--kubeconfig/--context, not both")
-    if inventory_file:
-        return api.read_inventory(path=inventory_file)
-    if cluster or kubeconfig or context:
-        return api.read_inventory(kubeconfig=kubeconfig, context=context)
-    return None
-
-
-def _load(files: Sequence[str], on_error: str) -> api.ObservationSet:
-    with _progress(files) as advance:
-        return api.load_observations(files, on_error=on_error, progress=advance)
+    Every command reads observations from FILES (Hubble `-o jsonpb` captures, exporter logs,
+    saved observations) and/or live from Hubble Relay (`--server`, or no FILES at all).
+    """
 
 
 @main.command()
-@input_options
+@source_options
 @click.option(
     "-o",
     "--output",
@@ -116,43 +61,37 @@ def _load(files: Sequence[str], on_error: str) -> api.ObservationSet:
     help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
     "giving any replaces the default list.",
 )
-@click.option(
-    "--include-dropped",
-    is_flag=True,
-    help="Allow traffic Hubble saw DROPPED (by default only reported).",
-)
+@click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 @cluster_options
 def recommend(
-    files: Sequence[str],
+    sources: Sources,
+    cluster: ClusterSource,
     output: str,
     output_format: str,
     explain: bool,
-    exclude: Sequence[str],
+    exclude: tuple[str, ...],
     include_dropped: bool,
-    on_error: str,
     quiet: bool,
-    inventory_file: str | None,
-    cluster: bool,
-    kubeconfig: str | None,
-    context: str | None,
 ) -> None:
-    """Recommend NetworkPolicies from Hubble flow files.
+    """Recommend NetworkPolicies from observed traffic.
 
-    FILES are `hubble observe -o jsonpb` (or `-o json`) captures or Hubble exporter logs, plain or
-    gzip-compressed; globs are expanded and `-` reads stdin.
+    FILES are `hubble observe -o jsonpb` (or `-o json`) captures, Hubble exporter logs or saved
+    observations, plain or gzip-compressed; globs are expanded and `-` reads stdin.
 
-    Example:
+    Examples:
 
         netpol-recommender recommend capture.json -o policies/ --explain
+
+        netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
     """
     options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
     with _user_errors():
-        inventory = _inventory(inventory_file, cluster, kubeconfig, context)
-        result = api.recommend(_load(files, on_error), options, inventory)
-        if output in ("yaml", "json"):
-            text = api.render_yaml(result.proposal, explain=explain) if output == "yaml" else None
-            click.echo(text if text is not None else _json(result), nl=False)
+        result = api.recommend(sources.load(), options, cluster.load())
+        if output == "yaml":
+            click.echo(api.render_yaml(result.proposal, explain=explain), nl=False)
+        elif output == "json":
+            click.echo(proposal_text(result.proposal, "json"), nl=False)
         else:
             written = api.write_policies(result.proposal, output, output_format=output_format, explain=explain)
             stderr.print(f"wrote {len(written)} files to {output}")
@@ -160,15 +99,42 @@ def recommend(
         _print_summary(result)
 
 
-REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
+@main.command()
+@source_options
+@click.option("-o", "--output", required=True, help="The observations file to write (Parquet).")
+def collect(sources: Sources, output: str) -> None:
+    """Collect and aggregate observations, and save them for later.
+
+    The file holds the aggregated observations (one row per client, server, protocol, port and
+    verdict), readable with `pandas.read_parquet`, and is accepted as input by every command, alone
+    or merged with other windows.
+
+    Example:
+
+        netpol-recommender collect --server localhost:4245 --follow --duration 1h -o monday.parquet
+    """
+    with _user_errors():
+        try:
+            observed = sources.load()
+        except RelayConnectionError as exc:
+            if exc.partial is not None:
+                api.save(exc.partial, output)
+                stderr.print(f"saved the observations collected before the error to {output}")
+            raise
+        api.save(observed, output)
+    stats = observed.stats
+    stderr.print(
+        f"wrote {output}: {len(observed.observations):,} observations from {stats.flows:,} flows "
+        f"({stats.events_lost:,} lost events)"
+    )
 
 
 @main.command()
-@input_options
+@source_options
 @click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
 @click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
 @cluster_options
-def verify(files: Sequence[str], on_error: str, policies: str, output_format: str, **cluster: Any) -> None:
+def verify(sources: Sources, cluster: ClusterSource, policies: str, output_format: str) -> None:
     """Replay observed traffic against a set of NetworkPolicies.
 
     Prints every observed connection as allowed or denied, with the policy and rule that decided;
@@ -179,7 +145,7 @@ def verify(files: Sequence[str], on_error: str, policies: str, output_format: st
         netpol-recommender verify --policies policies/ capture.json
     """
     with _user_errors():
-        replayed = api.verify(api.load_policies(policies), _load(files, on_error), _inventory(**cluster))
+        replayed = api.verify(api.load_policies(policies), sources.load(), cluster.load())
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
@@ -187,34 +153,33 @@ def verify(files: Sequence[str], on_error: str, policies: str, output_format: st
     else:
         stdout.print(tables.connections_table(replayed.connections, "observed connections"))
         denied = len(replayed.denied)
-        stdout.print(
-            f"{len(replayed.connections)} connections: {len(replayed.connections) - denied} allowed, "
-            f"{denied} denied (recall {replayed.recall:.1%})"
-        )
+        allowed = len(replayed.connections) - denied
+        total = len(replayed.connections)
+        stdout.print(f"{total} connections: {allowed} allowed, {denied} denied (recall {replayed.recall:.1%})")
     if len(replayed.denied):
         sys.exit(1)
 
 
 @main.command()
-@input_options
+@source_options
 @click.option(
     "--policies", help="The policy set in force: a YAML/JSON file or a directory (default: the inventory's policies)."
 )
 @click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
 @cluster_options
-def diff(files: Sequence[str], on_error: str, policies: str | None, output_format: str, **cluster: Any) -> None:
+def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_format: str) -> None:
     """Compare observed traffic with an existing policy set.
 
     Lists, per namespace, the observed connections the policies would break on enforcement, and the
-    rules no observed traffic used (candidates to remove).
+    rules no observed traffic used (candidates to remove). Without --policies, the cluster's own
+    policies from the inventory are compared.
 
     Example:
 
         netpol-recommender diff --policies cluster-policies/ capture.json -o markdown
     """
     with _user_errors():
-        inventory = _inventory(**cluster)
-        result = api.diff(api.load_policies(policies) if policies else None, _load(files, on_error), inventory)
+        result = api.diff(api.load_policies(policies) if policies else None, sources.load(), cluster.load())
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
@@ -229,20 +194,14 @@ def diff(files: Sequence[str], on_error: str, policies: str | None, output_forma
 
 
 @main.command()
-@input_options
+@source_options
 @click.option("-o", "--output", required=True, help="Image file: .svg or .png.")
 @click.option("--matrix", is_flag=True, help="A namespace-by-namespace matrix instead of the graph.")
 @click.option("--workload", help="One workload (namespace/name) with its clients and servers.")
 @click.option("--policies", help="Colour edges as allowed, would-break or unobserved under these policies.")
 @cluster_options
 def graph(
-    files: Sequence[str],
-    on_error: str,
-    output: str,
-    matrix: bool,
-    workload: str | None,
-    policies: str | None,
-    **cluster: Any,
+    sources: Sources, cluster: ClusterSource, output: str, matrix: bool, workload: str | None, policies: str | None
 ) -> None:
     """Draw the observed traffic as a picture (no browser needed).
 
@@ -254,12 +213,10 @@ def graph(
         raise click.UsageError("use either --matrix or --workload")
     kind = "matrix" if matrix else "workload" if workload else "graph"
     with _user_errors():
-        observed = _load(files, on_error)
+        observed = sources.load()
         compared = api.load_policies(policies) if policies else None
         try:
-            figure = api.picture(
-                observed, kind=kind, workload=workload, policies=compared, inventory=_inventory(**cluster)
-            )
+            figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=cluster.load())
             pictures.save(figure, output)
         except ValueError as exc:  # an unknown workload, an image format we cannot write
             raise click.ClickException(str(exc)) from exc
@@ -289,12 +246,6 @@ def inventory_command(output: str, kubeconfig: str | None, context: str | None) 
             stderr.print(f"wrote {output}: {len(snapshot.pods)} pods, {len(snapshot.network_policies)} policies")
 
 
-def _json(result: api.Recommendation) -> str:
-    from recommender.render import proposal_text
-
-    return proposal_text(result.proposal, "json")
-
-
 def _print_summary(result: api.Recommendation) -> None:
     table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
     table.add_column("what")
@@ -303,7 +254,7 @@ def _print_summary(result: api.Recommendation) -> None:
         table.add_row(label, value)
     stderr.print(table)
     for example in result.observed.stats.bad.examples:
-        stderr.print(f"skipped: {example}", markup=False, highlight=False, soft_wrap=True)
+        stderr.print(f"skipped: {example}", markup=False, highlight=False)
 
 
 @contextmanager
@@ -315,30 +266,6 @@ def _user_errors() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc
-
-
-@contextmanager
-def _progress(files: Sequence[str]) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar over the input bytes, for large inputs read from files on a terminal."""
-    try:
-        paths = expand_inputs(files)
-    except CollectorError:
-        yield None  # the reader reports the error
-        return
-    total = sum(os.path.getsize(p) for p in paths if p != STDIN)
-    if total < PROGRESS_THRESHOLD or STDIN in paths or not stderr.is_terminal:
-        yield None
-        return
-    columns = (
-        "{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task("reading flows", total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 if __name__ == "__main__":

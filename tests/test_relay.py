@@ -282,3 +282,53 @@ def test_bad_times_say_what_is_accepted(text: str, message: str) -> None:
 def test_contradictory_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(CollectorError, match=message):
         RelayOptions(**options)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+@needs_fixtures
+def test_policies_made_live_equal_those_made_from_the_same_fixtures_as_files_byte_for_byte(start_relay, tmp_path):
+    from click.testing import CliRunner
+
+    from recommender.cli import main
+
+    _relay, address = start_relay()
+    runner = CliRunner()
+    live = runner.invoke(main, ["recommend", "--server", address, "--timeout", "3", "-o", str(tmp_path / "live"), "-q"])
+    assert live.exit_code == 0, live.output
+    files = runner.invoke(main, ["recommend", *FIXTURE_FILES, "-o", str(tmp_path / "files"), "-q"])
+    assert files.exit_code == 0, files.output
+    written = sorted(path.name for path in (tmp_path / "files").iterdir())
+    assert written == sorted(path.name for path in (tmp_path / "live").iterdir()) and "kustomization.yaml" in written
+    for name in written:
+        assert (tmp_path / "live" / name).read_bytes() == (tmp_path / "files" / name).read_bytes(), name
+
+
+@needs_fixtures
+def test_collect_saves_observations_that_recommend_reads_back(start_relay, tmp_path):
+    from click.testing import CliRunner
+
+    from recommender.cli import main
+
+    _relay, address = start_relay()
+    saved = tmp_path / "window.parquet"
+    outcome = CliRunner().invoke(main, ["collect", "--server", address, "--timeout", "3", "-o", str(saved)])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"wrote {saved}" in outcome.stderr
+    from_store = CliRunner().invoke(main, ["recommend", str(saved), "-o", "yaml", "-q"]).stdout
+    from_files = CliRunner().invoke(main, ["recommend", *FIXTURE_FILES, "-o", "yaml", "-q"]).stdout
+    assert from_store == from_files and "allow-productpage-v1" in from_store
+
+
+def test_relay_flags_without_server_are_refused_when_reading_files(tmp_path):
+    from click.testing import CliRunner
+
+    from recommender.cli import main
+
+    path = tmp_path / "empty.json"
+    path.write_text("")
+    outcome = CliRunner().invoke(main, ["recommend", str(path), "--follow"])
+    assert outcome.exit_code == 2 and "--follow needs --server" in outcome.stderr
+    outcome = CliRunner().invoke(main, ["recommend", "--server", "127.0.0.1:1", "--since", "yesterday"])
+    assert outcome.exit_code == 2 and "invalid time 'yesterday'" in outcome.stderr

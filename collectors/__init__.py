@@ -16,6 +16,7 @@ def read_observations(
     *,
     on_error: OnError = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
+    jobs: int = 1,
 ) -> ObservationSet:
     """Read every source, whatever its format, into one observation set.
 
@@ -27,5 +28,5 @@ def read_observations(
     flows = [path for path in paths if path not in saved]
     sets = [load_observation_file(path) for path in saved]
     if flows or not sets:
-        sets.insert(0, read_hubble_files(flows, on_error=on_error, progress=progress))
+        sets.insert(0, read_hubble_files(flows, on_error=on_error, progress=progress, jobs=jobs))
     return sets[0] if len(sets) == 1 else merge_observation_sets(sets)

@@ -19,6 +19,9 @@ class BadInputError(CollectorError):
         self.line = line
         self.message = message
 
+    def __reduce__(self) -> tuple:  # picklable, so that worker processes can raise it
+        return (BadInputError, (self.path, self.line, self.message))
+
 
 class OnError(StrEnum):
     """What to do with a malformed record: stop with an error, or skip it and count it."""

@@ -7,8 +7,13 @@ the Relay client feeds it flows converted from gRPC messages.
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +32,7 @@ from collectors.aggregate import (
     ObservationAggregator,
     add_to_set,
     empty_observations,
+    merge_record,
     new_record,
 )
 from collectors.errors import CollectorError, OnError
@@ -42,7 +48,7 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import display_name, expand_inputs, open_input
+from collectors.sources import STDIN, display_name, expand_inputs, open_input
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -272,59 +278,121 @@ class HubbleIngest:
             self._decide_pending()
 
     def _decide_pending(self) -> None:
-        server_ports = {(server, protocol, port) for _c, server, protocol, port, _v in self.aggregator.records}
-        for key, record, direction, rule in self.correlator.resolve(server_ports):
-            src, dst, protocol, sport, dport, verdict, _src_ip, _dst_ip = key
-            count = record[COUNT]
-            if direction == FORWARD:
-                self.aggregator.merge((src, dst, protocol, dport, verdict), record)
-            elif direction == REPLY:
-                record[CLIENT_POD], record[SERVER_POD] = record[SERVER_POD], record[CLIENT_POD]
-                self.aggregator.merge((dst, src, protocol, sport, verdict), record)
-            else:
-                self.stats.unoriented += count
-                self.unoriented.merge((src, dst, protocol, dport, verdict), record)
-            self.stats.orientation[rule] += count
+        decide_pending(self.correlator, self.aggregator, self.unoriented, self.stats)
+
+    def partial(self) -> PartialIngest:
+        """What this ingest holds, undecided events included, to be combined with other partial ingests
+        (other files, byte ranges, processes or Dask partitions) by `finish_partials`."""
+        return PartialIngest(
+            endpoints=list(self.aggregator.endpoints),
+            records=self.aggregator.records,
+            unoriented=self.unoriented.records,
+            pending=self.correlator.pending,
+            remembered=self.correlator.remembered(),
+            pods=dict(self.resolver.pods),
+            dns_names=self.dns_names,
+            stats=self.stats,
+        )
 
     def finish(self) -> ObservationSet:
         """Decide what is still pending and return the aggregated observations."""
-        self._decide_pending()
-        self._resolve_proxy_legs()
-        pods = pd.DataFrame(
-            [
-                (cluster, namespace, pod, ep.workload, ep.kind, ep.labels)
-                for (cluster, namespace, pod), ep in sorted(self.resolver.pods.items())
-            ],
-            columns=list(POD_COLUMNS),
-        )
-        unoriented = self.unoriented.to_frame() if self.unoriented.records else empty_observations()
-        observations = self.aggregator.to_frame() if self.aggregator.records else empty_observations()
-        names = {ip: tuple(sorted(found)) for ip, found in sorted(self.dns_names.items()) if found}
-        return ObservationSet(observations, pods, unoriented, names, self.stats)
+        return finish_partials([self.partial()])
 
-    def _resolve_proxy_legs(self) -> None:
-        """Give pod endpoints seen without a pod name (L7 proxy legs) the workload of the pods that
-        carry exactly their labels, when that workload is unique."""
-        owners: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
-        for endpoint in self.resolver.pods.values():
-            owners.setdefault((endpoint.cluster, endpoint.namespace, endpoint.labels), set()).add(
-                (endpoint.workload, endpoint.kind)
-            )
-        endpoints = self.aggregator.endpoints
-        for index, endpoint in enumerate(endpoints):
-            if endpoint.entity == POD and not endpoint.workload:
-                candidates = owners.get((endpoint.cluster, endpoint.namespace, endpoint.labels), set())
-                if len(candidates) == 1:
-                    workload, kind = next(iter(candidates))
-                    endpoints[index] = Endpoint(
-                        POD,
-                        endpoint.namespace,
-                        workload,
-                        kind,
-                        endpoint.labels,
-                        "",
-                        endpoint.cluster,
-                    )
+
+@dataclass
+class PartialIngest:
+    """The state of one ingest, picklable: aggregate records keyed by this partial's endpoint ids, the
+    undecided events, and the decided 5-tuples that may decide them."""
+
+    endpoints: list[Endpoint]
+    records: dict[tuple, list]
+    unoriented: dict[tuple, list]
+    pending: dict[tuple, list]
+    remembered: set[tuple]
+    pods: dict[tuple[str, str, str], Endpoint]
+    dns_names: dict[str, set[str]]
+    stats: ReadStats
+
+
+def decide_pending(
+    correlator: Correlator, aggregator: ObservationAggregator, unoriented: ObservationAggregator, stats: ReadStats
+) -> None:
+    """Decide the correlator's undecided events with what `aggregator` knows, and count them."""
+    server_ports = {(server, protocol, port) for _c, server, protocol, port, _v in aggregator.records}
+    for key, record, direction, rule in correlator.resolve(server_ports):
+        src, dst, protocol, sport, dport, verdict, _src_ip, _dst_ip = key
+        count = record[COUNT]
+        if direction == FORWARD:
+            aggregator.merge((src, dst, protocol, dport, verdict), record)
+        elif direction == REPLY:
+            record[CLIENT_POD], record[SERVER_POD] = record[SERVER_POD], record[CLIENT_POD]
+            aggregator.merge((dst, src, protocol, sport, verdict), record)
+        else:
+            stats.unoriented += count
+            unoriented.merge((src, dst, protocol, dport, verdict), record)
+        stats.orientation[rule] += count
+
+
+def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
+    """Combine partial ingests, in order, into observations, as one ingest of all their input would.
+
+    Undecided events are decided only here, with every part's knowledge: the decided 5-tuples of all
+    parts and the server ports of the combined observations.
+    """
+    aggregator, unoriented = ObservationAggregator(), ObservationAggregator()
+    unoriented.endpoints = aggregator.endpoints
+    correlator = Correlator()
+    stats = ReadStats()
+    pods: dict[tuple[str, str, str], Endpoint] = {}
+    dns_names: dict[str, set[str]] = {}
+    for part in parts:
+        ids = [aggregator.endpoint_id(endpoint) for endpoint in part.endpoints]
+        for (client, server, *rest), record in part.records.items():
+            aggregator.merge((ids[client], ids[server], *rest), record)
+        for (client, server, *rest), record in part.unoriented.items():
+            unoriented.merge((ids[client], ids[server], *rest), record)
+        for (src, dst, *rest), record in part.pending.items():
+            key = (ids[src], ids[dst], *rest)
+            if key in correlator.pending:
+                merge_record(correlator.pending[key], record)
+            else:
+                correlator.pending[key] = list(record)
+        correlator.recent |= part.remembered
+        pods.update(part.pods)
+        for ip, names in part.dns_names.items():
+            dns_names.setdefault(ip, set()).update(names)
+        stats.merge(part.stats)
+    decide_pending(correlator, aggregator, unoriented, stats)
+    _resolve_proxy_legs(aggregator.endpoints, pods)
+    pod_rows = [
+        (cluster, namespace, pod, ep.workload, ep.kind, ep.labels)
+        for (cluster, namespace, pod), ep in sorted(pods.items())
+    ]
+    return ObservationSet(
+        observations=aggregator.to_frame() if aggregator.records else empty_observations(),
+        pods=pd.DataFrame(pod_rows, columns=list(POD_COLUMNS)),
+        unoriented=unoriented.to_frame() if unoriented.records else empty_observations(),
+        dns_names={ip: tuple(sorted(found)) for ip, found in sorted(dns_names.items()) if found},
+        stats=stats,
+    )
+
+
+def _resolve_proxy_legs(endpoints: list[Endpoint], pods: dict[tuple[str, str, str], Endpoint]) -> None:
+    """Give pod endpoints seen without a pod name (L7 proxy legs) the workload of the pods that carry
+    exactly their labels, when that workload is unique."""
+    owners: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+    for endpoint in pods.values():
+        owners.setdefault((endpoint.cluster, endpoint.namespace, endpoint.labels), set()).add(
+            (endpoint.workload, endpoint.kind)
+        )
+    for index, endpoint in enumerate(endpoints):
+        if endpoint.entity == POD and not endpoint.workload:
+            candidates = owners.get((endpoint.cluster, endpoint.namespace, endpoint.labels), set())
+            if len(candidates) == 1:
+                workload, kind = next(iter(candidates))
+                endpoints[index] = Endpoint(
+                    POD, endpoint.namespace, workload, kind, endpoint.labels, "", endpoint.cluster
+                )
 
 
 def read_hubble_files(
@@ -332,6 +400,7 @@ def read_hubble_files(
     *,
     on_error: OnError = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
+    jobs: int = 1,
 ) -> ObservationSet:
     """Read Hubble JSON files (globs, `-` for stdin, gzip) into aggregated observations.
 
@@ -339,30 +408,141 @@ def read_hubble_files(
     logs, with proto or lowerCamelCase field names. A malformed line raises `BadInputError` naming
     the file and line (`on_error=FAIL`), or is skipped and counted (`SKIP`). `progress`, if given,
     is called now and then with the number of bytes read since its last call.
+
+    With `jobs` > 1, files (and large plain files by byte ranges on line boundaries) are read by that
+    many processes and their partial results combined: the result is the same as with one process
+    (inputs smaller than `MIN_CHUNK_BYTES` are read in this process).
     """
+    paths = expand_inputs(specs)
+    chunks = plan_chunks(paths, jobs)
+    if jobs <= 1 or len(chunks) <= 1 or sum(chunk.size for chunk in chunks) < MIN_CHUNK_BYTES:
+        ingest = HubbleIngest()
+        ingest.stats.bad.on_error = on_error
+        for path in paths:
+            _read_file(path, ingest, progress)
+        return ingest.finish()
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(read_chunk, chunk, on_error) for chunk in chunks]
+        parts = []
+        for chunk, future in zip(chunks, futures, strict=True):
+            parts.append(future.result())
+            if progress is not None:
+                progress(chunk.size)
+    combined = finish_partials(parts)
+    combined.stats.sources = [display_name(path) for path in paths]
+    return combined
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A file, or the lines of a plain file that start in [start, end)."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def size(self) -> int:
+        end = self.end if self.end is not None else (os.path.getsize(self.path) if self.path != STDIN else 0)
+        return end - self.start
+
+
+MIN_CHUNK_BYTES = 16 << 20
+
+
+def plan_chunks(paths: Sequence[str], jobs: int, min_chunk: int | None = None) -> list[Chunk]:
+    """Split the inputs for `jobs` processes: whole files, and large plain files in byte ranges."""
+    min_chunk = min_chunk or MIN_CHUNK_BYTES
+    chunks = []
+    for path in paths:
+        size = os.path.getsize(path) if path != STDIN else 0
+        if jobs <= 1 or path == STDIN or size < 2 * min_chunk or _is_gzip(path):
+            chunks.append(Chunk(path))
+            continue
+        pieces = min(size // min_chunk, 2 * jobs)
+        bounds = [size * i // pieces for i in range(pieces + 1)]
+        chunks += [Chunk(path, start, end) for start, end in itertools.pairwise(bounds)]
+    return chunks
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def read_chunk(chunk: Chunk, on_error: OnError) -> PartialIngest:
+    """Ingest one chunk (in a worker process) and return its partial state."""
     ingest = HubbleIngest()
     ingest.stats.bad.on_error = on_error
-    for path in expand_inputs(specs):
-        name = display_name(path)
-        ingest.stats.sources.append(name)
-        with open_input(path) as stream:
-            try:
-                _read_stream(stream, name, ingest, progress)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise CollectorError(f"{name}: cannot read: {exc}") from exc
-    return ingest.finish()
+    if chunk.end is None:
+        _read_file(chunk.path, ingest, None)
+        return ingest.partial()
+    name = display_name(chunk.path)
+    with open(chunk.path, "rb") as handle:
+        lines = _lines_starting_in(handle, chunk.start, chunk.end)
+        _read_stream(lines, name, ingest, None, lambda: _lines_starting_before(chunk.path, chunk.start))
+    return ingest.partial()
+
+
+def _lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
+    """The lines that start in [start, end): a line crossing `start` belongs to the range before."""
+    position = start
+    if start > 0:
+        handle.seek(start - 1)
+        if handle.read(1) != b"\n":
+            position += len(handle.readline())
+    for raw in handle:
+        if position >= end:
+            return
+        position += len(raw)
+        yield raw
+
+
+def _lines_starting_before(path: str, offset: int) -> int:
+    """How many lines start before byte `offset` (only needed to name the line of a bad record)."""
+    if offset == 0:
+        return 0
+    count, remaining = 1, offset - 1  # the first line starts at 0; each newline before offset - 1 starts one more
+    with open(path, "rb") as handle:
+        while remaining > 0:
+            block = handle.read(min(remaining, 1 << 20))
+            count += block.count(b"\n")
+            remaining -= len(block)
+    return count
+
+
+def _read_file(path: str, ingest: HubbleIngest, progress: Callable[[int], None] | None) -> None:
+    name = display_name(path)
+    ingest.stats.sources.append(name)
+    with open_input(path) as stream:
+        try:
+            _read_stream(stream, name, ingest, progress)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CollectorError(f"{name}: cannot read: {exc}") from exc
 
 
 _PROGRESS_EVERY = 4096  # lines
 
 
-def _read_stream(stream: Any, name: str, ingest: HubbleIngest, progress: Callable[[int], None] | None) -> None:
-    """Decode every line of one file; its field naming convention is detected from the first line."""
+def _read_stream(
+    stream: Iterable[bytes],
+    name: str,
+    ingest: HubbleIngest,
+    progress: Callable[[int], None] | None,
+    lines_before: Callable[[], int] | None = None,
+) -> None:
+    """Decode every line of one file (or of a range of it, whose `lines_before` say how many lines
+    precede it); the field naming convention is detected from the first line."""
     stats = ingest.stats
     schema = None
     add_flow = ingest.add_flow
     unread_bytes = 0
     number = 0
+
+    def report(message: str) -> None:
+        stats.bad.report(name, number + (lines_before() if lines_before else 0), message)
+
     for number, raw in enumerate(stream, start=1):
         if progress is not None:
             unread_bytes += len(raw)
@@ -381,12 +561,14 @@ def _read_stream(stream: Any, name: str, ingest: HubbleIngest, progress: Callabl
             if line.flow is not None:
                 add_flow(line.flow, line.time)
             else:
-                _read_other(line, raw, name, number, schema, ingest)
+                problem = _read_other(line, raw, schema, ingest)
+                if problem:
+                    report(problem)
         except msgspec.ValidationError as exc:  # valid JSON, wrong shape (a subclass of DecodeError)
-            stats.bad.report(name, number, f"unexpected value: {exc}")
+            report(f"unexpected value: {exc}")
         except msgspec.DecodeError as exc:
             if raw.strip():
-                stats.bad.report(name, number, f"not valid JSON ({exc})")
+                report(f"not valid JSON ({exc})")
             else:
                 stats.ignored["blank line"] += 1
     stats.lines += number
@@ -394,8 +576,9 @@ def _read_stream(stream: Any, name: str, ingest: HubbleIngest, progress: Callabl
         progress(unread_bytes)
 
 
-def _read_other(line: Any, raw: bytes, name: str, number: int, schema: HubbleSchema, ingest: HubbleIngest) -> None:
-    """A line without a `flow` key: another event, a legacy bare flow, or not Hubble at all."""
+def _read_other(line: Any, raw: bytes, schema: HubbleSchema, ingest: HubbleIngest) -> str:
+    """A line without a `flow` key: another event, a legacy bare flow, or not Hubble at all (the
+    returned message says why)."""
     if line.flow is not None or any(
         getattr(line, kind) is not None for kind in ("lost_events", "node_status", "agent_event", "debug_event")
     ):
@@ -403,12 +586,11 @@ def _read_other(line: Any, raw: bytes, name: str, number: int, schema: HubbleSch
     elif any(key in raw for key in _BARE_FLOW_KEYS):
         ingest.add_flow(schema.bare_flow.decode(raw))
     else:
-        ingest.stats.bad.report(
-            name,
-            number,
+        return (
             "not a Hubble flow or event (no 'flow', 'lost_events', 'node_status', "
-            "'agent_event' or 'debug_event' key, and no flow fields)",
+            "'agent_event' or 'debug_event' key, and no flow fields)"
         )
+    return ""
 
 
 _BARE_FLOW_KEYS = (b'"verdict"', b'"IP"', b'"l4"', b'"source"')  # the same in both naming conventions

@@ -85,6 +85,9 @@ class Correlator:
         self._older = self.recent
         self.recent = set()
 
+    def remembered(self) -> set[FiveTuple]:
+        return self.recent | self._older
+
     def knows(self, five_tuple: FiveTuple) -> bool:
         return five_tuple in self.recent or five_tuple in self._older
 

@@ -8,6 +8,7 @@ print(api.render_yaml(result.proposal))
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,18 +62,19 @@ def load_observations(
     *,
     on_error: OnError | str = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
+    jobs: int | None = None,
 ) -> ObservationSet:
     """Read observation sources: Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip,
     `-` for stdin, globs) and saved observation files (Parquet, from `collect`).
 
-    `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`.
+    `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`. `jobs`
+    processes read large inputs in parallel (default: one per core); the result does not depend on it.
     """
-    return read_observations(sources, on_error=OnError(on_error), progress=progress)
+    jobs = jobs if jobs is not None else os.cpu_count() or 1
+    return read_observations(sources, on_error=OnError(on_error), progress=progress, jobs=jobs)
 
 
-def collect(
-    relay: RelayOptions, progress: Callable[[RelayProgress], None] | None = None
-) -> ObservationSet:
+def collect(relay: RelayOptions, progress: Callable[[RelayProgress], None] | None = None) -> ObservationSet:
     """Observe the cluster live through Hubble Relay for the window `relay` describes.
 
     The flows go through the same orientation and aggregation as files. A stream that breaks is

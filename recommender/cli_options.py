@@ -34,12 +34,13 @@ class Sources:
     files: tuple[str, ...]
     on_error: str
     relay: RelayOptions | None
+    jobs: int | None = None
 
     def load(self) -> api.ObservationSet:
         sets = []
         if self.files:
             with _file_progress(self.files) as advance:
-                sets.append(api.load_observations(self.files, on_error=self.on_error, progress=advance))
+                sets.append(api.load_observations(self.files, on_error=self.on_error, progress=advance, jobs=self.jobs))
         if self.relay is not None:
             sets.append(_collect(self.relay))
         return sets[0] if len(sets) == 1 else merge_observation_sets(sets)
@@ -108,9 +109,9 @@ def source_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def with_sources(**kwargs: Any) -> Any:
-        files, on_error = tuple(kwargs.pop("files")), kwargs.pop("on_error")
+        files, on_error, jobs = tuple(kwargs.pop("files")), kwargs.pop("on_error"), kwargs.pop("jobs")
         relay = {name: kwargs.pop(name) for name in _RELAY_NAMES}
-        return command(sources=Sources(files, on_error, _relay_options(files, relay)), **kwargs)
+        return command(sources=Sources(files, on_error, _relay_options(files, relay), jobs), **kwargs)
 
     options = [
         click.argument("files", nargs=-1),
@@ -120,6 +121,12 @@ def source_options(command: Callable) -> Callable:
             default="fail",
             show_default=True,
             help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
+        ),
+        click.option(
+            "-j",
+            "--jobs",
+            type=click.IntRange(min=1),
+            help="Processes reading large files in parallel (default: one per core); results do not depend on it.",
         ),
         *_RELAY_OPTIONS,
     ]

@@ -67,6 +67,5 @@ def test_a_bad_line_in_a_later_byte_range_is_named_by_its_line_in_the_file(tmp_p
         hubble.read_hubble_files([str(path)], jobs=2)
     assert error.value.line == 1001
     skipped = hubble.read_hubble_files([str(path)], jobs=2, on_error=OnError.SKIP)
-    assert skipped.stats.bad.examples == [
-        f"{path}:1001: not valid JSON (JSON is malformed: invalid character (byte 0))"
-    ]
+    (example,) = skipped.stats.bad.examples
+    assert example.startswith(f"{path}:1001: not valid JSON")

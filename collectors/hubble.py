@@ -226,21 +226,7 @@ class HubbleIngest:
         if len(recent) >= self.correlator.capacity:
             self.correlator.age()
 
-        # ObservationAggregator.add, inlined.
-        record = self.aggregator.records.get(key)
-        if record is None:
-            record = self.aggregator.records[key] = new_record(seen, client_pod, server_pod)
-        else:
-            record[COUNT] += 1
-            if seen is not None:
-                if seen < record[FIRST]:
-                    record[FIRST] = seen
-                if seen > record[LAST]:
-                    record[LAST] = seen
-            if client_pod and client_pod < record[CLIENT_POD]:
-                record[CLIENT_POD] = client_pod
-            if server_pod and server_pod < record[SERVER_POD]:
-                record[SERVER_POD] = server_pod
+        record = self.aggregator.add(key, seen, client_pod, server_pod)
 
         if service is not None and service.name:
             add_to_set(record, SERVICES, f"{service.namespace}/{service.name}")

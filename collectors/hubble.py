@@ -95,7 +95,7 @@ class HubbleIngest:
     DROPPED flows are kept with their verdict; the recommender decides whether they are wanted.
     """
 
-    def __init__(self, *, dedup_window: int = 65536, correlation_capacity: int = 1 << 17) -> None:
+    def __init__(self, *, dedup_window: int = 65536, correlation_capacity: int = 1 << 15) -> None:
         self.stats = ReadStats()
         self.aggregator = ObservationAggregator()
         self.unoriented = ObservationAggregator()
@@ -459,15 +459,26 @@ def _is_gzip(path: str) -> bool:
 
 def read_chunk(chunk: Chunk, on_error: OnError) -> PartialIngest:
     """Ingest one chunk (in a worker process) and return its partial state."""
-    ingest = HubbleIngest()
-    ingest.stats.bad.on_error = on_error
-    if chunk.end is None:
-        _read_file(chunk.path, ingest, None)
-        return ingest.partial()
     name = display_name(chunk.path)
+    if chunk.end is None:
+        with open_input(chunk.path) as stream:
+            return read_lines(stream, name, on_error)
     with open(chunk.path, "rb") as handle:
         lines = _lines_starting_in(handle, chunk.start, chunk.end)
-        _read_stream(lines, name, ingest, None, lambda: _lines_starting_before(chunk.path, chunk.start))
+        return read_lines(lines, name, on_error, lambda: lines_starting_before(chunk.path, chunk.start))
+
+
+def read_lines(
+    lines: Iterable[bytes], name: str, on_error: OnError, lines_before: Callable[[], int] | None = None
+) -> PartialIngest:
+    """Ingest the lines of file `name`, or of a part of it that `lines_before()` lines precede (asked
+    only to name a bad line), into a partial state: the unit of work of processes and Dask partitions."""
+    ingest = HubbleIngest()
+    ingest.stats.bad.on_error = on_error
+    try:
+        _read_stream(lines, name, ingest, None, lines_before)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CollectorError(f"{name}: cannot read: {exc}") from exc
     return ingest.partial()
 
 
@@ -485,12 +496,13 @@ def _lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
         yield raw
 
 
-def _lines_starting_before(path: str, offset: int) -> int:
-    """How many lines start before byte `offset` (only needed to name the line of a bad record)."""
+def lines_starting_before(path: str, offset: int, opener: Callable[[str, str], Any] = open) -> int:
+    """How many lines start before byte `offset` (only needed to name the line of a bad record);
+    `opener` opens `path` (`fsspec.open` for URLs)."""
     if offset == 0:
         return 0
     count, remaining = 1, offset - 1  # the first line starts at 0; each newline before offset - 1 starts one more
-    with open(path, "rb") as handle:
+    with opener(path, "rb") as handle:
         while remaining > 0:
             block = handle.read(min(remaining, 1 << 20))
             count += block.count(b"\n")

@@ -72,7 +72,7 @@ class Correlator:
     undecided events are aggregated per 5-tuple; the caller resolves them when `full`.
     """
 
-    def __init__(self, capacity: int = 1 << 17) -> None:
+    def __init__(self, capacity: int = 1 << 15) -> None:
         self.capacity = capacity
         self.recent: set[FiveTuple] = set()
         """5-tuples of decided connections, client first. The hot path adds to it directly and

@@ -55,7 +55,7 @@ VERDICT_NAMES = {
     5: "REDIRECTED", 6: "TRACED", 7: "TRANSLATED",
 }  # fmt: skip
 _KEPT_VERDICTS = frozenset((*SEEN_VERDICTS, DROPPED))
-TRACE_EVENT = 4
+_FAST_EVENTS = frozenset({4, 5, 129})  # trace, policy verdict, L7: the events of a Hubble capture
 _IGNORED_EVENT_TYPES = {2: "debug event", 3: "capture event", 7: "socket event", 130: "agent event"}
 _SOCK_TYPES = ("SOCK", 3)
 _PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -143,7 +143,7 @@ class HubbleIngest:
         l4 = flow.l4
         ports = None if l4 is None else l4.TCP or l4.UDP or l4.SCTP
         event = flow.event_type
-        if verdict not in _KEPT_VERDICTS or ports is None or (event is not None and event.type != TRACE_EVENT):
+        if verdict not in _KEPT_VERDICTS or ports is None or (event is not None and event.type not in _FAST_EVENTS):
             self._add_unusual_flow(flow, fallback_time)
             return
         protocol = "TCP" if ports is l4.TCP else "UDP" if ports is l4.UDP else "SCTP"

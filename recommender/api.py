@@ -63,15 +63,22 @@ def load_observations(
     on_error: OnError | str = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> ObservationSet:
     """Read observation sources: Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip,
     `-` for stdin, globs) and saved observation files (Parquet, from `collect`).
 
     `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`. `jobs`
     processes read large inputs in parallel (default: one per core); the result does not depend on it.
+    `engine="dask"` reads Hubble files, local or at fsspec URLs (`s3://bucket/hubble/*.json.gz`), on the
+    Dask cluster at `scheduler` (an address such as `tcp://scheduler:8786`), or on a local cluster of
+    `jobs` workers when there is none; the result is the same.
     """
     jobs = jobs if jobs is not None else os.cpu_count() or 1
-    return read_observations(sources, on_error=OnError(on_error), progress=progress, jobs=jobs)
+    return read_observations(
+        sources, on_error=OnError(on_error), progress=progress, jobs=jobs, engine=engine, scheduler=scheduler
+    )
 
 
 def collect(relay: RelayOptions, progress: Callable[[RelayProgress], None] | None = None) -> ObservationSet:

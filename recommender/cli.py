@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from collectors.errors import CollectorError
 from collectors.inventory import snapshot_json
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr
-from recommender.errors import RecommenderError
+from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
@@ -86,7 +83,7 @@ def recommend(
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
     """
     options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
-    with _user_errors():
+    with user_errors():
         result = api.recommend(sources.load(), options, cluster.load())
         if output == "yaml":
             click.echo(api.render_yaml(result.proposal, explain=explain), nl=False)
@@ -113,7 +110,7 @@ def collect(sources: Sources, output: str) -> None:
 
         netpol-recommender collect --server localhost:4245 --follow --duration 1h -o monday.parquet
     """
-    with _user_errors():
+    with user_errors():
         try:
             observed = sources.load()
         except RelayConnectionError as exc:
@@ -144,7 +141,7 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
 
         netpol-recommender verify --policies policies/ capture.json
     """
-    with _user_errors():
+    with user_errors():
         replayed = api.verify(api.load_policies(policies), sources.load(), cluster.load())
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
@@ -178,7 +175,7 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
 
         netpol-recommender diff --policies cluster-policies/ capture.json -o markdown
     """
-    with _user_errors():
+    with user_errors():
         result = api.diff(api.load_policies(policies) if policies else None, sources.load(), cluster.load())
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
@@ -212,7 +209,7 @@ def graph(
     if matrix and workload:
         raise click.UsageError("use either --matrix or --workload")
     kind = "matrix" if matrix else "workload" if workload else "graph"
-    with _user_errors():
+    with user_errors():
         observed = sources.load()
         compared = api.load_policies(policies) if policies else None
         try:
@@ -237,7 +234,7 @@ def inventory_command(output: str, kubeconfig: str | None, context: str | None) 
 
         netpol-recommender inventory --context prod -o cluster.json
     """
-    with _user_errors():
+    with user_errors():
         snapshot = api.read_inventory(kubeconfig=kubeconfig, context=context)
         if output == "-":
             click.echo(snapshot_json(snapshot), nl=False)
@@ -257,16 +254,7 @@ def _print_summary(result: api.Recommendation) -> None:
         stderr.print(f"skipped: {example}", markup=False, highlight=False)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into a one-line message and exit status 1."""
-    try:
-        yield
-    except (CollectorError, RecommenderError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc
-
+main.add_command(report)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,11 +17,13 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+from collectors import ENGINES
 from collectors.errors import CollectorError
 from collectors.parquet import merge_observation_sets
 from collectors.relay import DEFAULT_SERVER, RelayOptions, RelayProgress, parse_duration, parse_time
 from collectors.sources import STDIN, expand_inputs
 from recommender import api
+from recommender.errors import RecommenderError
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 stderr = Console(stderr=True, soft_wrap=True)
@@ -35,12 +37,23 @@ class Sources:
     on_error: str
     relay: RelayOptions | None
     jobs: int | None = None
+    engine: str = "local"
+    scheduler: str | None = None
 
     def load(self) -> api.ObservationSet:
         sets = []
         if self.files:
             with _file_progress(self.files) as advance:
-                sets.append(api.load_observations(self.files, on_error=self.on_error, progress=advance, jobs=self.jobs))
+                sets.append(
+                    api.load_observations(
+                        self.files,
+                        on_error=self.on_error,
+                        progress=advance,
+                        jobs=self.jobs,
+                        engine=self.engine,
+                        scheduler=self.scheduler,
+                    )
+                )
         if self.relay is not None:
             sets.append(_collect(self.relay))
         return sets[0] if len(sets) == 1 else merge_observation_sets(sets)
@@ -105,13 +118,18 @@ _RELAY_NAMES = (
 
 
 def source_options(command: Callable) -> Callable:
-    """FILES, --on-error and the Hubble Relay flags (named like the `hubble` CLI's)."""
+    """FILES, --on-error, --jobs, --engine, --scheduler and the Hubble Relay flags (named like the `hubble` CLI's)."""
 
     @functools.wraps(command)
     def with_sources(**kwargs: Any) -> Any:
         files, on_error, jobs = tuple(kwargs.pop("files")), kwargs.pop("on_error"), kwargs.pop("jobs")
+        engine, scheduler = kwargs.pop("engine"), kwargs.pop("scheduler")
+        if scheduler and engine != "dask":
+            raise click.UsageError("--scheduler needs --engine dask")
         relay = {name: kwargs.pop(name) for name in _RELAY_NAMES}
-        return command(sources=Sources(files, on_error, _relay_options(files, relay), jobs), **kwargs)
+        return command(
+            sources=Sources(files, on_error, _relay_options(files, relay), jobs, engine, scheduler), **kwargs
+        )
 
     options = [
         click.argument("files", nargs=-1),
@@ -127,6 +145,19 @@ def source_options(command: Callable) -> Callable:
             "--jobs",
             type=click.IntRange(min=1),
             help="Processes reading large files in parallel (default: one per core); results do not depend on it.",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default="local",
+            show_default=True,
+            help="Read FILES with this machine's processes, or on a Dask cluster (FILES may then be fsspec URLs "
+            "such as s3://bucket/hubble/*.json.gz); results do not depend on it.",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="The Dask scheduler, e.g. tcp://dask-scheduler:8786 (default: a local cluster of --jobs workers).",
         ),
         *_RELAY_OPTIONS,
     ]
@@ -231,3 +262,14 @@ def cluster_options(command: Callable) -> Callable:
     for option in reversed(options):
         with_cluster = option(with_cluster)
     return with_cluster
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a one-line message and exit status 1."""
+    try:
+        yield
+    except (CollectorError, RecommenderError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc

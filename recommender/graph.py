@@ -46,7 +46,7 @@ def build_edges(observations: pd.DataFrame, verdicts: Collection[str] | None = N
     if verdicts is not None:
         frame = frame[frame["verdict"].isin(list(verdicts))]
     if frame.empty:
-        return pd.DataFrame({name: [] for name in EDGE_COLUMNS})
+        return _empty_edges()
     frame = frame.assign(client=endpoint_keys(frame, "client"), server=endpoint_keys(frame, "server"))
     attributes = {f"{side}_{name}": (f"{side}_{name}", "first") for side in ("client", "server")
                   for name in ENDPOINT_ATTRIBUTES}  # fmt: skip
@@ -65,6 +65,13 @@ def build_edges(observations: pd.DataFrame, verdicts: Collection[str] | None = N
         .reset_index()
     )
     return edges[EDGE_COLUMNS]
+
+
+def _empty_edges() -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series(dtype=str) for name in EDGE_COLUMNS})
+    return frame.astype(
+        {"port": "int64", "count": "int64", "first_seen": "datetime64[ns, UTC]", "last_seen": "datetime64[ns, UTC]"}
+    )
 
 
 def build_graph(edges: pd.DataFrame, dns_names: Mapping[str, tuple[str, ...]] | None = None) -> nx.DiGraph:

@@ -47,7 +47,7 @@ def drift_json(result: Drift) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-def _markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
+def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     if frame.empty:
         return "_none_\n"
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -64,9 +64,9 @@ def verify_markdown(replayed: Replay) -> str:
         f"{len(connections)} observed connections: {len(connections) - len(denied)} allowed, "
         f"{len(denied)} denied (recall {replayed.recall:.1%}).\n",
         "## Denied\n",
-        _markdown_table(denied, ["client", "server", "protocol", "port", "count", "explanation"]),
+        markdown_table(denied, ["client", "server", "protocol", "port", "count", "explanation"]),
         "## Allowed\n",
-        _markdown_table(
+        markdown_table(
             connections[connections["allowed"]], ["client", "server", "protocol", "port", "count", "allowed_by"]
         ),
     ]
@@ -86,9 +86,9 @@ def drift_markdown(result: Drift) -> str:
         text += [
             f"## Namespace {namespace}\n",
             "### Would break on enforcement\n",
-            _markdown_table(breaks, ["client", "server", "protocol", "port", "count", "explanation"]),
+            markdown_table(breaks, ["client", "server", "protocol", "port", "count", "explanation"]),
             "### Rules never used (candidates to remove)\n",
-            _markdown_table(unused, ["policy", "direction", "rule"]),
+            markdown_table(unused, ["policy", "direction", "rule"]),
         ]
     return "\n".join(text)
 

@@ -339,7 +339,8 @@ def check_proposal(
         endpoint_keys(rows, "client"), endpoint_keys(rows, "server"), rows["protocol"], rows["port"], strict=True
     )
     model = cluster_model(observed, inventory)
-    replayed = replay(policies, observed, rows[[key in keys for key in row_keys]], model=model)
+    meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
+    replayed = replay(policies, observed, rows[meant], model=model)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
     return Check(replayed, excess(replayed, observed, model, named_ports(policies)))

@@ -172,3 +172,32 @@ def write_kubeconfig(path: Path, server: str, *, token: str, context: str = "tes
     }
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def record_api_lists(root: Path, snapshot: dict[str, Any]) -> None:
+    """Write a kubectl-style snapshot's objects as the API server's list responses under `root`,
+    one file per resource path, as `KubeApiServer` serves them."""
+    paths = {
+        "Pod": ("api/v1/pods", "PodList"),
+        "Namespace": ("api/v1/namespaces", "NamespaceList"),
+        "Service": ("api/v1/services", "ServiceList"),
+        "Node": ("api/v1/nodes", "NodeList"),
+        "EndpointSlice": ("apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList"),
+        "NetworkPolicy": ("apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicyList"),
+    }
+    for kind, (path, list_kind) in paths.items():
+        items = [
+            {k: v for k, v in item.items() if k not in ("apiVersion", "kind")}
+            for item in snapshot["items"]
+            if item["kind"] == kind
+        ]
+        group_version = path.split("/", 1)[1].rsplit("/", 1)[0]  # "v1", "discovery.k8s.io/v1", …
+        document = {
+            "kind": list_kind,
+            "apiVersion": group_version,
+            "metadata": {"resourceVersion": "1"},
+            "items": items,
+        }
+        target = root / f"{path}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(document))

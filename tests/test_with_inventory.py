@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from benchmarks.generate import inventory_snapshot, shop_topology, write_capture
 from recommender import api
 from recommender.cli import main
-from tests.kube_api_server import KubeApiServer, write_kubeconfig
+from tests.kube_api_server import KubeApiServer, record_api_lists, write_kubeconfig
 
 TOKEN = "test-token-0a1b2c3d"
 
@@ -126,7 +126,7 @@ def test_diff_reads_the_cluster_policies_from_the_inventory(shop, tmp_path):
 def test_inventory_command_through_the_kubernetes_api(shop, tmp_path):
     _, _, snapshot = shop
     root = tmp_path / "api"
-    _record_api_lists(root, snapshot)
+    record_api_lists(root, snapshot)
     with KubeApiServer(root, token=TOKEN) as server:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url, token=TOKEN)
         out = tmp_path / "cluster.json"
@@ -137,26 +137,3 @@ def test_inventory_command_through_the_kubernetes_api(shop, tmp_path):
     from collectors.inventory import inventory_from_objects
 
     assert from_api == inventory_from_objects(snapshot["items"], "snapshot")
-
-
-def _record_api_lists(root, snapshot: dict) -> None:
-    """Write the snapshot's objects as the API server's list responses, one file per resource path."""
-    paths = {
-        "Pod": ("api/v1/pods", "PodList"),
-        "Namespace": ("api/v1/namespaces", "NamespaceList"),
-        "Service": ("api/v1/services", "ServiceList"),
-        "Node": ("api/v1/nodes", "NodeList"),
-        "EndpointSlice": ("apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList"),
-        "NetworkPolicy": ("apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicyList"),
-    }
-    for kind, (path, list_kind) in paths.items():
-        items = [
-            {k: v for k, v in item.items() if k not in ("apiVersion", "kind")}
-            for item in snapshot["items"]
-            if item["kind"] == kind
-        ]
-        target = root / f"{path}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(
-            json.dumps({"kind": list_kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
-        )

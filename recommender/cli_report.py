@@ -1,0 +1,125 @@
+"""The `report` command: observe a window, review it against the observation store, write the report,
+and add the window to the store (last, so that a run that fails changes nothing)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import click
+
+from collectors.errors import CollectorError
+from collectors.relay import parse_duration
+from recommender import api, report_render
+from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.report import ReportOptions, review
+from recommender.store import locked_store
+
+NOTHING_NEW = 0
+DRIFT = 3
+ENVIRONMENT_PREFIX = "NETPOL_RECOMMENDER"
+
+
+def _duration(_context: click.Context, _parameter: click.Parameter, value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except CollectorError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command(
+    context_settings={"auto_envvar_prefix": ENVIRONMENT_PREFIX},
+    epilog=f"Every option can also be set by an environment variable {ENVIRONMENT_PREFIX}_<NAME>: the long option "
+    f"name in capitals with dashes as underscores (--stale-after: {ENVIRONMENT_PREFIX}_STALE_AFTER), except "
+    "--timeout: CONNECT_TIMEOUT, --namespace: NAMESPACES, --verdict: VERDICTS, --inventory: INVENTORY_FILE. "
+    "Repeatable options take space-separated values; the command line wins. The CronJob's ConfigMap uses this.",
+)
+@source_options
+@click.option("--store", required=True, help="The observation store: a directory, created if missing.")
+@click.option(
+    "-o",
+    "--output",
+    help="A directory to write report.md, report.html, report.json and recommendation.yaml into.",
+)
+@click.option(
+    "--retain",
+    default="30d",
+    show_default=True,
+    callback=_duration,
+    help="Keep the windows that ended at most this long before the newest one.",
+)
+@click.option(
+    "--stale-after",
+    default="7d",
+    show_default=True,
+    callback=_duration,
+    help="Report paths not seen for this long before the newest window's end.",
+)
+@click.option(
+    "--policies", help="The policies in force: a YAML/JSON file or a directory (default: the cluster's, if read)."
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another run of the same store to finish.",
+)
+@cluster_options
+def report(
+    sources: Sources,
+    cluster: ClusterSource,
+    store: str,
+    output: str | None,
+    retain: timedelta,
+    stale_after: timedelta,
+    policies: str | None,
+    lock_timeout: float,
+) -> None:
+    """Observe a window, add it to the observation store, and report what changed.
+
+    The report (Markdown on stdout; Markdown, HTML and JSON in --output) lists the paths new since the
+    last run, the paths not seen for --stale-after, the observed connections the policies in force
+    would break, their rules nothing used in the retention period, the recommendation for every
+    window kept and how it changed since the last run, and how settled the picture is (new paths
+    per window). Times are the flows' own clock.
+
+    \b
+    Exit status:
+      0  nothing new
+      3  drift found: new paths, connections that would break on enforcement,
+         or a changed recommendation
+      1  error (the store is left as it was)
+      2  usage error
+
+    The first run (an empty store) is the baseline: its paths and its recommendation are not drift,
+    so it exits 0 unless observed connections would break.
+
+    Examples:
+
+        netpol-recommender report capture.json --store store/ -o report/
+
+        netpol-recommender report --follow --duration 1h --cluster --store store/
+    """
+
+    with user_errors(), locked_store(store, lock_timeout) as observation_store:
+        in_force = api.load_policies(policies) if policies else None  # a bad file fails before the window
+        observed = sources.load()
+        inventory = cluster.load()
+        if in_force is None and inventory is not None:
+            in_force = list(inventory.network_policies)
+        result = review(
+            observation_store,
+            observed,
+            policies=in_force,
+            policy_source=policies or "the cluster's NetworkPolicies",
+            inventory=inventory,
+            options=ReportOptions(retain=retain, stale_after=stale_after),
+        )
+        if output:
+            report_render.write_report(result, output)
+        kept = observation_store.append(result.window, observed, result.recommendation_yaml, result.options.retain)
+    click.echo(report_render.markdown(result), nl=False)
+    outcome = "; ".join(result.drift_reasons()) or "nothing new"
+    stderr.print(f"window {result.window.id} stored in {store} ({len(kept)} kept): {outcome}")
+    sys.exit(DRIFT if result.drift else NOTHING_NEW)

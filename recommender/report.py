@@ -1,0 +1,238 @@
+"""The review of a new observation window against the store's history, as data.
+
+What is new since the last run, which paths went quiet, what the policies in force would break or
+never use, the recommendation for the running picture and how it changed since the last run, and
+how settled the picture is (new paths per window). `report_render` formats a `Report`; the
+`report` command decides its exit status from `Report.drift`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from collectors.enrich import apply_inventory
+from collectors.inventory import Inventory
+from collectors.parquet import merge_observation_sets
+from collectors.records import ObservationSet
+from recommender import api
+from recommender.graph import EDGE_KEY
+from recommender.render import ordered_policies
+from recommender.semantics import Direction, NetworkPolicy, parse_policies
+from recommender.semantics.matcher import RuleMatcher, compile_policies
+from recommender.store import ObservationStore, Window
+from recommender.synthesis import SynthesisOptions
+
+PATH_TYPES = {
+    "client": str,
+    "server": str,
+    "protocol": str,
+    "port": "int64",
+    "count": "int64",
+    "first_seen": "datetime64[ns, UTC]",
+    "last_seen": "datetime64[ns, UTC]",
+    "verdicts": str,
+}
+PATH_COLUMNS = list(PATH_TYPES)
+BREAK_COLUMNS = [*EDGE_KEY, "count", "explanation"]
+RULE_COLUMNS = ["namespace", "policy", "direction", "rule", "text"]
+CHANGE_COLUMNS = ["policy", "change", "detail"]
+SETTLING_COLUMNS = ["window", "start", "end", "flows", "paths", "new_paths"]
+SETTLED_AFTER = 3
+"""The picture is settled when this many windows in a row brought no new path."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    retain: timedelta | None = timedelta(days=30)
+    """Windows that ended longer than this before the newest one are dropped (None: keep all)."""
+    stale_after: timedelta = timedelta(days=7)
+    """A path not seen for this long before the newest window's end is reported as stale."""
+    synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
+
+
+@dataclass
+class PolicyComparison:
+    """The running picture against the policies in force."""
+
+    source: str
+    """Where the policies come from: a path, or the cluster."""
+    rules: int
+    would_break: pd.DataFrame
+    """Observed connections the policies deny (`BREAK_COLUMNS`): they break on enforcement."""
+    unused_rules: pd.DataFrame
+    """Rules no observed connection used in the retention period (`RULE_COLUMNS`): candidates to remove."""
+
+
+@dataclass
+class Report:
+    window: Window
+    """This run's window, with its paths and new paths counted."""
+    history: list[Window]
+    """The earlier windows the store keeps (within the retention period)."""
+    options: ReportOptions
+    new_paths: pd.DataFrame
+    """Paths (`PATH_COLUMNS`) of this window that no earlier window had; counts and times are this window's."""
+    stale_paths: pd.DataFrame
+    """Paths of the running picture not seen for `options.stale_after`."""
+    comparison: PolicyComparison | None
+    """None when there is no policy set to compare with (no inventory, no --policies)."""
+    recommendation: api.Recommendation
+    recommendation_yaml: str
+    """The recommended policies as stored for the next run's comparison (no evidence comments)."""
+    changes: pd.DataFrame | None
+    """The recommendation against the last run's (`CHANGE_COLUMNS`); None on the first run."""
+
+    @property
+    def first_run(self) -> bool:
+        """The store had no window: this window is the baseline, and everything in it is new."""
+        return self.changes is None
+
+    @property
+    def settling(self) -> pd.DataFrame:
+        """Every kept window with its flows, paths and new paths, oldest first (`SETTLING_COLUMNS`)."""
+        rows = [(w.id, w.start, w.end, w.flows, w.paths, w.new_paths) for w in [*self.history, self.window]]
+        return pd.DataFrame(rows, columns=SETTLING_COLUMNS)
+
+    @property
+    def settled(self) -> bool:
+        recent = [w.new_paths for w in [*self.history, self.window]][-SETTLED_AFTER:]
+        return len(recent) == SETTLED_AFTER and not any(recent)
+
+    def drift_reasons(self) -> list[str]:
+        """Why this run found drift; empty when nothing needs a look. On the first run new paths and the
+        recommendation are the baseline, not drift; connections that would break always are."""
+        reasons = []
+        if self.comparison is not None and len(self.comparison.would_break):
+            reasons.append(f"{len(self.comparison.would_break)} observed connection(s) would break on enforcement")
+        if not self.first_run and len(self.new_paths):
+            reasons.append(f"{len(self.new_paths)} new path(s)")
+        if self.changes is not None and len(self.changes):
+            reasons.append(f"the recommendation changed ({self.changes['policy'].nunique()} policies)")
+        return reasons
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.drift_reasons())
+
+
+def review(
+    store: ObservationStore,
+    observed: ObservationSet,
+    *,
+    policies: Sequence[Mapping[str, Any]] | None = None,
+    policy_source: str = "",
+    inventory: Inventory | None = None,
+    options: ReportOptions | None = None,
+) -> Report:
+    """Review `observed` as the store's next window, without changing the store.
+
+    `policies` are the policies in force (from `policy_source`); with an `inventory`, workloads are
+    named and selectors made exact as the cluster knows them.
+    """
+    options = options or ReportOptions()
+    pending = store.next_window(observed)
+    history = store.retained(pending, options.retain)
+    earlier = store.picture(history) if history else None
+    picture = merge_observation_sets([earlier, observed]) if earlier is not None else observed
+    window_paths = _paths(observed, inventory)
+    seen_before = _paths(earlier, inventory) if earlier is not None else window_paths.iloc[0:0]
+    new_paths = window_paths[~_keys(window_paths).isin(_keys(seen_before))]
+    picture_paths = _paths(picture, inventory)
+    stale_paths = picture_paths[picture_paths["last_seen"] < pd.Timestamp(pending.end) - options.stale_after]
+    comparison = None
+    if policies is not None:
+        comparison = _compare(api.diff(list(policies), picture, inventory), policy_source)
+    recommendation = api.recommend(picture, options.synthesis, inventory)
+    previous = store.recommendation(store.windows[-1]) if store.windows else None
+    manifests = [plan.manifest for plan in ordered_policies(recommendation.proposal)]
+    return Report(
+        window=replace(pending, paths=len(window_paths), new_paths=len(new_paths)),
+        history=history,
+        options=options,
+        new_paths=new_paths.reset_index(drop=True),
+        stale_paths=stale_paths.reset_index(drop=True),
+        comparison=comparison,
+        recommendation=recommendation,
+        recommendation_yaml=api.render_yaml(recommendation.proposal),
+        changes=None if previous is None else recommendation_changes(yaml.safe_load_all(previous), manifests),
+    )
+
+
+def _paths(observed: ObservationSet, inventory: Inventory | None) -> pd.DataFrame:
+    named = apply_inventory(observed, inventory) if inventory is not None else observed
+    return api.edges(named)[PATH_COLUMNS].astype(PATH_TYPES)  # typed even when empty
+
+
+def _keys(paths: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(paths[EDGE_KEY])
+
+
+def _compare(drift: api.Drift, source: str) -> PolicyComparison:
+    texts = rule_texts(drift.policies)
+    unused = drift.unused_rules
+    text = [texts[(f"{r.namespace}/{r.policy}", r.direction, r.rule)] for r in unused.itertuples(index=False)]
+    return PolicyComparison(
+        source=source,
+        rules=len(drift.rules),
+        would_break=drift.would_break[BREAK_COLUMNS],
+        unused_rules=unused.assign(text=text)[RULE_COLUMNS],
+    )
+
+
+def rule_texts(manifests: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], str]:
+    """Every rule of a policy set, keyed by (namespace/name, direction, index), as one line of what it
+    allows: `pods [app=web] in namespaces [kubernetes.io/metadata.name=shop] on TCP/8080`."""
+    return {
+        (rule.ref.policy, rule.ref.direction.lower(), rule.ref.index): _rule_text(rule)
+        for target in compile_policies(parse_policies(manifests))
+        for rule in target.rules
+    }
+
+
+def _rule_text(rule: RuleMatcher) -> str:
+    return f"{', '.join(map(str, rule.peers))} on {', '.join(map(str, rule.ports))}"
+
+
+def recommendation_changes(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Policies added, removed or changed between two policy sets, matched by namespace/name; a changed
+    policy has one row per change: its podSelector, its policyTypes, a rule removed (`-`) or added (`+`)."""
+    old = {policy.id: policy for policy in parse_policies(before)}
+    new = {policy.id: policy for policy in parse_policies(after)}
+    rows = []
+    for name in sorted(old.keys() | new.keys()):
+        if name not in old:
+            rows.append((name, "added", ""))
+        elif name not in new:
+            rows.append((name, "removed", ""))
+        else:
+            rows += [(name, "changed", detail) for detail in _policy_changes(old[name], new[name])]
+    return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
+
+
+def _policy_changes(old: NetworkPolicy, new: NetworkPolicy) -> list[str]:
+    details = []
+    if old.pod_selector != new.pod_selector:
+        details.append(f"podSelector [{old.pod_selector}] → [{new.pod_selector}]")
+    if old.policy_types != new.policy_types:
+        details.append(f"policyTypes {sorted(old.policy_types)} → {sorted(new.policy_types)}")
+    for direction in (Direction.INGRESS, Direction.EGRESS):
+        before, after = (Counter(_direction_texts(policy, direction)) for policy in (old, new))
+        details += [f"- {direction.lower()} {text}" for text in sorted((before - after).elements())]
+        details += [f"+ {direction.lower()} {text}" for text in sorted((after - before).elements())]
+    return details
+
+
+def _direction_texts(policy: NetworkPolicy, direction: Direction) -> list[str]:
+    return [
+        _rule_text(rule)
+        for target in compile_policies([policy])
+        if target.direction is direction
+        for rule in target.rules
+    ]

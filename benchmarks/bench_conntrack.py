@@ -1,75 +1,52 @@
-"""Throughput of the conntrack parser on /proc/net/nf_conntrack and `conntrack -L` lines.
+"""Throughput of conntrack reading on /proc/net/nf_conntrack and `conntrack -L` lines.
 
-Run: python -m benchmarks.bench_conntrack [--lines N] [--repeat R]
+Run: python -m benchmarks.bench_conntrack [--lines N] [--workloads W] [--repeat R]
 
-Writes N deterministic, realistic lines of each format to a temp dir (pod-to-pod and pod-to-
-ClusterIP traffic with DNAT, TCP/UDP/ICMP, counters on half of the entries), then reports the
-parser's entries/s next to a floor measured in the same run: reading the same lines and splitting
-them into tokens, which any parser must do. Times are this process's CPU time, so other load on a
-shared machine skews them less than wall-clock time would.
+Writes N lines of each format from `benchmarks.generate.conntrack_dump` (the three nodes' tables
+for a generated cluster of W workloads: pod-to-Service traffic with DNAT, direct pod calls,
+DNS, every cross-node connection on both nodes) and the matching inventory, then reports in
+entries per second, best of R runs of this process's CPU time (other load on a shared machine
+skews it less than wall-clock time):
+
+- floor: reading the lines and splitting them into tokens, which any parser must do;
+- reading: `ConntrackIngest.add_file`, the per-entry work of the observation path (tokenize,
+  de-duplicate, count per distinct IP-level connection);
+- read_conntrack: all of it, that is reading plus naming every distinct connection's endpoints
+  with the inventory and building the observations DataFrame; the goal is 300,000 entries/s;
+- full parser: `parse_conntrack`, which builds a typed `ConntrackEntry` per line (reference).
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import itertools
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.generate import conntrack_dump, inventory_snapshot, scale_topology
 from collectors.conntrack import parse_conntrack
+from collectors.conntrack_observations import ConntrackIngest, read_conntrack
 from collectors.errors import BadRecords
-from collectors.sources import numbered_lines
+from collectors.inventory import Inventory, inventory_from_objects, list_items
+from collectors.sources import open_input
 
-TCP_STATES = ("ESTABLISHED", "ESTABLISHED", "TIME_WAIT", "SYN_SENT", "CLOSE_WAIT", "FIN_WAIT")
-
-
-def _tuples(rng: random.Random, pods: list[str], services: list[tuple[str, int, int]]) -> str:
-    """Original and reply tuples of one connection, with counters and flags as the kernel prints."""
-    client = rng.choice(pods)
-    sport = rng.randint(32768, 60999)
-    roll = rng.random()
-    if roll < 0.05:
-        server, ident = rng.choice(pods), rng.randint(1, 65535)
-        return (
-            f"icmp     1 {rng.randint(1, 30)} src={client} dst={server} type=8 code=0 id={ident} "
-            f"src={server} dst={client} type=0 code=0 id={ident} mark=0"
-        )
-    service_ip, service_port, target_port = rng.choice(services)
-    backend = rng.choice(pods)
-    dnat = roll < 0.45
-    dst, dport = (service_ip, service_port) if dnat else (backend, target_port)
-    counted = rng.random() < 0.5
-    sent = f" packets={rng.randint(1, 50)} bytes={rng.randint(60, 90000)}" if counted else ""
-    received = f" packets={rng.randint(1, 50)} bytes={rng.randint(60, 900000)}" if counted else ""
-    if roll < 0.75:
-        head = f"tcp      6 {rng.randint(1, 432000)} {rng.choice(TCP_STATES)}"
-        unreplied, assured = "", " [ASSURED]"
-    else:
-        head = f"udp      17 {rng.randint(1, 180)}"
-        unreplied, assured = ("", " [ASSURED]") if rng.random() < 0.8 else (" [UNREPLIED]", "")
-    return (
-        f"{head} src={client} dst={dst} sport={sport} dport={dport}{sent}{unreplied} "
-        f"src={backend} dst={client} sport={target_port} dport={sport}{received}{assured} mark=0"
-    )
+GOAL = 300_000
 
 
-def write_dumps(directory: Path, lines: int, seed: int = 7) -> dict[str, Path]:
-    """Write `lines` entries in /proc format and in `conntrack -L` format; return the two paths."""
-    rng = random.Random(seed)
-    pods = [f"10.244.{rng.randint(0, 63)}.{rng.randint(2, 254)}" for _ in range(2000)]
-    services = [
-        (f"10.96.{rng.randint(0, 255)}.{rng.randint(1, 254)}", port, target)
-        for port, target in rng.choices([(80, 8080), (443, 8443), (53, 53), (5432, 5432)], k=200)
-    ]
-    proc, listing = directory / "nf_conntrack", directory / "conntrack-L.txt"
-    with proc.open("w") as proc_out, listing.open("w") as list_out:
-        for _ in range(lines):
-            tuples = _tuples(rng, pods, services)
-            proc_out.write(f"ipv4     2 {tuples} zone=0 use=2\n")
-            list_out.write(f"{tuples} use=1\n")
-    return {"/proc/net/nf_conntrack": proc, "conntrack -L": listing}
+def write_dumps(directory: Path, lines: int, workloads: int) -> tuple[dict[str, Path], Inventory]:
+    """`lines` lines in /proc format and in `conntrack -L` format, and the cluster's inventory."""
+    topology = scale_topology(workloads)
+    snapshot = inventory_snapshot(topology)
+    inventory = inventory_from_objects(list_items(snapshot, "generated"), "generated")
+    paths = {}
+    for name, fmt in (("/proc/net/nf_conntrack", "proc"), ("conntrack -L", "list")):
+        path = paths[name] = directory / f"{fmt}.txt"
+        with path.open("w") as out:
+            dump = conntrack_dump(topology, fmt=fmt, connections=lines)
+            out.writelines(f"{line}\n" for line in itertools.islice(dump, lines))
+    return paths, inventory
 
 
 def _best_time(run: Callable[[], int], repeat: int) -> tuple[float, int]:
@@ -83,30 +60,47 @@ def _best_time(run: Callable[[], int], repeat: int) -> tuple[float, int]:
 
 def _floor(path: Path) -> int:
     count = 0
-    for _, raw in numbered_lines(str(path)):
-        raw.decode().split()
-        count += 1
+    with open_input(str(path)) as stream:
+        for raw in stream:
+            raw.split()
+            count += 1
     return count
 
 
-def _parse(path: Path) -> int:
-    return sum(1 for _ in parse_conntrack([str(path)], bad_records=BadRecords()))
+def _reading(path: Path, inventory: Inventory) -> int:
+    ingest = ConntrackIngest(inventory)
+    ingest.add_file(str(path))
+    return ingest.conntrack_stats.entries
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=500_000)
+    parser.add_argument("--workloads", type=int, default=500, help="size of the generated cluster")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measure; the best counts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        dumps = write_dumps(Path(tmp), args.lines)
-        print(f"{args.lines:,} lines per format, best of {args.repeat} runs")
-        print(f"{'format':<24} {'entries/s':>12} {'floor lines/s':>14} {'ratio':>6}")
+        dumps, inventory = write_dumps(Path(tmp), args.lines, args.workloads)
+        print(f"{args.lines:,} lines per format, {len(inventory.pods):,} pods, best of {args.repeat} runs (CPU time)")
+        print(f"{'format':<24} {'floor':>10} {'reading':>10} {'read_conntrack':>15} {'ratio':>6} {'full parser':>12}")
         for name, path in dumps.items():
-            floor_s, _ = _best_time(lambda path=path: _floor(path), args.repeat)
-            parse_s, entries = _best_time(lambda path=path: _parse(path), args.repeat)
-            assert entries == args.lines, f"{name}: parsed {entries} of {args.lines} lines"
-            print(f"{name:<24} {entries / parse_s:>12,.0f} {args.lines / floor_s:>14,.0f} {parse_s / floor_s:>5.2f}x")
+            measures = {
+                "floor": lambda path=path: _floor(path),
+                "reading": lambda path=path: _reading(path, inventory),
+                "observations": lambda path=path: read_conntrack([str(path)], inventory).stats.flows,
+                "parser": lambda path=path: sum(1 for _ in parse_conntrack([str(path)], bad_records=BadRecords())),
+            }
+            rates, seconds = {}, {}
+            for measure, run in measures.items():
+                seconds[measure], entries = _best_time(run, args.repeat)
+                assert entries == args.lines, f"{name} {measure}: {entries} of {args.lines} lines"
+                rates[measure] = args.lines / seconds[measure]
+            ratio = seconds["observations"] / seconds["floor"]
+            verdict = "" if rates["observations"] >= GOAL else f"  (below the {GOAL:,}/s goal)"
+            print(
+                f"{name:<24} {rates['floor']:>10,.0f} {rates['reading']:>10,.0f} {rates['observations']:>15,.0f}"
+                f" {ratio:>5.2f}x {rates['parser']:>12,.0f}{verdict}"
+            )
 
 
 if __name__ == "__main__":

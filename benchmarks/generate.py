@@ -4,7 +4,8 @@ A `Topology` lists workloads (with pods on nodes) and the connections between th
 turns it into the events a Cilium cluster with policy enforcement would export for that traffic:
 policy-verdict events, trace events at both observation points (some without `is_reply`, as
 TO_OVERLAY events are), replies, L7 DNS requests and answers, world egress with DNS names, kubelet
-probes from the host and policy drops. The same seed gives the same bytes.
+probes from the host and policy drops. The same seed gives the same bytes. `inventory_snapshot` is
+the cluster behind that traffic, and `conntrack_dump` what the nodes' conntrack tables show for it.
 
     python -m benchmarks.generate --flows 1000000 -o capture.json          # the shop topology
     python -m benchmarks.generate --workloads 5000 --flows 2000000 -o big.json.gz
@@ -479,12 +480,16 @@ def _pod_object(pod: _Pod, ports: list[tuple[str, int]]) -> dict:
     }
 
 
+def _service_name_and_ip(workload: Workload, index: int) -> tuple[str, str]:
+    """The Service of the `index`-th workload of the topology: its name and ClusterIP."""
+    if dict(workload.labels).get("k8s-app") == "kube-dns":
+        return "kube-dns", KUBE_DNS_IP
+    return workload.name, f"10.96.{1 + index // 250}.{1 + index % 250}"
+
+
 def _service_object(workload: Workload, index: int, ports: list[tuple[str, int]]) -> dict:
     selector = dict(workload.labels)
-    if selector.get("k8s-app") == "kube-dns":
-        name, ip = "kube-dns", KUBE_DNS_IP
-    else:
-        name, ip = workload.name, f"10.96.{1 + index // 250}.{1 + index % 250}"
+    name, ip = _service_name_and_ip(workload, index)
     service_ports = [
         {"name": _port_name(protocol, port), "port": port, "targetPort": port, "protocol": protocol}
         for protocol, port in ports
@@ -525,6 +530,104 @@ def _node_object(node: str) -> dict:
             "addresses": [{"type": "InternalIP", "address": _node_ip(node)}, {"type": "Hostname", "address": node}]
         },
     }
+
+
+# -- conntrack ---------------------------------------------------------------------------------
+
+CONNTRACK_FORMATS = ("proc", "list")
+_PORTS_FROM, _PORTS = 32768, 28232  # Linux's default ephemeral range, 32768-60999
+_TCP_STATES = ("ESTABLISHED", "ESTABLISHED", "TIME_WAIT", "CLOSE_WAIT", "FIN_WAIT")
+
+
+def conntrack_dump(
+    topology: Topology, seed: int = 1, node: str | None = None, fmt: str = "proc", connections: int = 1000
+) -> Iterator[str]:
+    """The conntrack tables of the nodes (or of `node` alone) after `connections` connections of the
+    topology's traffic: `/proc/net/nf_conntrack` lines (`fmt="proc"`) or `conntrack -L` lines ("list").
+
+    The cluster is `inventory_snapshot(topology, seed)`'s: the same pods, IPs, nodes and Services.
+    Each of the topology's connections is made once, in order, then they are drawn by weight as in
+    `flow_lines`. A pod calls a workload through its Service four times in five (DNAT from the
+    ClusterIP to the chosen backend and its target port), else at the pod IP; the world call is
+    masqueraded to the client's node IP (SNAT); kubelet probes come from the server's node IP. A
+    connection between pods on two nodes is in both tables, with the DNAT in the client's. Policy
+    drops are absent: a dropped packet makes no conntrack entry. The same seed gives the same lines.
+    """
+    if fmt not in CONNTRACK_FORMATS:
+        raise ValueError(f"fmt must be one of {CONNTRACK_FORMATS}, not {fmt!r}")
+    rng = random.Random(seed)
+    pods = _pods(topology, rng)
+    cluster_ips = {
+        f"{w.namespace}/{w.name}": _service_name_and_ip(w, index)[1] for index, w in enumerate(topology.workloads)
+    }
+    made = [c for c in topology.connections if not c.dropped]
+    weights = [c.weight for c in made]
+    used_ports: dict[str, int] = {}
+    for index in range(connections):
+        connection = made[index] if index < len(made) else rng.choices(made, weights)[0]
+        for where, line in _conntrack_entries(connection, pods, cluster_ips, used_ports, rng):
+            if node is None or where == node:
+                yield f"{line} use=1" if fmt == "list" else f"ipv4     2 {line} zone=0 use=2"
+
+
+def _conntrack_entries(
+    c: Connection,
+    pods: dict[str, list[_Pod]],
+    cluster_ips: dict[str, str],
+    used_ports: dict[str, int],
+    rng: random.Random,
+) -> list[tuple[str, str]]:
+    """(node, line) of every table that holds one connection; the lines lack what ends a `conntrack
+    -L` line (`use=1`) or a /proc one (`zone=0 use=2`), and /proc's layer-3 prefix."""
+    backend = None if c.server.startswith("world:") else rng.choice(pods[c.server])
+    if c.client == "host":
+        client_node = backend.node  # type: ignore[union-attr]  # kubelet probes a pod of its node
+        client_ip = _node_ip(client_node)
+    else:
+        client = rng.choice(pods[c.client])
+        client_node, client_ip = client.node, client.ip
+    if backend is None:
+        server_ip = dialled = c.server.removeprefix("world:")
+        seen_as, server_node = _node_ip(client_node), client_node
+    else:
+        server_ip, seen_as, server_node = backend.ip, client_ip, backend.node
+        dialled = cluster_ips[c.server] if c.client != "host" and rng.random() < 0.8 else server_ip
+    number = used_ports.get(seen_as, 0)
+    used_ports[seen_as] = number + 1
+    sport = _PORTS_FROM + number * 7919 % _PORTS  # a permutation: unique per address for _PORTS connections
+    tables = [(client_node, client_ip, dialled)]
+    if server_node != client_node:
+        tables.append((server_node, seen_as, server_ip))
+    return [(where, _conntrack_line(c, src, dst, sport, server_ip, seen_as, rng)) for where, src, dst in tables]
+
+
+def _conntrack_line(
+    c: Connection, src: str, dst: str, sport: int, server: str, seen_as: str, rng: random.Random
+) -> str:
+    counted = rng.random() < 0.5
+    sent = f" packets={rng.randint(1, 40)} bytes={rng.randint(60, 60000)}" if counted else ""
+    received = f" packets={rng.randint(1, 40)} bytes={rng.randint(60, 900000)}" if counted else ""
+    if c.protocol == "TCP":
+        head, assured = f"tcp      6 {rng.randint(1, 432000)} {rng.choice(_TCP_STATES)}", " [ASSURED]"
+    else:
+        head, assured = f"udp      17 {rng.randint(1, 180)}", "" if c.port == 53 else " [ASSURED]"
+    return (
+        f"{head} src={src} dst={dst} sport={sport} dport={c.port}{sent} "
+        f"src={server} dst={seen_as} sport={c.port} dport={sport}{received}{assured} mark=0"
+    )
+
+
+def write_conntrack_dumps(
+    directory: str, topology: Topology, connections: int, seed: int = 1, fmt: str = "proc"
+) -> list[str]:
+    """Write each node's `conntrack_dump` to `<directory>/<node>.conntrack`; returns the paths."""
+    paths = []
+    for node in topology.nodes:
+        path = f"{directory}/{node}.conntrack"
+        with open(path, "w", encoding="utf-8") as out:
+            out.writelines(f"{line}\n" for line in conntrack_dump(topology, seed, node, fmt, connections))
+        paths.append(path)
+    return paths
 
 
 def _open_text(path: str) -> TextIO:

@@ -117,7 +117,10 @@ class ObservationAggregator:
             columns["server_pod"].append(record[SERVER_POD])
             for name, index in zip(SET_COLUMNS, (ALLOWED_BY, DROP_REASONS, SERVICES), strict=True):
                 columns[name].append(",".join(sorted(record[index])) if record[index] else "")
-        return combine_observations(pd.DataFrame(columns))
+        frame = normalize_dtypes(pd.DataFrame(columns))
+        if frame.duplicated(list(KEY_COLUMNS)).any():  # endpoints renamed after counting (proxy legs) collide
+            return combine_observations(frame)
+        return frame.sort_values(list(KEY_COLUMNS)).reset_index(drop=True)
 
 
 def union_of_sets(values: pd.Series) -> str:

@@ -102,6 +102,7 @@ def _stats_from_dict(data: dict[str, Any]) -> ReadStats:
         orientation=Counter(data["orientation"]),
         unoriented=data["unoriented"],
         bad=bad,
+        resolution=Counter(data.get("resolution", {})),
     )
 
 

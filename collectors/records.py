@@ -100,6 +100,9 @@ class ReadStats:
     orientation: Counter[str] = field(default_factory=Counter)
     unoriented: int = 0
     bad: BadRecords = field(default_factory=BadRecords)
+    resolution: Counter[str] = field(default_factory=Counter)
+    """How addresses were named (sources that resolve IPs with an inventory), in connections:
+    per end and kind, Services, SNAT, ambiguous and unresolved IPs, unanswered connections."""
 
     def merge(self, other: ReadStats) -> None:
         self.sources.extend(other.sources)
@@ -113,6 +116,7 @@ class ReadStats:
         self.orientation.update(other.orientation)
         self.unoriented += other.unoriented
         self.bad.merge(other.bad)
+        self.resolution.update(other.resolution)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +132,7 @@ class ReadStats:
             "unoriented": self.unoriented,
             "bad_records": self.bad.count,
             "bad_record_examples": list(self.bad.examples),
+            "resolution": dict(sorted(self.resolution.items())),
         }
 
 

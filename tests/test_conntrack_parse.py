@@ -7,6 +7,7 @@ import io
 import ipaddress
 import itertools
 import re
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -16,11 +17,15 @@ from hypothesis import strategies as st
 
 from collectors import conntrack
 from collectors.conntrack import (
+    Connection,
+    ConnectionScanner,
     ConntrackEntry,
     ConntrackFormat,
     ConntrackStats,
     ConntrackTuple,
     detect_format,
+    identity_of,
+    is_conntrack,
     parse_conntrack,
     parse_conntrack_lines,
 )
@@ -859,3 +864,115 @@ def test_memos_stop_growing_at_their_limit(monkeypatch):
     lines = [LINE.replace("sport=39944", f"sport={port}", 1) for port in range(1000, 1100)]
     assert [entry.original.sport for entry in parse_conntrack_lines(lines)] == list(range(1000, 1100))
     assert len(conntrack._SPORT) == before
+
+
+# --- the scanner: the fast path for observations -------------------------------------------
+
+
+def scan(path: str, **options) -> list[tuple]:
+    return list(ConnectionScanner(bad_records=BadRecords(), **options).scan(path))
+
+
+def parsed(path: str) -> list[tuple]:
+    """What the scanner must yield for a dump, from the full parser's entries."""
+    return [
+        (identity_of(entry), Connection.of(entry), entry.timestamp)
+        for entry in parse_conntrack([path], bad_records=BadRecords())
+    ]
+
+
+@pytest.mark.parametrize("relative", [name for name, (_, found) in DUMPS.items() if found], ids=str)
+def test_the_scanner_reads_every_fixture_as_the_full_parser_does(relative):
+    path = str(fixture(relative))
+    stats = ConntrackStats()
+    scanner = ConnectionScanner(bad_records=BadRecords(), stats=stats)
+    assert list(scanner.scan(path)) == parsed(path)
+    assert stats.entries == DUMPS[relative][0]
+    assert stats.lines == len(Path(path).read_bytes().splitlines())
+    tokenized = stats.formats[path] in (ConntrackFormat.PROC, ConntrackFormat.LIST) and "ktimestamp" not in relative
+    assert bool(scanner._memo) == (tokenized and stats.entries > 1)  # the first line shows the format
+
+
+def test_connections_are_oriented_with_nat_and_ports_of_their_protocol():
+    service, icmp = parse_one(LINE.replace("dst=10.244.2.20", "dst=10.96.0.10", 1)), read("netns/conntrack-L.txt")[6]
+    assert Connection.of(service) == Connection(
+        "tcp", "10.244.1.10", "10.96.0.10", 8080, "10.244.2.20", 8080, "10.244.1.10", False
+    )
+    assert Connection.of(service).dnat and not Connection.of(service).snat
+    assert Connection.of(icmp) == Connection(
+        "icmp", "10.244.1.10", "10.244.2.20", 0, "10.244.2.20", 0, "10.244.1.10", False
+    )
+    (masqueraded,) = [e for e in read("public/k8s-issue-38802_conntrack-L_with-snat.txt") if e.snat]
+    assert Connection.of(masqueraded).snat and Connection.of(masqueraded).seen_as == "10.28.65.112"
+
+
+def test_the_identity_is_the_reply_tuple_alike_in_every_format():
+    identities = {relative: [identity_of(entry) for entry in read(relative)] for relative in SNAPSHOTS}
+    assert all(found == identities[SNAPSHOTS[0]] for relative, found in identities.items() if "xml" not in relative)
+    assert identities[SNAPSHOTS[0]][3] == (
+        b"tcp",
+        b"src=10.244.2.20",
+        b"dst=10.244.1.10",
+        b"sport=8080",
+        b"dport=56064",
+    )
+    assert identity_of(parse_one(V6_PROC)) == identity_of(parse_one(V6_LIST))
+
+
+@given(st.booleans().flatmap(lambda proc: st.tuples(st.just(proc), entries(proc=proc))))
+def test_the_scanner_reads_any_proc_or_conntrack_tool_line_as_the_full_parser_does(case):
+    proc, entry = case
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "dump.txt"
+        path.write_text(2 * f"{render(entry, proc=proc)}\n")  # the first line shows the format
+        assert scan(str(path)) == parsed(str(path))
+
+
+def test_a_line_the_tokenizer_cannot_read_goes_to_the_full_parser(tmp_path):
+    zoned = LINE.replace("dport=8080 ", "dport=8080 zone-orig=5 ", 1)
+    icmp = read("netns/conntrack-L.txt")[6]
+    dump = tmp_path / "d.txt"
+    dump.write_text("\n".join([LINE, zoned, render(icmp, proc=False), LINE.replace("39944", "39945")]) + "\n")
+    assert scan(str(dump)) == parsed(str(dump))
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{LINE}\n{LINE.replace('src=10.244.2.20', 'src=10.244.2.300')}\n")
+    with pytest.raises(BadInputError, match=r"bad\.txt:2: not an IP address"):
+        scan(str(bad))
+    bad_records = BadRecords(on_error=OnError.SKIP)
+    assert len(list(ConnectionScanner(bad_records=bad_records).scan(str(bad)))) == 1
+    assert bad_records.count == 1
+
+
+def test_the_scanner_memo_is_emptied_when_full_and_interns_what_it_is_given(tmp_path):
+    lines = [LINE.replace("sport=8080", f"sport={port}") for port in range(8000, 8010)]
+    dump = tmp_path / "d.txt"
+    dump.write_text("\n".join(lines * 2) + "\n")
+    made: list[Connection] = []
+
+    def intern(connection: Connection) -> tuple[str, int]:
+        made.append(connection)
+        return ("interned", connection.server_port)
+
+    scanner = ConnectionScanner(bad_records=BadRecords(), intern=intern, memo_limit=4)
+    found = [interned for _, interned, _ in scanner.scan(str(dump))]
+    assert found == [("interned", port) for port in range(8000, 8010)] * 2
+    assert len(made) > 11 and len(scanner._memo) <= 4  # it forgot connections it had seen
+    again = ConnectionScanner(bad_records=BadRecords(), intern=intern)
+    made.clear()
+    list(again.scan(str(dump)))
+    assert len(made) == 11  # once per connection, and for the first line, which the full parser reads
+
+
+def test_is_conntrack_sniffs_the_first_real_line(tmp_path):
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures {FIXTURES} are absent")
+    for relative, (_, found) in DUMPS.items():
+        assert is_conntrack(str(FIXTURES / relative)) == (found is not None), relative
+    for relative in NOT_DUMPS:
+        assert not is_conntrack(str(FIXTURES / relative)), relative
+    hubble = FIXTURES.parent / "hubble" / "basic-sample-10-flows.json"
+    assert hubble.is_file() and not is_conntrack(str(hubble))
+    packed = tmp_path / "nf_conntrack.gz"
+    packed.write_bytes(gzip.compress(f"{SUMMARY}\n\n{LINE}\n".encode()))
+    assert is_conntrack(str(packed))
+    assert not is_conntrack("-")

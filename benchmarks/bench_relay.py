@@ -1,11 +1,15 @@
 """Sustained flows/s and peak memory of the Hubble Relay client over a 1,000,000-flow stream.
 
-Run: python -m benchmarks.bench_relay [--flows N] [--distinct K] [--repeat R]
+Run: python -m benchmarks.bench_relay [--flows N] [--distinct K] [--repeat R] [--processes 1|2]
 
 A server process streams N generated flows (`benchmarks.generate`, the shop topology): K distinct
 jsonpb lines parsed once into `GetFlowsResponse` messages (as tests/hubble_server.py does), then
 cycled with a fresh uuid and an increasing time per flow, so that de-duplication keeps them all.
-The client is the real one (`RelayCollector`: gRPC, conversion, `HubbleIngest`), in this process.
+The client is the real one (`RelayCollector`: gRPC receiver, conversion, `HubbleIngest`), in a
+fresh process per run, with its receiver in a process of its own (`--processes 2`, the default on
+two CPUs or more) or on a thread. Each run reports flows/s, the CPU time per flow and the peak RSS
+of the collector's process and of the receiver's, and the load average (other work on the machine
+shares its cores).
 
 The server is not the project's grpcio test server: on a 2-core VM grpcio's server sends about
 5,000 streamed messages/s, which would measure the server. This one speaks just enough HTTP/2 to
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import os
+import resource
 import socket
 import struct
 import threading
@@ -27,7 +33,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from queue import Empty
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import json_format
@@ -35,7 +42,8 @@ from google.protobuf import json_format
 from benchmarks.generate import flow_lines, shop_topology
 from collectors.hubble import HubbleIngest
 from collectors.hubble_api.observer import observer_pb2
-from collectors.relay import RelayCollector, RelayOptions, open_channel
+from collectors.relay import RelayCollector, RelayOptions
+from collectors.relay_receiver import ChannelSettings, open_channel
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8
@@ -198,19 +206,68 @@ def serve(ports: Any, flows: int, distinct: int) -> None:
         threading.Thread(target=_serve_connection, args=(sock, flows, chunks), daemon=True).start()
 
 
-def _rss_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process, in MiB."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field + ":"))
+def _rss_mib(field: str, pid: int | str = "self") -> float:
+    """VmRSS (now) or VmHWM (peak) of a process, in MiB (0 once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            line = next(line for line in status if line.startswith(field + ":"))
+    except OSError:
+        return 0.0
     return int(line.split()[1]) / 1024
 
 
-def _measure(address: str, receive_only: bool, results: Any) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _ReceiverPeak(threading.Thread):
+    """Samples the peak RSS of the receiver (a child process running relay_receiver.py) until `stop`."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mib = 0.0
+        self._stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        while not self._stopped.wait(0.25):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                with (
+                    contextlib.suppress(OSError),
+                    open(f"/proc/{pid}/stat") as stat,
+                    open(f"/proc/{pid}/cmdline") as cmd,
+                ):
+                    if stat.read().rpartition(")")[2].split()[1] == me and "relay_receiver" in cmd.read():
+                        self.peak_mib = max(self.peak_mib, _rss_mib("VmHWM", pid))
+
+    def stop(self) -> float:
+        self._stopped.set()
+        self.join()
+        return self.peak_mib
+
+
+class Run(NamedTuple):
+    flows: int
+    elapsed: float
+    edges: int
+    cpu: float  # seconds, the collector's process
+    receiver_cpu: float  # seconds, the receiver's process (0 when it is a thread)
+    baseline_mib: float
+    peak_mib: float
+    receiver_peak_mib: float
+
+
+def _measure(address: str, receive_only: bool, processes: int | None, results: Any) -> None:
     """One client run in a fresh process, so that its peak RSS is its own; reports to `results`."""
     baseline = _rss_mib("VmRSS")
-    started = time.perf_counter()
+    receiver_peak = _ReceiverPeak()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if receive_only:  # the floor: the same gRPC channel and call, each message received as bytes and dropped
-        channel = open_channel(RelayOptions(server=address))
+        channel = open_channel(ChannelSettings(address))
         with contextlib.suppress(grpc.RpcError):  # as the client does: this server answers UNIMPLEMENTED
             channel.unary_unary("/observer.Observer/ServerStatus")(b"", timeout=5)
         call = channel.unary_stream(
@@ -219,17 +276,21 @@ def _measure(address: str, receive_only: bool, results: Any) -> None:
         flows, edges = sum(1 for _ in call(observer_pb2.GetFlowsRequest(), timeout=600)), 0
     else:
         ingest = HubbleIngest()
-        summary = RelayCollector(RelayOptions(server=address), ingest).run()
+        summary = RelayCollector(RelayOptions(server=address, processes=processes), ingest).run()
         assert summary.flows == ingest.stats.flows, (summary.flows, ingest.stats.flows)
         flows, edges = summary.flows, len(ingest.aggregator.records)
-    results.put((flows, time.perf_counter() - started, edges, baseline, _rss_mib("VmHWM")))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    receiver = resource.getrusage(resource.RUSAGE_CHILDREN)  # the receiver, waited for when the run ended
+    receiver_cpu = receiver.ru_utime + receiver.ru_stime
+    results.put(Run(flows, elapsed, edges, cpu, receiver_cpu, baseline, _rss_mib("VmHWM"), receiver_peak.stop()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=1_000_000)
     parser.add_argument("--distinct", type=int, default=4000, help="distinct generated flows, cycled")
-    parser.add_argument("--repeat", type=int, default=2, help="client runs; each is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="client runs; each is reported")
+    parser.add_argument("--processes", type=int, choices=(1, 2), help="the client's (default: 2 on 2+ CPUs)")
     args = parser.parse_args()
     if args.flows % CHUNK:
         parser.error(f"--flows must be a multiple of {CHUNK}")
@@ -239,24 +300,43 @@ def main() -> None:
     server.start()
     address = f"127.0.0.1:{queue.get(timeout=300)}"
 
-    def measure(receive_only: bool) -> tuple[int, float, int, float, float]:
-        client = context.Process(target=_measure, args=(address, receive_only, queue))
+    def measure(receive_only: bool) -> tuple[Run, float]:
+        """A client run, and the server's CPU seconds during it."""
+        server_cpu = _cpu_seconds(server.pid)
+        client = context.Process(target=_measure, args=(address, receive_only, args.processes, queue))
         client.start()
-        result = queue.get(timeout=1800)
+        while True:
+            with contextlib.suppress(Empty):
+                result = queue.get(timeout=2)
+                break
+            if not client.is_alive():
+                raise SystemExit(f"the client failed (exit code {client.exitcode})")
         client.join()
-        assert result[0] == args.flows, f"received {result[0]:,} of {args.flows:,} flows"
-        return result
+        assert result.flows == args.flows, f"received {result.flows:,} of {args.flows:,} flows"
+        return result, _cpu_seconds(server.pid) - server_cpu
 
     try:
         print(f"{args.flows:,} flows ({args.distinct:,} distinct), client and server on one machine")
-        flows, elapsed, _, _, _ = measure(receive_only=True)
-        floor = flows / elapsed
-        print(f"floor (gRPC receive only): {floor:,.0f} flows/s")
-        for run in range(1, args.repeat + 1):
-            flows, elapsed, edges, baseline, peak = measure(receive_only=False)
+        floor, _ = measure(receive_only=True)
+        floor_rate = floor.flows / floor.elapsed
+        print(
+            f"floor (gRPC receive only, one process): {floor_rate:,.0f} flows/s, "
+            f"{floor.cpu / floor.flows * 1e6:.1f} µs CPU/flow; load average {os.getloadavg()[0]:.1f}"
+        )
+        for number in range(1, args.repeat + 1):
+            run, server_cpu = measure(receive_only=False)
+            rate = run.flows / run.elapsed
+            micros = 1e6 / run.flows
+            receiver = (
+                f", receiver {run.receiver_cpu * micros:.1f} µs (peak RSS {run.receiver_peak_mib:,.0f} MiB)"
+                if run.receiver_cpu
+                else ""
+            )
             print(
-                f"run {run}: {flows / elapsed:,.0f} flows/s ({elapsed:.1f} s, {flows / elapsed / floor:.0%} of the "
-                f"floor), {edges:,} edges, peak RSS {peak:,.0f} MiB (after imports: {baseline:,.0f} MiB)"
+                f"run {number}: {rate:,.0f} flows/s ({run.elapsed:.1f} s, {rate / floor_rate:.0%} of the floor), "
+                f"{run.edges:,} edges, load average {os.getloadavg()[0]:.1f}; CPU per flow: collector "
+                f"{run.cpu * micros:.1f} µs (peak RSS {run.peak_mib:,.0f} MiB, {run.baseline_mib:,.0f} after "
+                f"imports){receiver}, server {server_cpu * micros:.1f} µs"
             )
     finally:
         server.terminate()

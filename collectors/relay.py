@@ -5,23 +5,27 @@ Connects like the `hubble` CLI (same option names and defaults), streams a bound
 `HubbleIngest.add_flow`, the code path of Hubble files. When the stream breaks (relay restart,
 network blip), it reconnects with exponential backoff and resumes from the last flow's time,
 skipping the overlap; SIGINT/SIGTERM (or `RelayCollector.stop`) end the window cleanly.
+
+The gRPC calls are made by a `RelayReceiver` (collectors.relay_receiver), in a process of its own
+when two CPUs are available, which hands the responses over in blocks; this module decides
+everything else and converts (collectors.relay_convert) and counts the flows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import grpc
-import grpc.experimental
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from collectors.errors import CollectorError
@@ -30,7 +34,8 @@ from collectors.hubble_api.flow import flow_pb2
 from collectors.hubble_api.observer import observer_pb2
 from collectors.hubble_api.relay import relay_pb2
 from collectors.records import ObservationSet
-from collectors.relay_convert import FlowConverter, GetFlowsResponseView, to_datetime
+from collectors.relay_convert import FlowConverter, GetFlowsResponseBatch, to_datetime
+from collectors.relay_receiver import ChannelSettings, ReceiverError, RelayReceiver, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,6 @@ _RESUMABLE = frozenset(
 )  # fmt: skip
 """Codes of a broken stream (connection reset, relay restart, RST_STREAM) worth resuming."""
 _PROGRESS_EVERY = 0.5  # seconds between progress reports
-_REPORT_CHECK_EVERY = 512  # flows between looks at the clock
 _TLS_HINT = (
     "check --tls-ca-cert-files (the CA that signed the relay's certificate), --tls-server-name "
     "(a name in that certificate) and, for mTLS, --tls-client-cert-file/--tls-client-key-file"
@@ -63,7 +67,9 @@ class RelayOptions:
     seconds or until stopped. `namespaces` keeps flows from or to those namespaces, `verdicts`
     those with these verdicts (both sent to the relay as FlowFilters). Any `tls_*` option turns
     TLS on. `max_reconnects` bounds the consecutive attempts to resume a broken stream, with
-    delays doubling from `reconnect_backoff` up to `max_reconnect_backoff` seconds.
+    delays doubling from `reconnect_backoff` up to `max_reconnect_backoff` seconds. `processes`:
+    2 runs the gRPC receiver in a process of its own (two cores at work), 1 on a thread of this
+    one; by default 2 when this process may use two CPUs or more.
     """
 
     server: str = DEFAULT_SERVER
@@ -84,6 +90,7 @@ class RelayOptions:
     max_reconnects: int = 8
     reconnect_backoff: float = 0.5
     max_reconnect_backoff: float = 8.0
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         if self.last and (self.since or self.until):
@@ -106,10 +113,28 @@ class RelayOptions:
             )
         if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
             raise CollectorError("mTLS needs both --tls-client-cert-file and --tls-client-key-file")
+        if self.processes not in (None, 1, 2):
+            raise CollectorError(f"processes must be 1 or 2, not {self.processes}")
 
     @property
     def uses_tls(self) -> bool:
         return self.tls or bool(self.tls_ca_cert_files or self.tls_client_cert_file or self.tls_server_name)
+
+    @property
+    def channel_settings(self) -> ChannelSettings:
+        """What the receiver needs to connect: the relay's address and the TLS options."""
+        return ChannelSettings(
+            self.server, self.uses_tls, self.tls_ca_cert_files, self.tls_client_cert_file,
+            self.tls_client_key_file, self.tls_server_name,
+        )  # fmt: skip
+
+    @property
+    def receiver_process(self) -> bool:
+        """Whether the gRPC receiver runs in a process of its own (see `processes`)."""
+        if self.processes is not None:
+            return self.processes == 2
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return os.name == "posix" and usable >= 2
 
 
 class RelayProgress(NamedTuple):
@@ -181,38 +206,9 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 # -- the connection -----------------------------------------------------------------------
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as error:
-        raise CollectorError(f"cannot read the {what} {path}: {error.strerror}") from None
-
-
-def open_channel(options: RelayOptions) -> grpc.Channel:
-    """A channel to the relay. Streams are read on the calling thread (gRPC's single-threaded
-    unary-stream mode), which more than doubles the messages per second Python can take."""
-    settings: list[tuple[str, Any]] = [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
-    if not options.uses_tls:
-        return grpc.insecure_channel(options.server, options=settings)
-    if options.tls_server_name:
-        settings += [
-            ("grpc.ssl_target_name_override", options.tls_server_name),
-            ("grpc.default_authority", options.tls_server_name),
-        ]
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=b"".join(_read(p, "CA certificate file") for p in options.tls_ca_cert_files) or None,
-        private_key=_read(options.tls_client_key_file, "client key file") if options.tls_client_key_file else None,
-        certificate_chain=_read(options.tls_client_cert_file, "client certificate file")
-        if options.tls_client_cert_file
-        else None,
-    )
-    return grpc.secure_channel(options.server, credentials, options=settings)
-
-
-def _unreachable(options: RelayOptions, error: grpc.RpcError) -> RelayConnectionError:
+def _unreachable(options: RelayOptions, error: TransportError) -> RelayConnectionError:
     """The error for a relay that does not answer, with what to try."""
-    details = error.details() or error.code().name
+    details = error.details or error.code.name
     hint = f"; if the TLS handshake failed, {_TLS_HINT}" if options.uses_tls else "; if the relay serves TLS, add --tls"
     return RelayConnectionError(
         f"cannot reach Hubble Relay at {options.server}: {details}. Is it running and reachable? "
@@ -245,8 +241,8 @@ def _flows_request(options: RelayOptions, since: datetime | None, until: datetim
 
 @contextmanager
 def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to `stop` (run on a helper thread: cancelling a gRPC call from
-    inside a signal handler could interrupt the call's own bookkeeping). Main thread only."""
+    """Route SIGINT and SIGTERM to `stop` (run on a helper thread: telling the receiver from inside
+    a signal handler could interrupt the main thread's own exchange with it). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -279,9 +275,8 @@ class RelayCollector:
         self.summary = RelaySummary(options.server)
         self._progress = progress
         self._converter = FlowConverter()
-        self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._call: Any = None
+        self._receiver: RelayReceiver | None = None
         self._mark: datetime | None = None  # the latest flow time seen
         self._at_mark: list[Any] = []  # the flows seen at exactly that time
         self._resume_mark: datetime | None = None  # set while skipping the overlap of a resumed stream
@@ -292,10 +287,10 @@ class RelayCollector:
 
     def stop(self) -> None:
         """End the collection: the current stream is cancelled and `run` returns its results."""
-        with self._lock:
-            self._stopped.set()
-            if self._call is not None:
-                self._call.cancel()
+        self._stopped.set()
+        receiver = self._receiver  # None before `run` sets it; `run` looks at `_stopped` after that
+        if receiver is not None:
+            receiver.stop()
 
     def run(self) -> RelaySummary:
         """Collect the window; raises `RelayConnectionError` if the relay cannot be (re)reached."""
@@ -307,55 +302,57 @@ class RelayCollector:
             until = datetime.now(UTC)  # a resumed `--last N` must not run past the original window
         self.ingest.stats.sources.append(f"hubble-relay:{options.server}")
         self._report_started = self._report_at = started
-        channel = open_channel(options)
-        try:
-            with _stopping_on_signals(self.stop):
-                self._check_server(channel)
-                attempts = 0
-                request = _flows_request(options, options.since, options.until)
-                while not self._stopped.is_set():
-                    received = self.summary.flows
-                    try:
-                        self._stream(channel, request, deadline)
-                        if not self._stopped.is_set():
-                            self.summary.stopped_by = "limit" if self._limit_reached() else "end of stream"
-                        break
-                    except grpc.RpcError as error:
-                        if self._stopped.is_set():
-                            break
-                        if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                            self.summary.stopped_by = "duration"
-                            break
-                        if self._limit_reached():
-                            self.summary.stopped_by = "limit"
-                            break
-                        attempts = 1 if self.summary.flows > received else attempts + 1
-                        self._give_up_or_wait(error, attempts, deadline)
-                    channel.close()
-                    channel = open_channel(options)
-                    request = self._resume_request(until)
-                    self.summary.reconnects += 1
-        finally:
-            channel.close()
+        with RelayReceiver(options.channel_settings, own_process=options.receiver_process) as receiver:
+            self._receiver = receiver
+            try:
+                with _stopping_on_signals(self.stop):
+                    self._collect(receiver, deadline, until)
+            except ReceiverError as error:
+                raise CollectorError(str(error)) from None
+            finally:
+                self._receiver = None
         if self._stopped.is_set() and not self.summary.stopped_by:
             self.summary.stopped_by = "signal"
         self.summary.elapsed = time.monotonic() - started
         self._report(force=True)
         return self.summary
 
-    def _check_server(self, channel: grpc.Channel) -> None:
+    def _collect(self, receiver: RelayReceiver, deadline: float | None, until: datetime | None) -> None:
+        """Stream the window, resuming broken streams, until it ends, stops or cannot be resumed."""
+        self._check_server(receiver)
+        attempts = 0
+        request = _flows_request(self.options, self.options.since, self.options.until)
+        while not self._stopped.is_set():
+            received = self.summary.flows
+            try:
+                self._stream(receiver, request, deadline)
+                if not self._stopped.is_set():
+                    self.summary.stopped_by = "limit" if self._limit_reached() else "end of stream"
+                break
+            except TransportError as error:
+                if self._stopped.is_set():
+                    break
+                if error.code is grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    self.summary.stopped_by = "duration"
+                    break
+                if self._limit_reached():
+                    self.summary.stopped_by = "limit"
+                    break
+                attempts = 1 if self.summary.flows > received else attempts + 1
+                self._give_up_or_wait(error, attempts, deadline)
+            request = self._resume_request(until)
+            self.summary.reconnects += 1
+
+    def _check_server(self, receiver: RelayReceiver) -> None:
         """Fail fast with a useful message when the relay does not answer; note its version."""
-        status_call = channel.unary_unary(
-            _SERVER_STATUS,
-            request_serializer=observer_pb2.ServerStatusRequest.SerializeToString,
-            response_deserializer=observer_pb2.ServerStatusResponse.FromString,
-        )
+        request = observer_pb2.ServerStatusRequest().SerializeToString()
         try:
-            status = status_call(observer_pb2.ServerStatusRequest(), timeout=self.options.connect_timeout)
-        except grpc.RpcError as error:
-            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+            reply = receiver.call(_SERVER_STATUS, request, self.options.connect_timeout)
+        except TransportError as error:
+            if error.code is grpc.StatusCode.UNIMPLEMENTED:
                 return  # an observer without ServerStatus still serves GetFlows
             raise _unreachable(self.options, error) from None
+        status = observer_pb2.ServerStatusResponse.FromString(reply)
         self.summary.server_version = status.version
         self.summary.unavailable_nodes = list(status.unavailable_nodes)
         log.info(
@@ -371,61 +368,59 @@ class RelayCollector:
                 ", ".join(status.unavailable_nodes) or "names unknown",
             )
 
-    def _stream(self, channel: grpc.Channel, request: Any, deadline: float | None) -> None:
-        """Consume one GetFlows call until it ends (returns) or breaks (raises grpc.RpcError)."""
-        get_flows = channel.unary_stream(
-            _GET_FLOWS,
-            request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
-            response_deserializer=GetFlowsResponseView.FromString,
-        )
+    def _stream(self, receiver: RelayReceiver, request: Any, deadline: float | None) -> None:
+        """Consume one GetFlows call until it ends (returns) or breaks (raises `TransportError`)."""
         timeout = max(deadline - time.monotonic(), 0.001) if deadline is not None else None
-        with self._lock:
-            if self._stopped.is_set():
-                return
-            self._call = get_flows(request, timeout=timeout)
-        try:
-            self._consume(self._call)
-        finally:
-            with self._lock:
-                self._call = None
+        with closing(receiver.stream(_GET_FLOWS, request.SerializeToString(), timeout)) as blocks:
+            for block in blocks:
+                if self._consume(GetFlowsResponseBatch.FromString(block).responses):
+                    return
 
-    def _consume(self, call: Any) -> None:
-        ingest, stats, convert = self.ingest, self.ingest.stats, self._converter.convert
-        summary, limit = self.summary, self._limit
-        for response in call:
-            stats.lines += 1
-            kind = response.WhichOneof("response_types")
-            if kind == "flow":
+    def _consume(self, responses: Any) -> bool:
+        """Count a block of responses; True once the `--last N` limit is reached. The hot loop: the
+        flow count, the latest flow time and the flows at that time live in locals meanwhile."""
+        add_flow, convert, limit = self.ingest.add_flow, self._converter.convert, self._limit
+        self.ingest.stats.lines += len(responses)
+        flows, mark, at_mark = self.summary.flows, self._mark, self._at_mark
+        try:
+            for response in responses:
+                if response.WhichOneof("response_types") != "flow":
+                    self._note_event(response)
+                    continue
                 view = response.flow
                 flow = convert(view)
                 seen = flow.time
                 if seen is None:
-                    ingest.add_flow(flow, to_datetime(response.time) if response.HasField("time") else None)
+                    add_flow(flow, to_datetime(response.time) if response.HasField("time") else None)
                 else:
                     if self._resume_mark is not None and self._in_overlap(view, seen):
                         continue
-                    mark = self._mark
                     if mark is None or seen > mark:
-                        self._mark, self._at_mark = seen, [view]
+                        mark, at_mark = seen, [view]
                     elif seen == mark:
-                        self._at_mark.append(view)
-                    ingest.add_flow(flow)
-                summary.flows += 1
-                if summary.flows % _REPORT_CHECK_EVERY == 0:
-                    self._report()
-                if limit and summary.flows >= limit:
-                    call.cancel()
-                    return
-            elif kind == "lost_events":
-                ingest.add_lost_events(response.lost_events.num_events_lost)
-                log.warning(
-                    "Hubble lost %d events (%s): the observation has gaps",
-                    response.lost_events.num_events_lost,
-                    flow_pb2.LostEventSource.Name(response.lost_events.source),
-                )
-            elif kind == "node_status":
-                stats.ignored["node_status"] += 1
-                self._note_node_status(response.node_status)
+                        at_mark.append(view)
+                    add_flow(flow)
+                flows += 1
+                if limit and flows >= limit:
+                    return True
+            return False
+        finally:
+            self.summary.flows, self._mark, self._at_mark = flows, mark, at_mark
+            self._report()
+
+    def _note_event(self, response: Any) -> None:
+        """A response other than a flow: lost events are counted, node status changes logged."""
+        kind = response.WhichOneof("response_types")
+        if kind == "lost_events":
+            self.ingest.add_lost_events(response.lost_events.num_events_lost)
+            log.warning(
+                "Hubble lost %d events (%s): the observation has gaps",
+                response.lost_events.num_events_lost,
+                flow_pb2.LostEventSource.Name(response.lost_events.source),
+            )
+        elif kind == "node_status":
+            self.ingest.stats.ignored["node_status"] += 1
+            self._note_node_status(response.node_status)
 
     def _in_overlap(self, view: Any, seen: datetime) -> bool:
         """Whether a flow of a resumed stream was already counted before the break."""
@@ -450,17 +445,15 @@ class RelayCollector:
     def _limit_reached(self) -> bool:
         return bool(self._limit) and self.summary.flows >= self._limit
 
-    def _give_up_or_wait(self, error: grpc.RpcError, attempts: int, deadline: float | None) -> None:
+    def _give_up_or_wait(self, error: TransportError, attempts: int, deadline: float | None) -> None:
         options = self.options
-        code = error.code()
+        code = error.code
         if code not in _RESUMABLE:
-            raise CollectorError(
-                f"Hubble Relay at {options.server} refused the request: {code.name}: {error.details()}"
-            )
+            raise CollectorError(f"Hubble Relay at {options.server} refused the request: {code.name}: {error.details}")
         if attempts > options.max_reconnects:
             raise RelayConnectionError(
                 f"lost the stream from Hubble Relay at {options.server} and could not resume it after "
-                f"{options.max_reconnects} attempts (last error {code.name}: {error.details()}); "
+                f"{options.max_reconnects} attempts (last error {code.name}: {error.details}); "
                 f"`cilium hubble port-forward` may need restarting"
             )
         delay = min(options.reconnect_backoff * 2 ** (attempts - 1), options.max_reconnect_backoff)
@@ -470,7 +463,7 @@ class RelayCollector:
             "stream from Hubble Relay at %s broke (%s: %s); resuming in %.1fs (attempt %d of %d)",
             options.server,
             code.name,
-            error.details(),
+            error.details,
             delay,
             attempts,
             options.max_reconnects,

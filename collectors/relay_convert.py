@@ -55,8 +55,8 @@ _DROP_REASONS = _nonzero_names(flow_pb2.DropReason)
 _L7_TYPES = _nonzero_names(flow_pb2.L7FlowType)
 
 
-def _response_view() -> type:
-    """A message class that decodes `observer.GetFlowsResponse` wire bytes into the view.
+def _response_views() -> tuple[type, type]:
+    """Message classes that decode `observer.GetFlowsResponse` wire bytes (one, or a block) into the view.
 
     Built from Cilium's descriptors, so names and numbers cannot drift: the view's Flow keeps the
     fields of the msgspec schema, with message fields as `bytes`, enums as int32 (no closed-enum
@@ -82,14 +82,23 @@ def _response_view() -> type:
             name=name, number=real.number, label=fields.LABEL_OPTIONAL, type=fields.TYPE_MESSAGE,
             type_name=type_name, oneof_index=0 if real.containing_oneof else None,
         )  # fmt: skip
+    batch = file.message_type.add(name="GetFlowsResponseBatch")
+    batch.field.add(
+        name="responses", number=1, label=fields.LABEL_REPEATED, type=fields.TYPE_MESSAGE,
+        type_name=".netpol_recommender.view.GetFlowsResponseView",
+    )  # fmt: skip
     file.dependency.extend(module.DESCRIPTOR.name for module in (flow_pb2, relay_pb2, timestamp_pb2))
-    descriptor = descriptor_pool.Default().Add(file).message_types_by_name["GetFlowsResponseView"]
-    return message_factory.GetMessageClass(descriptor)
+    messages = descriptor_pool.Default().Add(file).message_types_by_name
+    return tuple(
+        message_factory.GetMessageClass(messages[name]) for name in ("GetFlowsResponseView", "GetFlowsResponseBatch")
+    )
 
 
-GetFlowsResponseView = _response_view()
-"""Decodes GetFlowsResponse bytes: `WhichOneof("response_types")` is "flow", "node_status",
-"lost_events" or None (a response type this client does not know); `time` is the envelope's."""
+GetFlowsResponseView, GetFlowsResponseBatch = _response_views()
+"""`GetFlowsResponseView` decodes GetFlowsResponse bytes: `WhichOneof("response_types")` is "flow",
+"node_status", "lost_events" or None (a response type this client does not know); `time` is the
+envelope's. `GetFlowsResponseBatch` decodes a block of the receiver (`relay_receiver.encode_block`):
+its `responses` are views, parsed in one call."""
 
 
 def to_datetime(timestamp: Timestamp) -> datetime:
@@ -126,56 +135,64 @@ class FlowConverter:
         self._layer7 = _Cache(_layer7, limit=4096)
         self._timestamp = Timestamp()
         self._seconds: dict[bytes, datetime] = {}
+        self.convert: Callable[[Any], Any] = self._converter()
 
-    def convert(self, flow: Any) -> Any:
-        """The msgspec `Flow` of one `FlowView` (the `flow` of a `GetFlowsResponseView`).
+    def _converter(self) -> Callable[[Any], Any]:
+        """`convert`, a closure: caches read as free variables rather than attributes save ~1 µs a flow."""
+        endpoints, ips, layer4, layer7 = self._endpoints, self._ips, self._layer4, self._layer7
+        event_types, services, booleans, datetime_of = self._event_types, self._services, self._booleans, self._datetime
 
-        A sub-message sent empty is told from an absent one (`HasField`) only when its bytes are
-        empty, so the common case costs no presence check.
-        """
-        stamp, ip, l4, event_type, l7, is_reply = flow.time, flow.IP, flow.l4, flow.event_type, flow.l7, flow.is_reply
-        verdict, flow_type, drop_reason = flow.verdict, flow.Type, flow.drop_reason_desc
-        ingress_allowed_by, egress_allowed_by = flow.ingress_allowed_by, flow.egress_allowed_by
-        return Flow(
-            self._datetime(stamp) if stamp or flow.HasField("time") else None,
-            flow.uuid,
-            _VERDICTS.get(verdict, verdict),
-            self._ips[ip] if ip or flow.HasField("IP") else None,
-            self._layer4[l4] if l4 or flow.HasField("l4") else None,
-            self._endpoints[flow.source],
-            self._endpoints[flow.destination],
-            _FLOW_TYPES.get(flow_type, flow_type),
-            flow.node_name,
-            tuple(flow.source_names),
-            tuple(flow.destination_names),
-            self._layer7[l7] if l7 or flow.HasField("l7") else None,
-            flow.reply,
-            self._event_types[event_type] if event_type or flow.HasField("event_type") else None,
-            self._services[flow.source_service],
-            self._services[flow.destination_service],
-            _DROP_REASONS.get(drop_reason, drop_reason),
-            self._booleans[is_reply] if is_reply or flow.HasField("is_reply") else None,
-            tuple(map(_policy, ingress_allowed_by)) if ingress_allowed_by else (),
-            tuple(map(_policy, egress_allowed_by)) if egress_allowed_by else (),
-        )
+        def convert(flow: Any) -> Any:
+            """The msgspec `Flow` of one `FlowView` (the `flow` of a `GetFlowsResponseView`).
+
+            A sub-message sent empty is told from an absent one (`HasField`) only when its bytes
+            are empty, so the common case costs no presence check.
+            """
+            stamp, ip, l4, event_type, l7 = flow.time, flow.IP, flow.l4, flow.event_type, flow.l7
+            is_reply, verdict, flow_type, drop_reason = flow.is_reply, flow.verdict, flow.Type, flow.drop_reason_desc
+            source_names, destination_names = flow.source_names, flow.destination_names
+            ingress_allowed_by, egress_allowed_by = flow.ingress_allowed_by, flow.egress_allowed_by
+            return Flow(
+                datetime_of(stamp) if stamp or flow.HasField("time") else None,
+                flow.uuid,
+                _VERDICTS.get(verdict, verdict),
+                ips[ip] if ip or flow.HasField("IP") else None,
+                layer4[l4] if l4 or flow.HasField("l4") else None,
+                endpoints[flow.source],
+                endpoints[flow.destination],
+                _FLOW_TYPES.get(flow_type, flow_type),
+                flow.node_name,
+                tuple(source_names) if source_names else (),
+                tuple(destination_names) if destination_names else (),
+                layer7[l7] if l7 or flow.HasField("l7") else None,
+                flow.reply,
+                event_types[event_type] if event_type or flow.HasField("event_type") else None,
+                services[flow.source_service],
+                services[flow.destination_service],
+                _DROP_REASONS.get(drop_reason, drop_reason),
+                booleans[is_reply] if is_reply or flow.HasField("is_reply") else None,
+                tuple(map(_policy, ingress_allowed_by)) if ingress_allowed_by else (),
+                tuple(map(_policy, egress_allowed_by)) if egress_allowed_by else (),
+            )
+
+        return convert
 
     def _datetime(self, data: bytes) -> datetime:
-        """A Timestamp's wire bytes as a datetime. Fast path for today's encoding, seconds as a
-        5-byte varint and nanos present: the seconds' datetime is cached, the nanos decoded here."""
-        if not (len(data) > 7 and data[0] == 0x08 and data[6] == 0x10 and data[5] < 0x80 <= min(data[1:5])):
-            stamp = self._timestamp
-            stamp.ParseFromString(data)
-            return to_datetime(stamp)
-        second = self._seconds.get(data[1:6])
+        """A Timestamp's wire bytes as a datetime. Fast path for today's encoding (seconds as a
+        5-byte varint, then nanos): keyed by those first 7 bytes, the second's datetime is cached,
+        and the nanos varint (at most 5 bytes) is decoded with shifts and masks."""
+        second = self._seconds.get(data[:7])
         if second is None:
+            if not (len(data) > 7 and data[0] == 0x08 and data[6] == 0x10 and data[5] < 0x80 <= min(data[1:5])):
+                stamp = self._timestamp
+                stamp.ParseFromString(data)
+                return to_datetime(stamp)
             self._seconds.clear()  # times advance: only the current second is worth keeping
             stamp = self._timestamp
             stamp.ParseFromString(data[:6])
-            second = self._seconds[data[1:6]] = to_datetime(stamp)
-        nanos = shift = 0
-        for byte in data[7:]:
-            nanos |= (byte & 0x7F) << shift
-            shift += 7
+            second = self._seconds[data[:7]] = to_datetime(stamp)
+        v = int.from_bytes(data[7:], "little")
+        nanos = v & 0x7F | v >> 1 & 0x3F80 | v >> 2 & 0x1FC000 | v >> 3 & 0xFE00000 | v >> 4 & 0x7F0000000
         return second + timedelta(0, 0, (nanos + 500) // 1000)
 
 

@@ -63,7 +63,8 @@ def _filter_matches(flow_filter: Any, flow: Any) -> bool:
 @dataclass
 class FakeRelay(observer_pb2_grpc.ObserverServicer):
     """The servicer. `drop_after` flows into a stream, the stream breaks with UNAVAILABLE (as when
-    a relay restarts), `drops` times in all. `requests` records what clients asked for."""
+    a relay restarts), `drops` times in all. `requests` records what clients asked for; `idle` is
+    set once a follow stream has sent everything it has."""
 
     responses: list[Any]
     live: list[Any] = field(default_factory=list)
@@ -71,6 +72,7 @@ class FakeRelay(observer_pb2_grpc.ObserverServicer):
     drop_after: int = 0
     drops: int = 1
     requests: list[Any] = field(default_factory=list)
+    idle: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.responses = sorted(self.responses, key=_time_ns)
@@ -97,6 +99,7 @@ class FakeRelay(observer_pb2_grpc.ObserverServicer):
                     return
                 time.sleep(self.live_interval)
                 yield response
+            self.idle.set()
             while context.is_active():
                 time.sleep(0.02)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import threading
 import time
@@ -30,12 +31,15 @@ from collectors.relay import (
     parse_duration,
     parse_time,
 )
-from collectors.relay_convert import FlowConverter, GetFlowsResponseView
+from collectors.relay_convert import FlowConverter, GetFlowsResponseBatch, GetFlowsResponseView
+from collectors.relay_receiver import ChannelSettings, ReceiverError, RelayReceiver, encode_block
 from tests.hubble_server import FIXTURES, FakeRelay, make_certificates, parse_lines, serve
 
 FIXTURE_FILES = sorted(str(path) for path in FIXTURES.glob("*")) if FIXTURES.is_dir() else []
 needs_fixtures = pytest.mark.skipif(not FIXTURE_FILES, reason=f"fixtures not found at {FIXTURES}")
 FAST_RECONNECT = {"reconnect_backoff": 0.05, "max_reconnect_backoff": 0.2, "connect_timeout": 3.0}
+BOTH_MODES = pytest.mark.parametrize("processes", [1, 2], ids=["receiver-thread", "receiver-process"])
+"""The receiver on a thread of the collector's process, or in a process of its own."""
 
 
 def fixture_lines() -> list[str]:
@@ -113,13 +117,25 @@ def test_timestamps_convert_to_the_microsecond_the_json_decoder_gives(seconds: i
     assert FlowConverter().convert(view.flow).time == expected
 
 
+def test_a_block_of_the_receiver_parses_back_into_its_responses_in_order() -> None:
+    stamp = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    responses = [observer_pb2.GetFlowsResponse(), flow_at(stamp, 40000)]  # 0 bytes, ~100 bytes
+    big = flow_at(stamp, 40001)
+    big.flow.source.labels.extend(f"k8s:label-{n}=value-{n}" for n in range(1000))  # > 16 KiB: a 3-byte length
+    responses.append(big)
+    block = encode_block([response.SerializeToString() for response in responses])
+    parsed = GetFlowsResponseBatch.FromString(block).responses
+    assert [r.SerializeToString() for r in parsed] == [r.SerializeToString() for r in responses]
+
+
 # -- windows ------------------------------------------------------------------------------
 
 
 @needs_fixtures
-def test_observations_from_the_relay_equal_those_from_the_same_fixtures_as_files(start_relay) -> None:
+@BOTH_MODES
+def test_observations_from_the_relay_equal_those_from_the_same_fixtures_as_files(start_relay, processes) -> None:
     _relay, address = start_relay()
-    live = collect_from_relay(RelayOptions(server=address))
+    live = collect_from_relay(RelayOptions(server=address, processes=processes))
     assert_same_observations(live, read_hubble_files(FIXTURE_FILES))
     assert live.stats.sources == [f"hubble-relay:{address}"]
 
@@ -157,10 +173,11 @@ def test_follow_streams_new_flows_until_the_duration_ends(start_relay) -> None:
 
 
 @needs_fixtures
-def test_a_stream_broken_midway_is_resumed_without_losing_or_double_counting(start_relay) -> None:
+@BOTH_MODES
+def test_a_stream_broken_midway_is_resumed_without_losing_or_double_counting(start_relay, processes) -> None:
     relay, address = start_relay(drop_after=300, drops=2)
     ingest = HubbleIngest()
-    summary = RelayCollector(RelayOptions(server=address, **FAST_RECONNECT), ingest).run()
+    summary = RelayCollector(RelayOptions(server=address, processes=processes, **FAST_RECONNECT), ingest).run()
     assert summary.reconnects == 2 and summary.overlap_skipped > 0
     assert relay.requests[1].HasField("since")
     assert_same_observations(ingest.finish(), read_hubble_files(FIXTURE_FILES))
@@ -174,6 +191,26 @@ def test_flows_sharing_the_resume_time_are_told_apart_by_content(start_relay) ->
 
 
 @needs_fixtures
+@BOTH_MODES
+def test_a_stream_that_cannot_be_resumed_is_an_error_carrying_the_flows_so_far(start_relay, processes) -> None:
+    _relay, address = start_relay(drop_after=1, drops=100)  # each resumed stream breaks inside the overlap
+    options = RelayOptions(server=address, processes=processes, **{**FAST_RECONNECT, "max_reconnects": 2})
+    with pytest.raises(RelayConnectionError, match="could not resume it after 2 attempts") as caught:
+        collect_from_relay(options)
+    assert caught.value.partial is not None and caught.value.partial.stats.flows == 1
+
+
+@needs_fixtures
+@BOTH_MODES
+def test_a_resumed_last_n_window_stops_at_n_flows(start_relay, processes) -> None:
+    relay, address = start_relay(drop_after=10)
+    options = RelayOptions(server=address, last=25, processes=processes, **FAST_RECONNECT)
+    summary = RelayCollector(options, ingest := HubbleIngest()).run()
+    assert relay.requests[1].HasField("since")  # the resumed stream offers more than the 15 flows still due
+    assert (summary.flows, summary.stopped_by, ingest.stats.flows) == (25, "limit", 25)
+
+
+@needs_fixtures
 def test_lost_events_are_counted(start_relay) -> None:
     lost = observer_pb2.GetFlowsResponse(lost_events=flow_pb2.LostEvent(num_events_lost=7, source=3))
     lost.time.FromDatetime(datetime(2021, 11, 10, 10, 40, tzinfo=UTC))
@@ -183,28 +220,69 @@ def test_lost_events_are_counted(start_relay) -> None:
     assert observations.stats.flows == len(fixture_lines())
 
 
-def test_an_unreachable_relay_gives_a_clear_error_quickly() -> None:
+@BOTH_MODES
+def test_an_unreachable_relay_gives_a_clear_error_quickly(processes) -> None:
     started = time.monotonic()
     with pytest.raises(RelayConnectionError) as caught:
-        collect_from_relay(RelayOptions(server="127.0.0.1:1", connect_timeout=2.0))
+        collect_from_relay(RelayOptions(server="127.0.0.1:1", connect_timeout=2.0, processes=processes))
     assert time.monotonic() - started < 4
     message = str(caught.value)
     assert "127.0.0.1:1" in message and "cilium hubble port-forward" in message
 
 
+@BOTH_MODES
+def test_the_receivers_errors_are_raised_by_the_collector_with_their_message(tmp_path: Path, processes) -> None:
+    missing = tmp_path / "relay-ca.crt"
+    options = RelayOptions(server="127.0.0.1:1", tls_ca_cert_files=(str(missing),), processes=processes)
+    message = f"cannot read the CA certificate file {missing}: No such file or directory"
+    with pytest.raises(CollectorError, match=f"^{re.escape(message)}$"):
+        collect_from_relay(options)
+
+
+def test_a_receiver_process_that_dies_is_an_error_not_a_hang(start_relay) -> None:
+    _relay, address = start_relay([], live=[flow_at(datetime(2026, 11, 2, 9, 0, tzinfo=UTC), 40000)])
+    request = observer_pb2.GetFlowsRequest(follow=True).SerializeToString()
+    with RelayReceiver(ChannelSettings(address), own_process=True) as receiver:
+        blocks = receiver.stream("/observer.Observer/GetFlows", request, 10)
+        assert len(GetFlowsResponseBatch.FromString(next(blocks)).responses) == 1
+        receiver._process.kill()  # type: ignore[union-attr]
+        with pytest.raises(ReceiverError, match="ended unexpectedly"):
+            next(blocks)
+
+
+def test_a_quiet_stream_still_hands_over_its_responses_promptly(start_relay) -> None:
+    _relay, address = start_relay([flow_at(datetime(2026, 11, 2, 9, 0, tzinfo=UTC), 40000)])
+    request = observer_pb2.GetFlowsRequest(follow=True).SerializeToString()
+    with RelayReceiver(ChannelSettings(address), own_process=False) as receiver:
+        started = time.monotonic()
+        blocks = receiver.stream("/observer.Observer/GetFlows", request, 10)
+        assert len(GetFlowsResponseBatch.FromString(next(blocks)).responses) == 1
+        assert time.monotonic() - started < 2  # the stream goes on (follow), its first block is out
+        blocks.close()
+
+
 @needs_fixtures
-def test_sigint_during_follow_ends_the_window_with_its_results(start_relay) -> None:
-    _relay, address = start_relay(live=[flow_at(datetime(2026, 11, 2, 9, 0, tzinfo=UTC), 40000)])
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+@pytest.mark.parametrize(
+    ("processes", "signum"),
+    [(1, signal.SIGINT), (2, signal.SIGINT), (2, signal.SIGTERM)],
+    ids=["receiver-thread-sigint", "receiver-process-sigint", "receiver-process-sigterm"],
+)
+def test_a_signal_during_follow_ends_the_window_with_its_results(start_relay, processes, signum) -> None:
+    relay, address = start_relay(live=[flow_at(datetime(2026, 11, 2, 9, 0, tzinfo=UTC), 40000)])
+
+    def signal_once_all_is_sent() -> None:
+        if relay.idle.wait(10):
+            time.sleep(0.3)  # the receiver hands over what it holds at least every 0.05 s
+            os.kill(os.getpid(), signum)
+
+    threading.Thread(target=signal_once_all_is_sent, daemon=True).start()
     started = time.monotonic()
-    try:
-        observations = collect_from_relay(RelayOptions(server=address, follow=True, duration=20))
-    finally:
-        timer.cancel()
-    assert time.monotonic() - started < 5
-    assert observations.stats.flows == len(fixture_lines()) + 1
+    options = RelayOptions(server=address, follow=True, duration=20, processes=processes)
+    summary = RelayCollector(options, ingest := HubbleIngest()).run()
+    assert time.monotonic() - started < 8 and summary.stopped_by == "signal"
+    assert ingest.finish().stats.flows == summary.flows == len(fixture_lines()) + 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 # -- TLS ----------------------------------------------------------------------------------
@@ -277,7 +355,8 @@ def test_bad_times_say_what_is_accepted(text: str, message: str) -> None:
      ({"duration": 60.0}, "--duration needs --follow"),
      ({"verdicts": ("ALLOWED",)}, "unknown verdict ALLOWED"),
      ({"tls_client_cert_file": "client.crt"}, "needs both"),
-     ({"tls_allow_insecure": True}, "--tls-ca-cert-files")],
+     ({"tls_allow_insecure": True}, "--tls-ca-cert-files"),
+     ({"processes": 3}, "processes must be 1 or 2")],
 )  # fmt: skip
 def test_contradictory_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(CollectorError, match=message):

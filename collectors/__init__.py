@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from collectors.errors import OnError
+from collectors.errors import CollectorError, OnError
 from collectors.hubble import read_hubble_files
 from collectors.parquet import is_parquet, load_observation_file, merge_observation_sets
 from collectors.records import ObservationSet
 from collectors.sources import STDIN, expand_inputs
+
+ENGINES = ("local", "dask")
 
 
 def read_observations(
@@ -17,12 +19,25 @@ def read_observations(
     on_error: OnError = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
     jobs: int = 1,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> ObservationSet:
     """Read every source, whatever its format, into one observation set.
 
     Saved observation files (Parquet, from `collect`) are loaded as they are; all other files are
     read together as Hubble flows, so that orientation can correlate events across them.
+
+    `engine="dask"` reads Hubble files (paths or fsspec URLs) on the Dask cluster at `scheduler`, or on
+    a local cluster of `jobs` workers: see `collectors.dask_engine`.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if engine == "dask":
+        try:
+            from collectors.dask_engine import read_with_dask
+        except ImportError as exc:  # Dask is an optional dependency
+            raise CollectorError(f"the Dask engine needs: pip install 'netpol-recommender[dask]' ({exc})") from exc
+        return read_with_dask(sources, on_error=on_error, progress=progress, scheduler=scheduler, workers=jobs)
     paths = expand_inputs(sources)
     saved = [path for path in paths if path != STDIN and is_parquet(path)]
     flows = [path for path in paths if path not in saved]

@@ -152,7 +152,7 @@ def source_options(command: Callable) -> Callable:
             default="local",
             show_default=True,
             help="Read FILES with this machine's processes, or on a Dask cluster (FILES may then be fsspec URLs "
-            "such as s3://bucket/hubble/*.json.gz); results do not depend on it.",
+            "such as s3://bucket/hubble/*.json.gz); the observations do not depend on it.",
         ),
         click.option(
             "--scheduler",

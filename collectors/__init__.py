@@ -1,11 +1,14 @@
-"""Collectors: observation sources (Hubble files, saved observations) → one `ObservationSet`."""
+"""Collectors: observation sources (Hubble files, conntrack dumps, saved observations) → one `ObservationSet`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from collectors.conntrack import is_conntrack
+from collectors.conntrack_observations import read_conntrack
 from collectors.errors import CollectorError, OnError
 from collectors.hubble import read_hubble_files
+from collectors.inventory import Inventory
 from collectors.parquet import is_parquet, load_observation_file, merge_observation_sets
 from collectors.records import ObservationSet
 from collectors.sources import STDIN, expand_inputs
@@ -21,11 +24,14 @@ def read_observations(
     jobs: int = 1,
     engine: str = "local",
     scheduler: str | None = None,
+    inventory: Inventory | None = None,
 ) -> ObservationSet:
     """Read every source, whatever its format, into one observation set.
 
-    Saved observation files (Parquet, from `collect`) are loaded as they are; all other files are
-    read together as Hubble flows, so that orientation can correlate events across them.
+    Saved observation files (Parquet, from `collect`) are loaded as they are; conntrack dumps (any
+    format, recognised by their first line) are read together as one snapshot of the cluster's nodes,
+    their IPs named with `inventory`, which they need; all other files are read together as Hubble
+    flows, so that orientation can correlate events across them.
 
     `engine="dask"` reads Hubble files (paths or fsspec URLs) on the Dask cluster at `scheduler`, or on
     a local cluster of `jobs` workers: see `collectors.dask_engine`.
@@ -40,8 +46,16 @@ def read_observations(
         return read_with_dask(sources, on_error=on_error, progress=progress, scheduler=scheduler, workers=jobs)
     paths = expand_inputs(sources)
     saved = [path for path in paths if path != STDIN and is_parquet(path)]
-    flows = [path for path in paths if path not in saved]
+    dumps = [path for path in paths if path != STDIN and path not in saved and is_conntrack(path)]
+    flows = [path for path in paths if path not in saved and path not in dumps]
     sets = [load_observation_file(path) for path in saved]
+    if dumps:
+        if inventory is None:
+            raise CollectorError(
+                f"{dumps[0]}: a conntrack dump only has IP addresses; name them with the cluster inventory "
+                "(--inventory FILE, or --cluster to read it from the cluster)"
+            )
+        sets.insert(0, read_conntrack(dumps, inventory, on_error=on_error, progress=progress))
     if flows or not sets:
         sets.insert(0, read_hubble_files(flows, on_error=on_error, progress=progress, jobs=jobs))
     return sets[0] if len(sets) == 1 else merge_observation_sets(sets)

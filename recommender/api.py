@@ -9,6 +9,7 @@ print(api.render_yaml(result.proposal))
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import networkx as nx
 import pandas as pd
 
 from collectors import read_observations
+from collectors.conntrack_observations import UNREPLIED
 from collectors.enrich import apply_inventory
 from collectors.errors import OnError
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
@@ -65,9 +67,11 @@ def load_observations(
     jobs: int | None = None,
     engine: str = "local",
     scheduler: str | None = None,
+    inventory: Inventory | None = None,
 ) -> ObservationSet:
     """Read observation sources: Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip,
-    `-` for stdin, globs) and saved observation files (Parquet, from `collect`).
+    `-` for stdin, globs), conntrack dumps of the nodes (any format; their IPs are named with
+    `inventory`, which they need) and saved observation files (Parquet, from `collect`).
 
     `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`. `jobs`
     processes read large inputs in parallel (default: one per core); the result does not depend on it.
@@ -77,7 +81,13 @@ def load_observations(
     """
     jobs = jobs if jobs is not None else os.cpu_count() or 1
     return read_observations(
-        sources, on_error=OnError(on_error), progress=progress, jobs=jobs, engine=engine, scheduler=scheduler
+        sources,
+        on_error=OnError(on_error),
+        progress=progress,
+        jobs=jobs,
+        engine=engine,
+        scheduler=scheduler,
+        inventory=inventory,
     )
 
 
@@ -135,6 +145,7 @@ class Recommendation:
                 "dropped flows",
                 f"{dropped:,}" + (" (allowed)" if self.options.include_dropped else " (reported only)"),
             ),
+            *_resolution_rows(observations, stats.resolution),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
             ("edges allowed", str(len(proposal.edges))),
@@ -148,6 +159,24 @@ class Recommendation:
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]
         return rows
+
+
+def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:
+    """What naming IP addresses with the inventory decided (conntrack dumps; none for Hubble)."""
+    if not resolution:
+        return []
+
+    def distinct(prefix: str) -> str:
+        return f"{sum(1 for note in resolution if note.startswith(prefix)):,}"
+
+    unanswered = int(observations.loc[observations["verdict"] == UNREPLIED, "count"].sum())
+    return [
+        ("unanswered connections ([UNREPLIED], reported only)", f"{unanswered:,}"),
+        ("connections to Services (backend from DNAT)", f"{resolution['service backend from DNAT']:,}"),
+        ("connections with SNAT", f"{sum(n for note, n in resolution.items() if note.startswith('snat:')):,}"),
+        ("unresolved IPs (not in the inventory)", distinct("unresolved IP: ")),
+        ("ambiguous IPs (several pods)", distinct("ambiguous IP: ")),
+    ]
 
 
 def recommend(

@@ -73,8 +73,9 @@ def recommend(
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
-    FILES are `hubble observe -o jsonpb` (or `-o json`) captures, Hubble exporter logs or saved
-    observations, plain or gzip-compressed; globs are expanded and `-` reads stdin.
+    FILES are `hubble observe -o jsonpb` (or `-o json`) captures, Hubble exporter logs, conntrack
+    dumps of the nodes (with --inventory or --cluster to name their IPs) or saved observations, plain
+    or gzip-compressed; globs are expanded and `-` reads stdin.
 
     Examples:
 
@@ -84,7 +85,8 @@ def recommend(
     """
     options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
     with user_errors():
-        result = api.recommend(sources.load(), options, cluster.load())
+        inventory = cluster.load()
+        result = api.recommend(sources.load(inventory), options, inventory)
         if output == "yaml":
             click.echo(api.render_yaml(result.proposal, explain=explain), nl=False)
         elif output == "json":
@@ -99,7 +101,8 @@ def recommend(
 @main.command()
 @source_options
 @click.option("-o", "--output", required=True, help="The observations file to write (Parquet).")
-def collect(sources: Sources, output: str) -> None:
+@cluster_options
+def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
     """Collect and aggregate observations, and save them for later.
 
     The file holds the aggregated observations (one row per client, server, protocol, port and
@@ -109,10 +112,12 @@ def collect(sources: Sources, output: str) -> None:
     Example:
 
         netpol-recommender collect --server localhost:4245 --follow --duration 1h -o monday.parquet
+
+        netpol-recommender collect node-*.conntrack --inventory cluster.json -o monday.parquet
     """
     with user_errors():
         try:
-            observed = sources.load()
+            observed = sources.load(cluster.load())
         except RelayConnectionError as exc:
             if exc.partial is not None:
                 api.save(exc.partial, output)
@@ -142,7 +147,8 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
         netpol-recommender verify --policies policies/ capture.json
     """
     with user_errors():
-        replayed = api.verify(api.load_policies(policies), sources.load(), cluster.load())
+        in_force, inventory = api.load_policies(policies), cluster.load()
+        replayed = api.verify(in_force, sources.load(inventory), inventory)
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
@@ -176,7 +182,8 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
         netpol-recommender diff --policies cluster-policies/ capture.json -o markdown
     """
     with user_errors():
-        result = api.diff(api.load_policies(policies) if policies else None, sources.load(), cluster.load())
+        in_force, inventory = api.load_policies(policies) if policies else None, cluster.load()
+        result = api.diff(in_force, sources.load(inventory), inventory)
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
@@ -210,10 +217,10 @@ def graph(
         raise click.UsageError("use either --matrix or --workload")
     kind = "matrix" if matrix else "workload" if workload else "graph"
     with user_errors():
-        observed = sources.load()
-        compared = api.load_policies(policies) if policies else None
+        compared, inventory = api.load_policies(policies) if policies else None, cluster.load()
+        observed = sources.load(inventory)
         try:
-            figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=cluster.load())
+            figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=inventory)
             pictures.save(figure, output)
         except ValueError as exc:  # an unknown workload, an image format we cannot write
             raise click.ClickException(str(exc)) from exc

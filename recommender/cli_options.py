@@ -40,7 +40,8 @@ class Sources:
     engine: str = "local"
     scheduler: str | None = None
 
-    def load(self) -> api.ObservationSet:
+    def load(self, inventory: api.Inventory | None = None) -> api.ObservationSet:
+        """The observations; `inventory` names the IPs of conntrack dumps."""
         sets = []
         if self.files:
             with _file_progress(self.files) as advance:
@@ -52,6 +53,7 @@ class Sources:
                         jobs=self.jobs,
                         engine=self.engine,
                         scheduler=self.scheduler,
+                        inventory=inventory,
                     )
                 )
         if self.relay is not None:

@@ -104,8 +104,8 @@ def report(
 
     with user_errors(), locked_store(store, lock_timeout) as observation_store:
         in_force = api.load_policies(policies) if policies else None  # a bad file fails before the window
-        observed = sources.load()
         inventory = cluster.load()
+        observed = sources.load(inventory)
         if in_force is None and inventory is not None:
             in_force = list(inventory.network_policies)
         result = review(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from benchmarks.generate import (
     conntrack_dump,
@@ -46,6 +48,7 @@ from collectors.inventory import (
 )
 from collectors.records import HOST, POD, REMOTE_NODE, WORLD, ObservationSet
 from recommender import api
+from recommender.cli import main
 from recommender.graph import endpoint_keys
 from tests.test_conntrack_parse import SNAPSHOTS
 from tests.test_conntrack_parse import fixture as conntrack_fixture
@@ -636,3 +639,43 @@ def test_the_generated_dumps_and_capture_describe_the_same_pods(tmp_path):
     assert set(observed.pods["pod"]) == captured == {pod.name for pod in inventory.pods}
     assert set(observed.observations["server_entity"]) == {POD, WORLD}
     assert set(observed.observations["client_entity"]) == {POD, HOST}
+
+
+# --- the command line: conntrack dumps are one more kind of FILES ------------------------------
+
+
+def test_cli_reads_node_dumps_with_the_inventory_as_it_reads_the_hubble_capture(tmp_path):
+    capture = tmp_path / "capture.json"
+    write_capture(str(capture), shop_topology(), 20000)
+    write_conntrack_dumps(str(tmp_path), shop_topology(), 2000)
+    snapshot = tmp_path / "cluster.json"
+    snapshot.write_text(json.dumps(inventory_snapshot(shop_topology())))
+
+    def recommend(*files: str) -> str:
+        options = ["--inventory", str(snapshot), "--exclude-namespace", "", "-o", "yaml", "-q"]
+        outcome = CliRunner().invoke(main, ["recommend", *files, *options])
+        assert outcome.exit_code == 0, outcome.output
+        return outcome.stdout
+
+    from_hubble = recommend(str(capture))
+    assert "kind: NetworkPolicy" in from_hubble
+    assert recommend(str(tmp_path / "*.conntrack")) == from_hubble
+    saved = tmp_path / "saved.parquet"
+    collected = CliRunner().invoke(
+        main, ["collect", str(tmp_path / "*.conntrack"), "--inventory", str(snapshot), "-o", str(saved)]
+    )
+    assert collected.exit_code == 0, collected.output
+    assert recommend(str(saved)) == from_hubble
+
+
+def test_cli_summary_counts_what_resolution_decided_and_a_dump_needs_the_inventory():
+    dump = fixture("netns/conntrack-L.txt")
+    outcome = CliRunner().invoke(main, ["recommend", dump, "--inventory", str(NETNS_INVENTORY), "-o", "yaml"])
+    assert outcome.exit_code == 0, outcome.output
+    summary = dict(re.findall(r"│ ([^│]+?) +│ +([\d,%]+) │", outcome.stderr))
+    assert summary["connections to Services (backend from DNAT)"] == "3"
+    assert summary["unresolved IPs (not in the inventory)"] == summary["ambiguous IPs (several pods)"] == "0"
+    assert "port: 8080" in outcome.stdout and "port: 80\n" not in outcome.stdout
+    refused = CliRunner().invoke(main, ["recommend", dump])
+    assert refused.exit_code == 1
+    assert f"{dump}: a conntrack dump only has IP addresses" in refused.stderr and "--inventory" in refused.stderr

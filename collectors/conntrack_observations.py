@@ -22,9 +22,11 @@ Endpoints are named with the inventory (`AddressResolver`), per distinct connect
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -308,6 +310,19 @@ def _rank(connection: Connection) -> int:
     return 2 * (not connection.unreplied) + (connection.dnat or connection.snat)
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: records hold no cycles, and its full passes over a growing
+    table of counted connections cost about a tenth of the reading time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class ConntrackIngest:
     """Accumulates conntrack dumps into observations (see the module docstring for the rules).
 
@@ -336,24 +351,25 @@ class ConntrackIngest:
         self.stats.sources.append(display_name(path))
         counted = self._counted
         duplicates = 0
-        for identity, record, when in self.scanner.scan(path, progress):
-            if when is not None and record[_REUSED]:
-                record = self._dated_record(record[_CONNECTION], when)
-            key = hash(identity)
-            counted_in = counted.get(key)
-            if counted_in is None:
-                counted[key] = record
-                record[_COUNT] += 1
-            else:
-                duplicates += 1
-                if record[_RANK] > counted_in[_RANK]:  # a more telling copy: the connection moves
-                    counted_in[_COUNT] -= 1
-                    record[_COUNT] += 1
+        with _cyclic_gc_paused():
+            for identity, record, when in self.scanner.scan(path, progress):
+                if when is not None and record[_REUSED]:
+                    record = self._dated_record(record[_CONNECTION], when)
+                key = hash(identity)
+                counted_in = counted.get(key)
+                if counted_in is None:
                     counted[key] = record
+                    record[_COUNT] += 1
                 else:
-                    record = counted_in
-            if when is not None:
-                _stamp(record, when)
+                    duplicates += 1
+                    if record[_RANK] > counted_in[_RANK]:  # a more telling copy: the connection moves
+                        counted_in[_COUNT] -= 1
+                        record[_COUNT] += 1
+                        counted[key] = record
+                    else:
+                        record = counted_in
+                if when is not None:
+                    _stamp(record, when)
         self.stats.duplicates += duplicates
 
     def end_generation(self) -> None:

@@ -5,7 +5,7 @@ Run: python -m benchmarks.bench_conntrack [--lines N] [--workloads W] [--repeat 
 Writes N lines of each format from `benchmarks.generate.conntrack_dump` (the three nodes' tables
 for a generated cluster of W workloads: pod-to-Service traffic with DNAT, direct pod calls,
 DNS, every cross-node connection on both nodes) and the matching inventory, then reports in
-entries per second, best of R runs of this process's CPU time (other load on a shared machine
+entries per second, best of R runs (default 5) of this process's CPU time (other load on a shared machine
 skews it less than wall-clock time):
 
 - floor: reading the lines and splitting them into tokens, which any parser must do;
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=500_000)
     parser.add_argument("--workloads", type=int, default=500, help="size of the generated cluster")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measure; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measure; the best counts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dumps, inventory = write_dumps(Path(tmp), args.lines, args.workloads)

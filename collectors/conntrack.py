@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import calendar
 import ipaddress
+import itertools
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -729,18 +730,21 @@ class _LineParser:
 
 
 def is_conntrack(path: str, *, max_lines: int = 64) -> bool:
-    """Whether a file (gzip or not) is a conntrack dump, judged from its first line that is not
-    blank or noise among the first `max_lines`. Standard input (`-`) is never sniffed: False.
-    Raises `CollectorError` for a file that cannot be read."""
+    """Whether a file (gzip or not) is a conntrack dump (see `starts_like_conntrack`). Standard input
+    (`-`) is never sniffed: False. Raises `CollectorError` for a file that cannot be read."""
     if path == STDIN:
         return False
+    return starts_like_conntrack((raw for _, raw in numbered_lines(path)), max_lines=max_lines)
+
+
+def starts_like_conntrack(lines: Iterable[bytes], *, max_lines: int = 64) -> bool:
+    """Whether the first of `lines` that is not blank or noise, among the first `max_lines`, is a
+    conntrack entry."""
     stats = ConntrackStats()
-    for number, raw in numbered_lines(path):
+    for raw in itertools.islice(lines, max_lines):
         text = raw.decode(errors="replace")
         if not _skipped(text, stats):
             return detect_format(text) is not None
-        if number >= max_lines:
-            break
     return False
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from fsspec.core import get_fs_token_paths
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import read_block
 
+from collectors.conntrack import starts_like_conntrack
 from collectors.errors import CollectorError, OnError
 from collectors.hubble import PartialIngest, finish_partials, lines_starting_before, read_lines
 from collectors.parquet import PARQUET_MAGIC
@@ -33,6 +35,7 @@ from collectors.sources import STDIN, expand_inputs
 
 DEFAULT_BLOCKSIZE = 64 << 20  # about 50,000 flows, half a second of work: partitions balance well over workers
 _GZIP_MAGIC = b"\x1f\x8b"  # gzip is recognised by its first bytes, as the in-process reader does
+_HEAD_BYTES = 8192  # what the client reads of each file to recognise its kind
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,28 @@ def input_files(specs: Sequence[str]) -> list[InputFile]:
             raise CollectorError(f"{spec}: no file matches this pattern")
         try:
             sizes = fs.sizes(paths)
-            heads = fs.cat_ranges(paths, [0] * len(paths), [4] * len(paths), on_error="raise")
+            heads = fs.cat_ranges(paths, [0] * len(paths), [_HEAD_BYTES] * len(paths), on_error="raise")
         except FileNotFoundError as exc:
             raise CollectorError(f"{spec}: no such file") from exc
         for path, name, size, head in zip(paths, names, sizes, heads, strict=True):
-            if head == PARQUET_MAGIC:
+            if head.startswith(PARQUET_MAGIC):
                 raise CollectorError(f"{name}: saved observations (Parquet) are read by the local engine, not Dask")
+            gzip = head.startswith(_GZIP_MAGIC)
+            if starts_like_conntrack(_first_lines(head, gzip)):
+                raise CollectorError(f"{name}: conntrack dumps are read by the local engine, not Dask")
             url = fs.unstrip_protocol(path)
-            files.setdefault(url, InputFile(url, name, size, gzip=head.startswith(_GZIP_MAGIC)))
+            files.setdefault(url, InputFile(url, name, size, gzip))
     return list(files.values())
+
+
+def _first_lines(head: bytes, gzip: bool) -> list[bytes]:
+    """The complete lines at the start of a file whose first bytes are `head`."""
+    if gzip:
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head)  # as much as these bytes hold
+        except zlib.error:
+            return []  # the worker that reads it reports the damage
+    return head.split(b"\n")[:-1]
 
 
 @contextmanager

@@ -74,7 +74,8 @@ def load_observations(
     `inventory`, which they need) and saved observation files (Parquet, from `collect`).
 
     `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`. `jobs`
-    processes read large inputs in parallel (default: one per core); the result does not depend on it.
+    processes read large Hubble files in parallel (default: one per core); the result does not depend
+    on it.
     `engine="dask"` reads Hubble files, local or at fsspec URLs (`s3://bucket/hubble/*.json.gz`), on the
     Dask cluster at `scheduler` (an address such as `tcp://scheduler:8786`), or on a local cluster of
     `jobs` workers when there is none; the result is the same.

@@ -146,7 +146,8 @@ def source_options(command: Callable) -> Callable:
             "-j",
             "--jobs",
             type=click.IntRange(min=1),
-            help="Processes reading large files in parallel (default: one per core); results do not depend on it.",
+            help="Processes reading large Hubble files in parallel (default: one per core); results do not depend "
+            "on it. conntrack dumps are read in one process.",
         ),
         click.option(
             "--engine",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 from click.testing import CliRunner, Result
 from distributed import LocalCluster
 
-from benchmarks.generate import shop_topology, write_capture
+from benchmarks.generate import shop_topology, write_capture, write_conntrack_dumps
 from collectors.dask_engine import input_files, read_with_dask
 from collectors.errors import BadInputError, CollectorError, OnError
 from collectors.hubble import read_hubble_files
@@ -84,6 +85,13 @@ def test_a_bad_line_in_a_later_partition_is_named_by_its_line_in_the_file(tmp_pa
 
 
 def test_inputs_the_workers_cannot_read_are_refused_clearly(tmp_path):
+    write_conntrack_dumps(str(tmp_path), shop_topology(), 100)
+    dump = next(tmp_path.glob("*.conntrack"))
+    with gzip.open(tmp_path / "dump.gz", "wb") as compressed:
+        compressed.write(dump.read_bytes())
+    for path in (dump, tmp_path / "dump.gz"):
+        with pytest.raises(CollectorError, match="conntrack dumps are read by the local engine"):
+            input_files([str(path)])
     with pytest.raises(CollectorError, match="not standard input"):
         input_files(["-"])
     with pytest.raises(CollectorError, match="no file matches"):

@@ -6,6 +6,7 @@ import gzip
 import shutil
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -111,10 +112,19 @@ def test_cli_reads_on_the_cluster_and_starts_its_own_without_scheduler(scheduler
     assert outcome.exit_code == 2 and "--scheduler needs --engine dask" in outcome.output
 
 
-def test_the_example_dask_cluster_manifest_is_a_dask_operator_cluster():
+def test_the_example_dask_cluster_manifest_is_a_hardened_dask_operator_cluster():
     (cluster,) = yaml.safe_load_all((REPO / "deploy" / "dask" / "daskcluster.yaml").read_text())
     assert (cluster["apiVersion"], cluster["kind"]) == ("kubernetes.dask.org/v1", "DaskCluster")
     spec = cluster["spec"]
     assert spec["worker"]["replicas"] >= 1 and spec["scheduler"]["service"]["ports"][0]["port"] == 8786
     (worker,) = spec["worker"]["spec"]["containers"]
     assert worker["args"][0] == "dask-worker" and worker["envFrom"][0]["secretRef"]["name"]
+    for role in ("worker", "scheduler"):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": role}, "spec": spec[role]["spec"]}
+        kubernetes_validate.validate(pod, "1.30.0", strict=True)  # the operator's pod specs are PodSpecs
+        (container,) = pod["spec"]["containers"]
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+        assert not security["allowPrivilegeEscalation"] and security["capabilities"]["drop"] == ["ALL"]
+        assert security["seccompProfile"]["type"] == "RuntimeDefault"
+        assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/tmp"}  # the only writable place

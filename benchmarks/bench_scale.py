@@ -1,12 +1,13 @@
 """Scale benchmark: every figure of the README's Performance section, measured in one run.
 
-    python -m benchmarks.bench_scale    # about 25 minutes on 2 cores; 8 GB of temporary disk
+    python -m benchmarks.bench_scale    # 10 to 25 minutes on 2 cores; 8 GB of temporary disk
 
 On one generated shop capture (`--sizes` flows; smaller sizes are its first lines), wall-clock seconds:
 - parallel, on `--flows` flows: one process, `--jobs 2`, and the Dask engine on a local cluster of 2
-  worker processes (started before the clock; its start-up is reported apart), and the floor: reading
-  the same bytes line by line, without decoding; the best of `--rounds` rounds that take turns, and
-  what differs from the result of one process;
+  worker processes (started before the clock; its start-up is reported apart); the floors: reading
+  the same bytes line by line, without decoding, and decoding them (typed, nothing else) in 1 and in 2
+  processes, which says how much a second process can give on this machine; the best of `--rounds`
+  rounds that take turns, and what differs from the result of one process;
 - growth: ingest time and peak RSS at each size, each in a fresh process (its VmHWM: ru_maxrss
   would carry over this large parent's), with the number of distinct edges;
 - synthesis + verification on generated clusters of `--clusters` workloads:edges (`bench_verify.run`,
@@ -21,6 +22,7 @@ import argparse
 import functools
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -36,7 +39,8 @@ from distributed import LocalCluster
 from benchmarks import bench_verify
 from benchmarks.generate import shop_topology, write_capture
 from collectors.dask_engine import read_with_dask
-from collectors.hubble import read_hubble_files
+from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
+from collectors.hubble_schema import build_schema
 from collectors.records import ObservationSet
 
 T = TypeVar("T")
@@ -50,6 +54,27 @@ def timed(function: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
+def decode_range(chunk: Chunk) -> int:
+    """Decode the lines of a chunk into typed structs (`bench_ingest`'s floor), nothing else done."""
+    decode = build_schema(lazy_endpoints=False).line.decode
+    lines = 0
+    with open(chunk.path, "rb") as handle:
+        for line in lines_starting_in(handle, chunk.start, chunk.end):
+            decode(line)
+            lines += 1
+    return lines
+
+
+def decode_in_processes(path: str, processes: int) -> int:
+    """The decode floor over the chunks `--jobs` would read, in that many processes: what this machine
+    gives two processes of such work (a VM's two CPUs may give much less than twice one)."""
+    chunks = [Chunk(chunk.path, chunk.start, chunk.end or os.path.getsize(path)) for chunk in plan_chunks([path], 2)]
+    if processes == 1:
+        return sum(map(decode_range, chunks))
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        return sum(pool.map(decode_range, chunks))
+
+
 def read_floor(path: str) -> None:
     """Every line of the file, not decoded: what any line-based reader has to do."""
     with open(path, "rb") as lines:
@@ -59,7 +84,8 @@ def read_floor(path: str) -> None:
 
 _INGEST = """
 import json, sys, time
-from collectors.hubble import read_hubble_files
+from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
+from collectors.hubble_schema import build_schema
 
 start = time.perf_counter()
 observed = read_hubble_files([sys.argv[1]])
@@ -101,6 +127,8 @@ def parallel(path: str, flows: int, rounds: int) -> dict:
         "floor_read_lines": lambda: read_floor(path),
         "one_process": lambda: read_hubble_files([path]),
         "jobs_2": lambda: read_hubble_files([path], jobs=2),
+        "decode_1_process": lambda: decode_in_processes(path, 1),
+        "decode_2_processes": lambda: decode_in_processes(path, 2),
     }
     times: dict[str, list[float]] = {name: [] for name in [*local_ways, "dask_2_workers", "startup"]}
     results = {}
@@ -123,6 +151,7 @@ def parallel(path: str, flows: int, rounds: int) -> dict:
         **{f"{name}_s": round(value, 2) for name, value in best.items()},
         "dask_cluster_startup_s": round(startup, 2),
         "speedup_jobs_2": round(one / best["jobs_2"], 2),
+        "machine_speedup_decode_2_processes": round(best["decode_1_process"] / best["decode_2_processes"], 2),
         "speedup_dask_2_workers": round(one / best["dask_2_workers"], 2),
         "one_process_vs_floor": round(one / best["floor_read_lines"], 1),
         **{

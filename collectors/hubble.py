@@ -464,7 +464,7 @@ def read_chunk(chunk: Chunk, on_error: OnError) -> PartialIngest:
         with open_input(chunk.path) as stream:
             return read_lines(stream, name, on_error)
     with open(chunk.path, "rb") as handle:
-        lines = _lines_starting_in(handle, chunk.start, chunk.end)
+        lines = lines_starting_in(handle, chunk.start, chunk.end)
         return read_lines(lines, name, on_error, lambda: lines_starting_before(chunk.path, chunk.start))
 
 
@@ -482,7 +482,7 @@ def read_lines(
     return ingest.partial()
 
 
-def _lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
+def lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
     """The lines that start in [start, end): a line crossing `start` belongs to the range before."""
     position = start
     if start > 0:

@@ -36,7 +36,7 @@ def test_byte_ranges_cover_every_line_exactly_once(tmp_path, small_chunks):
     seen = []
     for chunk in chunks:
         with open(path, "rb") as handle:
-            seen += list(hubble._lines_starting_in(handle, chunk.start, chunk.end))
+            seen += list(hubble.lines_starting_in(handle, chunk.start, chunk.end))
     assert seen == lines
 
 

@@ -2,14 +2,15 @@
 
     python -m benchmarks.bench_scale    # 10 to 25 minutes on 2 cores; 8 GB of temporary disk
 
-On one generated shop capture (`--sizes` flows; smaller sizes are its first lines), wall-clock seconds:
+On one generated shop capture (`--sizes` flows; smaller sizes are its first lines), wall-clock seconds,
+each read in a fresh process (`--measure`), so that no state of an earlier read (its heap, the threads
+of a closed Dask cluster) weighs on the next, and its VmHWM is its own:
 - parallel, on `--flows` flows: one process, `--jobs 2`, and the Dask engine on a local cluster of 2
-  worker processes (started before the clock; its start-up is reported apart); the floors: reading
-  the same bytes line by line, without decoding, and decoding them (typed, nothing else) in 1 and in 2
-  processes, which says how much a second process can give on this machine; the best of `--rounds`
-  rounds that take turns, and what differs from the result of one process;
-- growth: ingest time and peak RSS at each size, each in a fresh process (its VmHWM: ru_maxrss
-  would carry over this large parent's), with the number of distinct edges;
+  worker processes (its start-up reported apart); the floors: reading the same bytes line by line,
+  without decoding, and decoding them (typed, nothing else) in 1 and in 2 processes, which says how much
+  a second process can give on this machine; the best of `--rounds` rounds that take turns, and what
+  differs from the result of one process;
+- growth: ingest time and peak RSS at each size, with the number of distinct edges;
 - synthesis + verification on generated clusters of `--clusters` workloads:edges (`bench_verify.run`,
   CPU seconds).
 The captures are written to a temporary folder (`--tmp`) and deleted afterwards. The load averages at
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -34,11 +36,9 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
-from distributed import LocalCluster
+import pandas as pd
 
-from benchmarks import bench_verify
 from benchmarks.generate import shop_topology, write_capture
-from collectors.dask_engine import read_with_dask
 from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
 from collectors.hubble_schema import build_schema
 from collectors.records import ObservationSet
@@ -82,24 +82,68 @@ def read_floor(path: str) -> None:
             pass
 
 
-_INGEST = """
-import json, sys, time
-from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
-from collectors.hubble_schema import build_schema
+def read_dask(path: str) -> tuple[ObservationSet, float, float]:
+    """Read on a local cluster of 2 worker processes started for it: the result, the cluster's
+    start-up time and the read's."""
+    from distributed import LocalCluster  # not in the other ways' processes: their peak RSS is the ingest's
 
-start = time.perf_counter()
-observed = read_hubble_files([sys.argv[1]])
-elapsed = time.perf_counter() - start
-peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-figures = {"ingest_s": round(elapsed, 2), "peak_rss_mb": round(peak_kb / 1024), "edges": len(observed.observations)}
-print(json.dumps(figures))
-"""
+    from collectors.dask_engine import read_with_dask
+
+    started = time.perf_counter()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        startup = time.perf_counter() - started
+        elapsed, observed = timed(functools.partial(read_with_dask, [path], scheduler=cluster.scheduler_address))
+    return observed, startup, elapsed
 
 
-def ingest_in_fresh_process(path: str) -> dict:
-    """Ingest time, peak RSS and distinct edges of one process that only ingests `path`."""
-    output = subprocess.run([sys.executable, "-c", _INGEST, path], check=True, capture_output=True, text=True)
-    return json.loads(output.stdout)
+WAYS: dict[str, Callable[[str], object]] = {
+    "floor_read_lines": read_floor,
+    "decode_1_process": lambda path: decode_in_processes(path, 1),
+    "decode_2_processes": lambda path: decode_in_processes(path, 2),
+    "one_process": lambda path: read_hubble_files([path], jobs=1),
+    "jobs_2": lambda path: read_hubble_files([path], jobs=2),
+}
+"""The ways to read a capture, timed in a fresh process each (besides the Dask engine's)."""
+
+
+def measure(way: str, path: str) -> dict:
+    """One way to read `path`, in this process: wall-clock seconds, peak RSS (VmHWM), and for ingests
+    the distinct edges and a digest of the result (observations, pods, read statistics)."""
+    if way == "dask_2_workers":
+        result, startup, elapsed = read_dask(path)
+        figures = {"startup_s": startup}
+    else:
+        elapsed, result = timed(functools.partial(WAYS[way], path))
+        figures = {}
+    with open("/proc/self/status") as status:
+        peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    figures.update(seconds=elapsed, peak_rss_mb=round(peak_kb / 1024))
+    if isinstance(result, ObservationSet):
+        figures.update(edges=len(result.observations), digest=digest(result))
+    return figures
+
+
+def in_fresh_process(way: str, path: str) -> dict:
+    """`measure` in a new interpreter: no state of earlier reads (heap, threads of a closed cluster)
+    weighs on this one, and its VmHWM is its own (ru_maxrss would carry over this parent's)."""
+    command = [sys.executable, "-m", "benchmarks.bench_scale", "--measure", way, path]
+    output = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(output.stdout.splitlines()[-1])
+
+
+def digest(observed: ObservationSet) -> dict[str, object]:
+    """What must not depend on the way of reading: observations (counts, first and last seen included)
+    and pods, as hashes of a canonical text (sets sorted), and the read statistics."""
+
+    def canonical(frame: pd.DataFrame) -> str:
+        cells = frame.map(lambda value: sorted(value) if isinstance(value, set | frozenset) else value)
+        return hashlib.sha256(cells.to_csv(index=False).encode()).hexdigest()
+
+    return {
+        "observations": canonical(observed.observations),
+        "pods": canonical(observed.pods),
+        **{f"stats.{key}": value for key, value in observed.stats.to_dict().items() if key != "sources"},
+    }
 
 
 @contextmanager
@@ -119,54 +163,31 @@ def first_lines(capture: str, lines: int, total: int) -> Iterator[str]:
 
 
 def parallel(path: str, flows: int, rounds: int) -> dict:
-    """The best wall-clock time of each way to read `path`, over `rounds` rounds that take turns, so that
-    a burst of other work on the machine does not favour one way; and what, if anything, differs from
-    the result of one process. The local cluster is started for the Dask read of each round only (its
-    start-up reported apart): alive, its scheduler thread would compete with the one-process read."""
-    local_ways: dict[str, Callable[[], ObservationSet | None]] = {
-        "floor_read_lines": lambda: read_floor(path),
-        "one_process": lambda: read_hubble_files([path]),
-        "jobs_2": lambda: read_hubble_files([path], jobs=2),
-        "decode_1_process": lambda: decode_in_processes(path, 1),
-        "decode_2_processes": lambda: decode_in_processes(path, 2),
-    }
-    times: dict[str, list[float]] = {name: [] for name in [*local_ways, "dask_2_workers", "startup"]}
-    results = {}
+    """The best wall-clock time of each way to read `path`, each in a fresh process, over `rounds`
+    rounds that take turns (a burst of other work on the machine does not favour one way); and what,
+    if anything, differs from the result of one process."""
+    ways = [*WAYS, "dask_2_workers"]
+    runs: dict[str, list[dict]] = {way: [] for way in ways}
     for _round in range(rounds):
-        for name, way in local_ways.items():
-            elapsed, results[name] = timed(way)
-            times[name].append(elapsed)
-        started = time.perf_counter()
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-            times["startup"].append(time.perf_counter() - started)
-            on_cluster = functools.partial(read_with_dask, [path], scheduler=cluster.scheduler_address)
-            elapsed, results["dask_2_workers"] = timed(on_cluster)
-            times["dask_2_workers"].append(elapsed)
-    best = {name: min(measured) for name, measured in times.items()}
-    startup = best.pop("startup")
+        for way in ways:
+            runs[way].append(in_fresh_process(way, path))
+    best = {way: min(run["seconds"] for run in measured) for way, measured in runs.items()}
     one = best["one_process"]
+    reference = runs["one_process"][0]["digest"]
     return {
         "flows": flows,
         "file_mb": round(os.path.getsize(path) / 2**20),
-        **{f"{name}_s": round(value, 2) for name, value in best.items()},
-        "dask_cluster_startup_s": round(startup, 2),
+        **{f"{way}_s": round(seconds, 2) for way, seconds in best.items()},
+        "dask_cluster_startup_s": round(min(run["startup_s"] for run in runs["dask_2_workers"]), 2),
         "speedup_jobs_2": round(one / best["jobs_2"], 2),
         "machine_speedup_decode_2_processes": round(best["decode_1_process"] / best["decode_2_processes"], 2),
         "speedup_dask_2_workers": round(one / best["dask_2_workers"], 2),
         "one_process_vs_floor": round(one / best["floor_read_lines"], 1),
         **{
-            f"{name}_differs_in": differences(results["one_process"], results[name])
-            for name in ("jobs_2", "dask_2_workers")
+            f"{way}_differs_in": sorted(key for key, value in runs[way][0]["digest"].items() if reference[key] != value)
+            for way in ("jobs_2", "dask_2_workers")
         },
     }
-
-
-def differences(one: ObservationSet, other: ObservationSet) -> list[str]:
-    """What differs from the result of one process: observations (counts, first and last seen
-    included), pods, or which read statistics."""
-    found = [name for name in ("observations", "pods") if not getattr(one, name).equals(getattr(other, name))]
-    mine, theirs = one.stats.to_dict(), other.stats.to_dict()
-    return found + [f"stats.{key}" for key in mine if mine[key] != theirs[key]]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -178,7 +199,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--rounds", type=int, default=3, help="of the parallel figures (the best counts)")
     parser.add_argument("--tmp", help="where to write the captures (default: the system's temporary folder)")
+    parser.add_argument("--measure", nargs=2, metavar=("WAY", "PATH"), help=argparse.SUPPRESS)  # in_fresh_process
     args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return {}
     sizes = sorted(int(size) for size in args.sizes.split(","))
     largest = max(args.flows, *sizes)
     load_start = os.getloadavg()
@@ -194,8 +219,14 @@ def main(argv: list[str] | None = None) -> dict:
         growth = []
         for flows in sizes:
             with first_lines(capture, flows, largest) as path:
-                growth.append({"flows": flows, **ingest_in_fresh_process(path)})
+                run = in_fresh_process("one_process", path)
+                growth.append(
+                    {"flows": flows, "ingest_s": round(run["seconds"], 2), "peak_rss_mb": run["peak_rss_mb"],
+                     "edges": run["edges"]}
+                )  # fmt: skip
         figures["growth"] = growth
+    from benchmarks import bench_verify  # not in the measuring processes: their peak RSS is the ingest's
+
     clusters = [size.split(":") for size in args.clusters.split(",")]
     figures["synthesis_and_verification"] = [bench_verify.run(int(w), int(e)) for w, e in clusters]
     figures["cpus"] = os.cpu_count()

@@ -44,10 +44,12 @@ def read_observations(
         except ImportError as exc:  # Dask is an optional dependency
             raise CollectorError(f"the Dask engine needs: pip install 'netpol-recommender[dask]' ({exc})") from exc
         return read_with_dask(sources, on_error=on_error, progress=progress, scheduler=scheduler, workers=jobs)
-    paths = expand_inputs(sources)
-    saved = [path for path in paths if path != STDIN and is_parquet(path)]
-    dumps = [path for path in paths if path != STDIN and path not in saved and is_conntrack(path)]
-    flows = [path for path in paths if path not in saved and path not in dumps]
+    saved: list[str] = []
+    dumps: list[str] = []
+    flows: list[str] = []
+    for path in expand_inputs(sources):  # is_conntrack never sniffs stdin
+        kind = saved if path != STDIN and is_parquet(path) else dumps if is_conntrack(path) else flows
+        kind.append(path)
     sets = [load_observation_file(path) for path in saved]
     if dumps:
         if inventory is None:

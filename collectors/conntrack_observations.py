@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,12 @@ UNREPLIED = "UNREPLIED"
 
 PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "sctp": "SCTP", "icmp": "ICMPv4", "icmpv6": "ICMPv6"}
 """conntrack protocol names → the observation's (Hubble's); other protocols are skipped and counted."""
+
+# Notes of `ReadStats.resolution` that `resolution_counts` sums up (the IP or address ends the note).
+SERVICE_FROM_DNAT = "service backend from DNAT"
+SNAT = "snat: server sees "
+UNRESOLVED_IP = "unresolved IP: "
+AMBIGUOUS_IP = "ambiguous IP: "
 
 API_SERVER_SERVICE = ("default", "kubernetes")
 _ENDED_PHASES = ("Succeeded", "Failed")
@@ -149,14 +156,14 @@ class AddressResolver:
         notes: list[str] = []
         server_ip, port, service = self._server(connection, protocol, notes)
         if connection.snat:
-            notes.append(f"snat: server sees {connection.seen_as}")
+            notes.append(f"{SNAT}{connection.seen_as}")
         client_pod = self.pod(connection.client, when, notes)
         server_pod = self.pod(server_ip, when, notes)
         client_node, server_node = self._node(connection.client, client_pod), self._node(server_ip, server_pod)
         client = self._side(connection.client, client_pod, server_node)
         server = self._side(server_ip, server_pod, client_node, protocol, port)
         notes += [f"client {client.found_as}", f"server {server.found_as}"]
-        notes += [f"unresolved IP: {side.endpoint.ip}" for side in (client, server) if side.found_as == UNKNOWN]
+        notes += [f"{UNRESOLVED_IP}{side.endpoint.ip}" for side in (client, server) if side.found_as == UNKNOWN]
         if connection.unreplied:
             notes.append("unreplied")
         name = f"{service.namespace}/{service.name}" if service is not None else ""
@@ -169,7 +176,7 @@ class AddressResolver:
         if connection.dnat:
             service = self._dialled_service(connection.dialled, protocol, connection.dialled_port)
             if service is not None:
-                notes.append("service backend from DNAT")
+                notes.append(SERVICE_FROM_DNAT)
             return connection.server, connection.server_port, service
         service = self.inventory.service_by_cluster_ip(connection.server)
         if service is None:
@@ -200,7 +207,7 @@ class AddressResolver:
             if len(alive) == 1:
                 return alive[0]
         if notes is not None:
-            notes.append(f"ambiguous IP: {ip}")
+            notes.append(f"{AMBIGUOUS_IP}{ip}")
         running = [pod for pod, _, _ in holders if pod.deleted is None and pod.phase not in _ENDED_PHASES]
         return (running or [pod for pod, _, _ in holders])[-1]
 
@@ -475,6 +482,17 @@ def _stamp(record: list, when: float) -> None:
 
 def _time(epoch: float) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if math.isfinite(epoch) else None
+
+
+def resolution_counts(resolution: Counter[str]) -> dict[str, int]:
+    """The totals a summary shows of `ReadStats.resolution`: connections whose Service backend came from
+    DNAT, connections with SNAT, and distinct unresolved and ambiguous IPs."""
+    return {
+        "services_from_dnat": resolution[SERVICE_FROM_DNAT],
+        "snat": sum(count for note, count in resolution.items() if note.startswith(SNAT)),
+        "unresolved_ips": sum(1 for note in resolution if note.startswith(UNRESOLVED_IP)),
+        "ambiguous_ips": sum(1 for note in resolution if note.startswith(AMBIGUOUS_IP)),
+    }
 
 
 def read_conntrack(

@@ -17,7 +17,7 @@ import networkx as nx
 import pandas as pd
 
 from collectors import read_observations
-from collectors.conntrack_observations import UNREPLIED
+from collectors.conntrack_observations import UNREPLIED, resolution_counts
 from collectors.enrich import apply_inventory
 from collectors.errors import OnError
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
@@ -166,17 +166,14 @@ def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> li
     """What naming IP addresses with the inventory decided (conntrack dumps; none for Hubble)."""
     if not resolution:
         return []
-
-    def distinct(prefix: str) -> str:
-        return f"{sum(1 for note in resolution if note.startswith(prefix)):,}"
-
+    counts = resolution_counts(resolution)
     unanswered = int(observations.loc[observations["verdict"] == UNREPLIED, "count"].sum())
     return [
         ("unanswered connections ([UNREPLIED], reported only)", f"{unanswered:,}"),
-        ("connections to Services (backend from DNAT)", f"{resolution['service backend from DNAT']:,}"),
-        ("connections with SNAT", f"{sum(n for note, n in resolution.items() if note.startswith('snat:')):,}"),
-        ("unresolved IPs (not in the inventory)", distinct("unresolved IP: ")),
-        ("ambiguous IPs (several pods)", distinct("ambiguous IP: ")),
+        ("connections to Services (backend from DNAT)", f"{counts['services_from_dnat']:,}"),
+        ("connections with SNAT", f"{counts['snat']:,}"),
+        ("unresolved IPs (not in the inventory)", f"{counts['unresolved_ips']:,}"),
+        ("ambiguous IPs (several pods)", f"{counts['ambiguous_ips']:,}"),
     ]
 
 

@@ -26,7 +26,8 @@ def main() -> None:
     """Turn observed Kubernetes traffic into least-privilege NetworkPolicies.
 
     Every command reads observations from FILES (Hubble `-o jsonpb` captures, exporter logs,
-    saved observations) and/or live from Hubble Relay (`--server`, or no FILES at all).
+    conntrack dumps with the inventory, saved observations) and/or live from Hubble Relay (`--server`,
+    or no FILES at all).
     """
 
 

@@ -38,9 +38,9 @@ from typing import TypeVar
 
 import pandas as pd
 
+from benchmarks.bench_ingest import decode_lines
 from benchmarks.generate import shop_topology, write_capture
 from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
-from collectors.hubble_schema import build_schema
 from collectors.records import ObservationSet
 
 T = TypeVar("T")
@@ -56,13 +56,8 @@ def timed(function: Callable[[], T]) -> tuple[float, T]:
 
 def decode_range(chunk: Chunk) -> int:
     """Decode the lines of a chunk into typed structs (`bench_ingest`'s floor), nothing else done."""
-    decode = build_schema(lazy_endpoints=False).line.decode
-    lines = 0
     with open(chunk.path, "rb") as handle:
-        for line in lines_starting_in(handle, chunk.start, chunk.end):
-            decode(line)
-            lines += 1
-    return lines
+        return decode_lines(lines_starting_in(handle, chunk.start, chunk.end))
 
 
 def decode_in_processes(path: str, processes: int) -> int:

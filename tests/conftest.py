@@ -40,3 +40,9 @@ def bookinfo_files() -> list[str]:
         str(fixture_path("hubble", "basic-sample-400-tcp-flows.json")),
         str(fixture_path("hubble", "basic-sample-400-udp-flows.json")),
     ]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="Rewrite the golden files under tests/golden/ with today's output."
+    )

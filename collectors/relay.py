@@ -60,6 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _EXIT_TIMEOUT = 10.0
 """Seconds a worker may take to end its stream and hand over its results once told to stop."""
 
@@ -255,7 +256,7 @@ def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     def handler(_signum: int, _frame: Any) -> None:
         threading.Thread(target=stop, name="relay-stop", daemon=True).start()
 
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, handler) for number in _STOP_SIGNALS}
     try:
         yield
     finally:
@@ -301,7 +302,8 @@ WorkerMessage = StreamProgress | StreamFinished | StreamFailed | logging.LogReco
 def _collect_in_processes(
     options: RelayOptions, shares: list[NodeShare], deadline: float | None, report: _Reporter
 ) -> tuple[list[PartialIngest], list[StreamSummary], bool]:
-    """Run one worker process per share and merge their results in share order."""
+    """Run one worker process per share: their partial ingests and summaries in share order, and whether
+    a signal stopped them. A failed stream stops the others and raises, with what they all collected."""
     context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
     messages: Any = context.Queue()
     wall_deadline = time.time() + (deadline - time.monotonic()) if deadline is not None else None
@@ -383,9 +385,10 @@ def _stop(workers: list[_Worker]) -> None:
 @contextlib.contextmanager
 def _running(workers: list[_Worker]) -> Iterator[None]:
     """Start the worker processes; on the way out, stop and wait for them (killed if they do not end)."""
-    for worker in workers:
-        worker.process.start()
-        worker.control.close()  # the worker's end: its own copy is what it reads
+    with _stop_signals_blocked():  # the workers inherit the mask: no KeyboardInterrupt while they start
+        for worker in workers:
+            worker.process.start()
+            worker.control.close()  # the worker's end: its own copy is what it reads
     try:
         yield
     finally:
@@ -395,6 +398,20 @@ def _running(workers: list[_Worker]) -> Iterator[None]:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held back on this thread (where the platform can): one that comes meanwhile
+    is handled on the way out."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _stream_worker(
@@ -411,8 +428,10 @@ def _stream_worker(
     Signals are the parent's to handle: it stops the worker by closing the other end of `control`
     (which also happens when the parent is gone: then the worker ends without its results).
     """
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in _STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent while it started us
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(messages)]
     root.setLevel(log_level)

@@ -1,144 +1,73 @@
-"""Live collection from Hubble Relay: `observer.Observer/GetFlows` over gRPC into `HubbleIngest`.
+"""Live collection from Hubble Relay: `observer.Observer/GetFlows` over gRPC into aggregated observations.
 
-Connects like the `hubble` CLI (same option names and defaults), streams a bounded window
-(`--last N`, `--since/--until`) or follows for a duration, and feeds every flow through
-`HubbleIngest.add_flow`, the code path of Hubble files. When the stream breaks (relay restart,
-network blip), it reconnects with exponential backoff and resumes from the last flow's time,
-skipping the overlap; SIGINT/SIGTERM (or `RelayCollector.stop`) end the window cleanly.
+Connects like the `hubble` CLI (same option names and defaults, `collectors.relay_options`), streams a
+bounded window (`--last N`, `--since/--until`) or follows for a duration, and ingests every flow as
+Hubble files are ingested (`collectors.relay_stream`). SIGINT/SIGTERM end the window cleanly.
 
-The gRPC calls are made by a `RelayReceiver` (collectors.relay_receiver), in a process of its own
-when two CPUs are available, which hands the responses over in blocks; this module decides
-everything else and converts (collectors.relay_convert) and counts the flows.
+One stream is collected in this process. Several streams split the relay's flows by node
+(`FlowFilter.node_name`, the nodes from `GetNodes`, balanced by their flow rates): each runs in a
+process of its own (gRPC for Python receives one stream on one core at most), ingests into a
+`PartialIngest`, and this process merges them with `finish_partials`, as the file readers do. The
+processes talk through a queue of typed messages (`StreamProgress`, `StreamFinished`,
+`StreamFailed`, and log records). The default is one stream per CPU this process may use (its
+cgroup quota counted, `collectors.cpus`), at most one per node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import re
+import logging.handlers
+import multiprocessing
+import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, assert_never
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from collectors.cpus import available_cpus
 from collectors.errors import CollectorError
-from collectors.hubble import HubbleIngest
-from collectors.hubble_api.flow import flow_pb2
-from collectors.hubble_api.observer import observer_pb2
-from collectors.hubble_api.relay import relay_pb2
+from collectors.hubble import PartialIngest, finish_partials
+from collectors.hubble_api.observer import observer_pb2, observer_pb2_grpc
 from collectors.records import ObservationSet
-from collectors.relay_convert import FlowConverter, GetFlowsResponseBatch, to_datetime
-from collectors.relay_receiver import ChannelSettings, ReceiverError, RelayReceiver, TransportError
+from collectors.relay_options import (
+    DEFAULT_SERVER,
+    TLS_HINT,
+    RelayConnectionError,
+    RelayOptions,
+    open_channel,
+    parse_duration,
+    parse_time,
+)
+from collectors.relay_stream import ALL_NODES, PROGRESS_EVERY, NodeShare, RelayStream, StreamSummary, relay_ingest
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "RelayConnectionError",
+    "RelayOptions",
+    "RelayProgress",
+    "RelaySummary",
+    "collect_from_relay",
+    "observe_relay",
+    "parse_duration",
+    "parse_time",
+    "plan_streams",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVER = "localhost:4245"
-"""Where `cilium hubble port-forward` (and `hubble -P`) expose Hubble Relay."""
-ALL_FLOWS = (1 << 64) - 1
-"""`GetFlowsRequest.number` for every flow in the ring buffers (the `hubble` CLI's `--all`)."""
-
-_GET_FLOWS = "/observer.Observer/GetFlows"
-_SERVER_STATUS = "/observer.Observer/ServerStatus"
-_RESUMABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
-     grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
-)  # fmt: skip
-"""Codes of a broken stream (connection reset, relay restart, RST_STREAM) worth resuming."""
-_PROGRESS_EVERY = 0.5  # seconds between progress reports
-_TLS_HINT = (
-    "check --tls-ca-cert-files (the CA that signed the relay's certificate), --tls-server-name "
-    "(a name in that certificate) and, for mTLS, --tls-client-cert-file/--tls-client-key-file"
-)
-
-
-@dataclass(frozen=True)
-class RelayOptions:
-    """What to collect from where; names follow the `hubble observe` flags.
-
-    Window: `last` N flows, or `since`/`until` (aware datetimes; see `parse_time`), or neither
-    (every flow in the relay's buffers); `follow` keeps streaming new flows, for `duration`
-    seconds or until stopped. `namespaces` keeps flows from or to those namespaces, `verdicts`
-    those with these verdicts (both sent to the relay as FlowFilters). Any `tls_*` option turns
-    TLS on. `max_reconnects` bounds the consecutive attempts to resume a broken stream, with
-    delays doubling from `reconnect_backoff` up to `max_reconnect_backoff` seconds. `processes`:
-    2 runs the gRPC receiver in a process of its own (two cores at work), 1 on a thread of this
-    one; by default 2 when this process may use two CPUs or more.
-    """
-
-    server: str = DEFAULT_SERVER
-    tls: bool = False
-    tls_ca_cert_files: tuple[str, ...] = ()
-    tls_client_cert_file: str = ""
-    tls_client_key_file: str = ""
-    tls_server_name: str = ""
-    tls_allow_insecure: bool = False
-    since: datetime | None = None
-    until: datetime | None = None
-    last: int = 0
-    follow: bool = False
-    duration: float | None = None
-    namespaces: tuple[str, ...] = ()
-    verdicts: tuple[str, ...] = ()
-    connect_timeout: float = 5.0
-    max_reconnects: int = 8
-    reconnect_backoff: float = 0.5
-    max_reconnect_backoff: float = 8.0
-    processes: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.last and (self.since or self.until):
-            raise CollectorError("--last cannot be combined with --since/--until (Hubble Relay does not allow it)")
-        if self.last < 0:
-            raise CollectorError(f"--last must be positive, not {self.last}")
-        if self.duration is not None and not self.follow:
-            raise CollectorError("--duration needs --follow (it bounds how long to follow)")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise CollectorError(f"--{name} must carry a time zone (e.g. 2026-11-02T09:00:00Z)")
-        unknown = [v for v in self.verdicts if v.upper() not in flow_pb2.Verdict.DESCRIPTOR.values_by_name]
-        if unknown:
-            raise CollectorError(f"unknown verdict {', '.join(unknown)}: use {', '.join(flow_pb2.Verdict.keys()[1:])}")
-        if self.tls_allow_insecure:
-            raise CollectorError(
-                "--tls-allow-insecure is not available: Python's gRPC library cannot skip certificate "
-                f"verification; {_TLS_HINT} (Cilium keeps the CA in the hubble-relay-client-certs secret)"
-            )
-        if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
-            raise CollectorError("mTLS needs both --tls-client-cert-file and --tls-client-key-file")
-        if self.processes not in (None, 1, 2):
-            raise CollectorError(f"processes must be 1 or 2, not {self.processes}")
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.tls or bool(self.tls_ca_cert_files or self.tls_client_cert_file or self.tls_server_name)
-
-    @property
-    def channel_settings(self) -> ChannelSettings:
-        """What the receiver needs to connect: the relay's address and the TLS options."""
-        return ChannelSettings(
-            self.server, self.uses_tls, self.tls_ca_cert_files, self.tls_client_cert_file,
-            self.tls_client_key_file, self.tls_server_name,
-        )  # fmt: skip
-
-    @property
-    def receiver_process(self) -> bool:
-        """Whether the gRPC receiver runs in a process of its own (see `processes`)."""
-        if self.processes is not None:
-            return self.processes == 2
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return os.name == "posix" and usable >= 2
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_EXIT_TIMEOUT = 10.0
+"""Seconds a worker may take to end its stream and hand over its results once told to stop."""
 
 
 class RelayProgress(NamedTuple):
-    """A live progress report: `flows_per_second` is the rate since the previous report."""
+    """A live progress report: `flows_per_second` is the rate since the previous report; `edges` are
+    the distinct edges of each stream, summed (an edge seen by two streams counts twice until merged)."""
 
     elapsed: float
     flows: int
@@ -149,100 +78,177 @@ class RelayProgress(NamedTuple):
 
 @dataclass
 class RelaySummary:
-    """How a collection went. `stopped_by`: "end of stream", "duration", "limit" or "signal"."""
+    """How a collection went, stream by stream. `stopped_by`: "end of stream", "duration", "limit"
+    or "signal" (several, comma-separated, when the streams ended differently)."""
 
     server: str
     server_version: str = ""
-    flows: int = 0
-    overlap_skipped: int = 0
-    reconnects: int = 0
+    unavailable_nodes: list[str] = field(default_factory=list)
+    streams: list[StreamSummary] = field(default_factory=list)
     stopped_by: str = ""
     elapsed: float = 0.0
-    unavailable_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def flows(self) -> int:
+        return sum(stream.flows for stream in self.streams)
+
+    @property
+    def overlap_skipped(self) -> int:
+        return sum(stream.overlap_skipped for stream in self.streams)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(stream.reconnects for stream in self.streams)
 
 
-class RelayConnectionError(CollectorError):
-    """Hubble Relay cannot be reached, or the stream broke and could not be resumed.
+def collect_from_relay(
+    options: RelayOptions, progress: Callable[[RelayProgress], None] | None = None
+) -> ObservationSet:
+    """Collect flows from Hubble Relay into aggregated observations (the one-call API); see `observe_relay`."""
+    return observe_relay(options, progress)[0]
 
-    `partial` holds the observations collected before the stream was lost, if any.
+
+def observe_relay(
+    options: RelayOptions, progress: Callable[[RelayProgress], None] | None = None
+) -> tuple[ObservationSet, RelaySummary]:
+    """Collect the window `options` describe: its observations, and how each stream went.
+
+    Returns when the window ends: the streams end (a bounded window), `duration` passes, or
+    SIGINT/SIGTERM arrives. Raises `RelayConnectionError` when the relay cannot be reached, or when
+    a broken stream cannot be resumed (then with the observations so far in `partial`).
     """
+    started = time.monotonic()
+    deadline = started + options.duration if options.duration is not None else None
+    summary = RelaySummary(options.server)
+    report = _Reporter(progress, started)
+    with open_channel(options) as channel:
+        stub = observer_pb2_grpc.ObserverStub(channel)
+        _check_server(stub, options, summary)
+        count = _stream_count(options)
+        shares = plan_streams(_nodes(stub, options), count) if count > 1 else [ALL_NODES]
+        if len(shares) == 1:
+            collected = _collect_here(options, channel, deadline, report)
+    if len(shares) > 1:
+        collected = _collect_in_processes(options, shares, deadline, report)
+    parts, summary.streams, signalled = collected
+    summary.elapsed = time.monotonic() - started
+    summary.stopped_by = "signal" if signalled else ", ".join(sorted({s.stopped_by for s in summary.streams}))
+    report(summary.streams, force=True)
+    return _merged(parts, options), summary
 
-    def __init__(self, message: str, partial: ObservationSet | None = None) -> None:
-        super().__init__(message)
-        self.partial = partial
+
+def _merged(parts: list[PartialIngest], options: RelayOptions) -> ObservationSet:
+    """The observations of the streams' partial ingests, in stream order, with the relay as their source."""
+    observations = finish_partials(parts)
+    observations.stats.sources = [f"hubble-relay:{options.server}"]
+    return observations
 
 
-# -- parsing the window options -----------------------------------------------------------
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# -- before the streams: the server and its nodes --------------------------------------------
 
 
-def parse_duration(text: str) -> timedelta:
-    """A duration such as `30s`, `10m`, `1h30m`, `1.5h` or `2d` (Go syntax, plus days)."""
-    compact = text.strip().replace(" ", "")
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(number + unit for number, unit in parts) != compact:
-        raise CollectorError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h30m or 2d")
-    return timedelta(seconds=sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
-
-
-def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """`--since`/`--until`: a duration ago (`1h`, `30m`) or an RFC 3339 time (`2026-11-02T09:00:00Z`)."""
-    if _DURATION.match(text.strip()):
-        return (now or datetime.now(UTC)) - parse_duration(text)
+def _check_server(stub: Any, options: RelayOptions, summary: RelaySummary) -> None:
+    """Fail fast with a useful message when the relay does not answer; note its version."""
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CollectorError(
-            f"invalid time {text!r}: use a duration ago such as 1h or 30m, or an RFC 3339 time "
-            "such as 2026-11-02T09:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise CollectorError(f"time {text!r} has no time zone: add Z (UTC) or an offset such as +02:00")
-    return moment.astimezone(UTC)
+        status = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=options.connect_timeout)
+    except grpc.RpcError as error:
+        if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+            return  # an observer without ServerStatus still serves GetFlows
+        raise _unreachable(options, error) from None
+    summary.server_version = status.version
+    summary.unavailable_nodes = list(status.unavailable_nodes)
+    log.info(
+        "Hubble Relay %s (%s), %s nodes connected",
+        options.server,
+        status.version or "version unknown",
+        status.num_connected_nodes.value if status.HasField("num_connected_nodes") else "?",
+    )
+    if status.num_unavailable_nodes.value:
+        log.warning(
+            "Hubble Relay cannot reach %d nodes (%s): their flows are missing",
+            status.num_unavailable_nodes.value,
+            ", ".join(status.unavailable_nodes) or "names unknown",
+        )
 
 
-# -- the connection -----------------------------------------------------------------------
-
-
-def _unreachable(options: RelayOptions, error: TransportError) -> RelayConnectionError:
+def _unreachable(options: RelayOptions, error: grpc.RpcError) -> RelayConnectionError:
     """The error for a relay that does not answer, with what to try."""
-    details = error.details or error.code.name
-    hint = f"; if the TLS handshake failed, {_TLS_HINT}" if options.uses_tls else "; if the relay serves TLS, add --tls"
+    details = error.details() or error.code().name
+    hint = f"; if the TLS handshake failed, {TLS_HINT}" if options.uses_tls else "; if the relay serves TLS, add --tls"
     return RelayConnectionError(
         f"cannot reach Hubble Relay at {options.server}: {details}. Is it running and reachable? "
         f"`cilium hubble port-forward` serves it on {DEFAULT_SERVER}; otherwise pass --server HOST:PORT{hint}."
     )
 
 
-def _flows_request(options: RelayOptions, since: datetime | None, until: datetime | None) -> Any:
-    """The GetFlowsRequest of the window (from `since`, when resuming)."""
-    request = observer_pb2.GetFlowsRequest(follow=options.follow)
-    if since or until:
-        for name, moment in (("since", since), ("until", until)):
-            if moment is not None:
-                stamp = Timestamp()
-                stamp.FromDatetime(moment)
-                getattr(request, name).CopyFrom(stamp)
-    elif options.last:
-        request.number = options.last
-    elif not options.follow:
-        request.number = ALL_FLOWS
-    verdicts = [flow_pb2.Verdict.Value(v.upper()) for v in options.verdicts]
-    pods = [f"{namespace}/" for namespace in options.namespaces]
-    if pods:  # like `hubble observe --namespace`: from OR to the namespaces
-        request.whitelist.add(source_pod=pods, verdict=verdicts)
-        request.whitelist.add(destination_pod=pods, verdict=verdicts)
-    elif verdicts:
-        request.whitelist.add(verdict=verdicts)
-    return request
+def _stream_count(options: RelayOptions) -> int:
+    """The streams asked for: `streams`, or one per available CPU; one for `--last N` (a window of
+    the latest N flows across all nodes)."""
+    if options.last:
+        if options.streams not in (None, 1):
+            log.info("--last N is one window across every node: collected in one stream")
+        return 1
+    return options.streams if options.streams is not None else available_cpus()
 
 
-@contextmanager
+def _nodes(stub: Any, options: RelayOptions) -> list[Any]:
+    """The relay's nodes (GetNodes), or none when it cannot tell (a plain Hubble server, an old relay)."""
+    try:
+        return list(stub.GetNodes(observer_pb2.GetNodesRequest(), timeout=options.connect_timeout).nodes)
+    except grpc.RpcError as error:
+        log.info("Hubble Relay at %s does not list its nodes (%s): one stream", options.server, error.code().name)
+        return []
+
+
+def plan_streams(nodes: Sequence[Any], streams: int) -> list[NodeShare]:
+    """Split the relay's `nodes` (GetNodes `Node` messages) into at most `streams` shares of about
+    equal flow rates (a node's `seen_flows` over its uptime), busiest first to the least loaded.
+    The last share is every node but the others', so that nodes joining later are observed too."""
+    rates = {
+        node.name: node.seen_flows / node.uptime_ns if node.uptime_ns else node.seen_flows
+        for node in nodes
+        if node.name
+    }
+    count = min(streams, len(rates))
+    if count <= 1:
+        return [ALL_NODES]
+    loads: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(count)]
+    for name in sorted(rates, key=lambda name: (-rates[name], name)):
+        index = min(range(count), key=lambda i: (loads[i][0], len(loads[i][1]), i))
+        loads[index] = (loads[index][0] + rates[name], [*loads[index][1], name])
+    named = [tuple(sorted(names)) for _load, names in loads]
+    others = tuple(sorted(name for names in named[:-1] for name in names))
+    return [*(NodeShare(nodes=names) for names in named[:-1]), NodeShare(others=others)]
+
+
+# -- one stream, here ---------------------------------------------------------------------------
+
+
+def _collect_here(
+    options: RelayOptions, channel: grpc.Channel, deadline: float | None, report: _Reporter
+) -> tuple[list[PartialIngest], list[StreamSummary], bool]:
+    ingest = relay_ingest()
+    stream = RelayStream(options, ingest, progress=lambda summary: report([summary]))
+    signalled = threading.Event()
+
+    def stop() -> None:
+        signalled.set()
+        stream.stop()
+
+    try:
+        with _stopping_on_signals(stop):
+            summary = stream.run(channel, deadline)
+    except RelayConnectionError as error:
+        if ingest.stats.flows:
+            error.partial = _merged([ingest.partial()], options)
+        raise
+    return [ingest.partial()], [summary], signalled.is_set()
+
+
+@contextlib.contextmanager
 def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to `stop` (run on a helper thread: telling the receiver from inside
-    a signal handler could interrupt the main thread's own exchange with it). Main thread only."""
+    """Route SIGINT and SIGTERM to `stop`, run on a helper thread (gRPC calls are not made from a
+    signal handler). Main thread only; elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -250,7 +256,7 @@ def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     def handler(_signum: int, _frame: Any) -> None:
         threading.Thread(target=stop, name="relay-stop", daemon=True).start()
 
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, handler) for number in _STOP_SIGNALS}
     try:
         yield
     finally:
@@ -258,267 +264,217 @@ def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(number, old)
 
 
-# -- the collector ------------------------------------------------------------------------
+# -- several streams, one process each -----------------------------------------------------------
 
 
-class RelayCollector:
-    """Streams flows from Hubble Relay into a `HubbleIngest`; `run` once, `stop` from anywhere."""
+@dataclass(frozen=True)
+class StreamProgress:
+    """A worker's progress: its summary so far."""
 
-    def __init__(
-        self,
-        options: RelayOptions,
-        ingest: HubbleIngest,
-        progress: Callable[[RelayProgress], None] | None = None,
-    ) -> None:
-        self.options = options
-        self.ingest = ingest
-        self.summary = RelaySummary(options.server)
-        self._progress = progress
-        self._converter = FlowConverter()
-        self._stopped = threading.Event()
-        self._receiver: RelayReceiver | None = None
-        self._mark: datetime | None = None  # the latest flow time seen
-        self._at_mark: list[Any] = []  # the flows seen at exactly that time
-        self._resume_mark: datetime | None = None  # set while skipping the overlap of a resumed stream
-        self._resume_keys: set[Any] = set()
-        self._limit = 0  # the `--last N` flows, enforced here once a resumed stream may exceed them
-        self._report_started = self._report_at = 0.0
-        self._report_flows = 0
+    stream: int
+    summary: StreamSummary
 
-    def stop(self) -> None:
-        """End the collection: the current stream is cancelled and `run` returns its results."""
-        self._stopped.set()
-        receiver = self._receiver  # None before `run` sets it; `run` looks at `_stopped` after that
-        if receiver is not None:
-            receiver.stop()
 
-    def run(self) -> RelaySummary:
-        """Collect the window; raises `RelayConnectionError` if the relay cannot be (re)reached."""
-        options = self.options
-        started = time.monotonic()
-        deadline = started + options.duration if options.duration is not None else None
-        until = options.until
-        if options.last and not options.follow:
-            until = datetime.now(UTC)  # a resumed `--last N` must not run past the original window
-        self.ingest.stats.sources.append(f"hubble-relay:{options.server}")
-        self._report_started = self._report_at = started
-        with RelayReceiver(options.channel_settings, own_process=options.receiver_process) as receiver:
-            self._receiver = receiver
+@dataclass(frozen=True)
+class StreamFinished:
+    """A worker's stream ended (the window ended, the duration passed, or it was stopped)."""
+
+    stream: int
+    summary: StreamSummary
+    partial: PartialIngest
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    """A worker's stream failed: `lost_connection` when it broke for good (then `partial` holds what it
+    had collected), otherwise the relay refused it or a credential file could not be read."""
+
+    stream: int
+    message: str
+    lost_connection: bool
+    summary: StreamSummary
+    partial: PartialIngest | None
+
+
+WorkerMessage = StreamProgress | StreamFinished | StreamFailed | logging.LogRecord
+
+
+def _collect_in_processes(
+    options: RelayOptions, shares: list[NodeShare], deadline: float | None, report: _Reporter
+) -> tuple[list[PartialIngest], list[StreamSummary], bool]:
+    """Run one worker process per share: their partial ingests and summaries in share order, and whether
+    a signal stopped them. A failed stream stops the others and raises, with what they all collected."""
+    context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
+    messages: Any = context.Queue()
+    wall_deadline = time.time() + (deadline - time.monotonic()) if deadline is not None else None
+    log.info("collecting %d streams in parallel: %s", len(shares), "; ".join(map(str, shares)))
+    workers = []
+    for index, share in enumerate(shares):
+        control, stopper = context.Pipe(duplex=False)
+        arguments = (index, options, share, wall_deadline, messages, control, log.getEffectiveLevel())
+        process = context.Process(target=_stream_worker, args=arguments, name=f"relay-stream-{index}", daemon=True)
+        workers.append(_Worker(process, control, stopper))
+    ended: dict[int, StreamFinished | StreamFailed] = {}
+    latest = {index: StreamSummary(share) for index, share in enumerate(shares)}
+    signalled = threading.Event()
+    stopped_at: list[float] = []  # when the workers were told to stop
+
+    def stop() -> None:
+        if not stopped_at:
+            stopped_at.append(time.monotonic())
+            _stop(workers)
+
+    def stop_on_signal() -> None:
+        signalled.set()
+        stop()
+
+    def fail(index: int, message: str) -> None:
+        ended[index] = StreamFailed(index, f"the stream of {shares[index]} {message}", False, latest[index], None)
+        stop()
+
+    with _stopping_on_signals(stop_on_signal), _running(workers):
+        while len(ended) < len(workers):
             try:
-                with _stopping_on_signals(self.stop):
-                    self._collect(receiver, deadline, until)
-            except ReceiverError as error:
-                raise CollectorError(str(error)) from None
-            finally:
-                self._receiver = None
-        if self._stopped.is_set() and not self.summary.stopped_by:
-            self.summary.stopped_by = "signal"
-        self.summary.elapsed = time.monotonic() - started
-        self._report(force=True)
-        return self.summary
-
-    def _collect(self, receiver: RelayReceiver, deadline: float | None, until: datetime | None) -> None:
-        """Stream the window, resuming broken streams, until it ends, stops or cannot be resumed."""
-        self._check_server(receiver)
-        attempts = 0
-        request = _flows_request(self.options, self.options.since, self.options.until)
-        while not self._stopped.is_set():
-            received = self.summary.flows
-            try:
-                self._stream(receiver, request, deadline)
-                if not self._stopped.is_set():
-                    self.summary.stopped_by = "limit" if self._limit_reached() else "end of stream"
-                break
-            except TransportError as error:
-                if self._stopped.is_set():
-                    break
-                if error.code is grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                    self.summary.stopped_by = "duration"
-                    break
-                if self._limit_reached():
-                    self.summary.stopped_by = "limit"
-                    break
-                attempts = 1 if self.summary.flows > received else attempts + 1
-                self._give_up_or_wait(error, attempts, deadline)
-            request = self._resume_request(until)
-            self.summary.reconnects += 1
-
-    def _check_server(self, receiver: RelayReceiver) -> None:
-        """Fail fast with a useful message when the relay does not answer; note its version."""
-        request = observer_pb2.ServerStatusRequest().SerializeToString()
-        try:
-            reply = receiver.call(_SERVER_STATUS, request, self.options.connect_timeout)
-        except TransportError as error:
-            if error.code is grpc.StatusCode.UNIMPLEMENTED:
-                return  # an observer without ServerStatus still serves GetFlows
-            raise _unreachable(self.options, error) from None
-        status = observer_pb2.ServerStatusResponse.FromString(reply)
-        self.summary.server_version = status.version
-        self.summary.unavailable_nodes = list(status.unavailable_nodes)
-        log.info(
-            "Hubble Relay %s (%s), %s nodes connected",
-            self.options.server,
-            status.version or "version unknown",
-            status.num_connected_nodes.value if status.HasField("num_connected_nodes") else "?",
-        )
-        if status.num_unavailable_nodes.value:
-            log.warning(
-                "Hubble Relay cannot reach %d nodes (%s): their flows are missing",
-                status.num_unavailable_nodes.value,
-                ", ".join(status.unavailable_nodes) or "names unknown",
-            )
-
-    def _stream(self, receiver: RelayReceiver, request: Any, deadline: float | None) -> None:
-        """Consume one GetFlows call until it ends (returns) or breaks (raises `TransportError`)."""
-        timeout = max(deadline - time.monotonic(), 0.001) if deadline is not None else None
-        with closing(receiver.stream(_GET_FLOWS, request.SerializeToString(), timeout)) as blocks:
-            for block in blocks:
-                if self._consume(GetFlowsResponseBatch.FromString(block).responses):
-                    return
-
-    def _consume(self, responses: Any) -> bool:
-        """Count a block of responses; True once the `--last N` limit is reached. The hot loop: the
-        flow count, the latest flow time and the flows at that time live in locals meanwhile."""
-        add_flow, convert, limit = self.ingest.add_flow, self._converter.convert, self._limit
-        self.ingest.stats.lines += len(responses)
-        flows, mark, at_mark = self.summary.flows, self._mark, self._at_mark
-        try:
-            for response in responses:
-                if response.WhichOneof("response_types") != "flow":
-                    self._note_event(response)
-                    continue
-                view = response.flow
-                flow = convert(view)
-                seen = flow.time
-                if seen is None:
-                    add_flow(flow, to_datetime(response.time) if response.HasField("time") else None)
-                else:
-                    if self._resume_mark is not None and self._in_overlap(view, seen):
-                        continue
-                    if mark is None or seen > mark:
-                        mark, at_mark = seen, [view]
-                    elif seen == mark:
-                        at_mark.append(view)
-                    add_flow(flow)
-                flows += 1
-                if limit and flows >= limit:
-                    return True
-            return False
-        finally:
-            self.summary.flows, self._mark, self._at_mark = flows, mark, at_mark
-            self._report()
-
-    def _note_event(self, response: Any) -> None:
-        """A response other than a flow: lost events are counted, node status changes logged."""
-        kind = response.WhichOneof("response_types")
-        if kind == "lost_events":
-            self.ingest.add_lost_events(response.lost_events.num_events_lost)
-            log.warning(
-                "Hubble lost %d events (%s): the observation has gaps",
-                response.lost_events.num_events_lost,
-                flow_pb2.LostEventSource.Name(response.lost_events.source),
-            )
-        elif kind == "node_status":
-            self.ingest.stats.ignored["node_status"] += 1
-            self._note_node_status(response.node_status)
-
-    def _in_overlap(self, view: Any, seen: datetime) -> bool:
-        """Whether a flow of a resumed stream was already counted before the break."""
-        resume_mark = self._resume_mark
-        if seen > resume_mark:
-            self._resume_mark = None  # past the overlap
-            return False
-        if seen < resume_mark or _flow_key(view) in self._resume_keys:
-            self.summary.overlap_skipped += 1
-            return True
-        return False
-
-    def _resume_request(self, until: datetime | None) -> Any:
-        """A request for the rest of the window, from the last flow's time on."""
-        self._limit = self.options.last
-        if self._mark is None:
-            return _flows_request(self.options, self.options.since, self.options.until)
-        self._resume_mark = self._mark
-        self._resume_keys = {_flow_key(view) for view in self._at_mark}
-        return _flows_request(self.options, self._mark - timedelta(microseconds=1), until)
-
-    def _limit_reached(self) -> bool:
-        return bool(self._limit) and self.summary.flows >= self._limit
-
-    def _give_up_or_wait(self, error: TransportError, attempts: int, deadline: float | None) -> None:
-        options = self.options
-        code = error.code
-        if code not in _RESUMABLE:
-            raise CollectorError(f"Hubble Relay at {options.server} refused the request: {code.name}: {error.details}")
-        if attempts > options.max_reconnects:
-            raise RelayConnectionError(
-                f"lost the stream from Hubble Relay at {options.server} and could not resume it after "
-                f"{options.max_reconnects} attempts (last error {code.name}: {error.details}); "
-                f"`cilium hubble port-forward` may need restarting"
-            )
-        delay = min(options.reconnect_backoff * 2 ** (attempts - 1), options.max_reconnect_backoff)
-        if deadline is not None:
-            delay = min(delay, max(deadline - time.monotonic(), 0))
-        log.warning(
-            "stream from Hubble Relay at %s broke (%s: %s); resuming in %.1fs (attempt %d of %d)",
-            options.server,
-            code.name,
-            error.details,
-            delay,
-            attempts,
-            options.max_reconnects,
-        )
-        self._report(force=True)
-        self._stopped.wait(delay)
-
-    def _note_node_status(self, event: Any) -> None:
-        state = relay_pb2.NodeState.Name(event.state_change)
-        if event.state_change != relay_pb2.NODE_CONNECTED:
-            log.warning(
-                "Hubble Relay: %s %s%s: their flows may be missing",
-                state,
-                ", ".join(event.node_names),
-                f" ({event.message})" if event.message else "",
-            )
-
-    def _report(self, force: bool = False) -> None:
-        if self._progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._report_at < _PROGRESS_EVERY:
-            return
-        flows = self.summary.flows
-        rate = (flows - self._report_flows) / (now - self._report_at) if now > self._report_at else 0.0
-        self._report_at, self._report_flows = now, flows
-        stats = self.ingest.stats
-        self._progress(
-            RelayProgress(
-                now - self._report_started, flows, rate, len(self.ingest.aggregator.records), stats.events_lost
-            )
-        )
+                message: WorkerMessage = messages.get(timeout=PROGRESS_EVERY)
+            except queue.Empty:
+                for index, worker in enumerate(workers):
+                    if index not in ended and worker.process.exitcode not in (None, 0):
+                        fail(index, f"ended unexpectedly (exit code {worker.process.exitcode})")
+                    elif index not in ended and stopped_at and time.monotonic() - stopped_at[0] > _EXIT_TIMEOUT:
+                        fail(index, f"did not end within {_EXIT_TIMEOUT:.0f} s of being told to")
+                continue
+            match message:
+                case logging.LogRecord():
+                    logging.getLogger(message.name).handle(message)
+                case StreamProgress(stream=index, summary=summary):
+                    latest[index] = summary
+                    report(list(latest.values()))
+                case StreamFinished(stream=index) | StreamFailed(stream=index):
+                    ended[index] = message
+                    latest[index] = message.summary
+                    if isinstance(message, StreamFailed):
+                        stop()  # the window is lost: end the other streams, keep what they have
+                case _:
+                    assert_never(message)
+    results = [ended[index] for index in range(len(workers))]
+    parts = [result.partial for result in results if result.partial is not None]
+    failures = [result for result in results if isinstance(result, StreamFailed)]
+    if failures:
+        lost = [failure for failure in failures if failure.lost_connection]
+        if lost and len(lost) == len(failures):
+            raise RelayConnectionError(lost[0].message, _merged(parts, options) if parts else None)
+        raise CollectorError(next(failure for failure in failures if not failure.lost_connection).message)
+    return parts, [result.summary for result in results], signalled.is_set()
 
 
-def _flow_key(view: Any) -> Any:
-    """What identifies a flow event: its uuid, or its whole content when it has none."""
-    return view.uuid or view.SerializeToString()
+@dataclass(frozen=True)
+class _Worker:
+    """A worker process and its control pipe: the worker stops once the pipe's sending end, which
+    only this process holds, is closed (or this process is gone)."""
+
+    process: Any
+    control: Any
+    stopper: Any
 
 
-def collect_from_relay(
-    options: RelayOptions,
-    ingest: HubbleIngest | None = None,
-    progress: Callable[[RelayProgress], None] | None = None,
-) -> ObservationSet:
-    """Collect flows from Hubble Relay into aggregated observations (the one-call API).
+def _stop(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stopper.close()
 
-    Returns when the window ends: the stream ends (a bounded window), `duration` passes, or
-    SIGINT/SIGTERM arrives. Raises `RelayConnectionError` when the relay cannot be reached, or when
-    a broken stream cannot be resumed (then with the observations so far in `partial`).
-    """
-    ingest = ingest if ingest is not None else HubbleIngest()
+
+@contextlib.contextmanager
+def _running(workers: list[_Worker]) -> Iterator[None]:
+    """Start the worker processes; on the way out, stop and wait for them (killed if they do not end)."""
+    with _stop_signals_blocked():  # the workers inherit the mask: no KeyboardInterrupt while they start
+        for worker in workers:
+            worker.process.start()
+            worker.control.close()  # the worker's end: its own copy is what it reads
     try:
-        RelayCollector(options, ingest, progress).run()
+        yield
+    finally:
+        _stop(workers)
+        for worker in workers:
+            worker.process.join(_EXIT_TIMEOUT)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held back on this thread (where the platform can): one that comes meanwhile
+    is handled on the way out."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _stream_worker(
+    index: int,
+    options: RelayOptions,
+    share: NodeShare,
+    wall_deadline: float | None,
+    messages: Any,
+    control: Any,
+    log_level: int,
+) -> None:
+    """A worker process: collect one share's stream and put its result on `messages`.
+
+    Signals are the parent's to handle: it stops the worker by closing the other end of `control`
+    (which also happens when the parent is gone: then the worker ends without its results).
+    """
+    for number in _STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent while it started us
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(messages)]
+    root.setLevel(log_level)
+    deadline = time.monotonic() + (wall_deadline - time.time()) if wall_deadline is not None else None
+    ingest = relay_ingest()
+    stream = RelayStream(options, ingest, share, lambda summary: messages.put(StreamProgress(index, summary)))
+
+    def stop_when_told() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            control.recv()  # nothing is ever sent: this returns once the parent's end is closed
+        stream.stop()
+
+    threading.Thread(target=stop_when_told, name="relay-stop", daemon=True).start()
+    try:
+        with open_channel(options) as channel:
+            summary = stream.run(channel, deadline)
+        outcome: WorkerMessage = StreamFinished(index, summary, ingest.partial())
     except RelayConnectionError as error:
-        if ingest.stats.flows:
-            error.partial = ingest.finish()
-        raise
-    return ingest.finish()
+        outcome = StreamFailed(index, str(error), True, stream.summary, ingest.partial())
+    except CollectorError as error:
+        outcome = StreamFailed(index, str(error), False, stream.summary, None)
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
+        messages.cancel_join_thread()  # orphaned: nobody will read the results, do not wait to send them
+        return
+    messages.put(outcome)
+
+
+class _Reporter:
+    """Turns stream summaries into `RelayProgress` reports for the caller's callback."""
+
+    def __init__(self, progress: Callable[[RelayProgress], None] | None, started: float) -> None:
+        self._progress = progress
+        self._started = self._at = started
+        self._flows = 0
+
+    def __call__(self, streams: Sequence[StreamSummary], force: bool = False) -> None:
+        now = time.monotonic()
+        if self._progress is None or (not force and now - self._at < PROGRESS_EVERY):
+            return
+        flows = sum(stream.flows for stream in streams)
+        rate = (flows - self._flows) / (now - self._at) if now > self._at else 0.0
+        self._at, self._flows = now, flows
+        edges = sum(stream.edges for stream in streams)
+        lost = sum(stream.events_lost for stream in streams)
+        self._progress(RelayProgress(now - self._started, flows, rate, edges, lost))

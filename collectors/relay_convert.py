@@ -1,30 +1,24 @@
-"""Hubble GetFlowsResponse wire bytes → the msgspec `Flow` structs that `HubbleIngest.add_flow` reads.
+"""Hubble `flow.Flow` messages (the generated protobuf classes) → the flow structs `HubbleIngest` reads.
 
-The Relay client's hot path. A flow from Relay must reach the ingest in the shape the JSON decoder
-gives the same flow from a file (`collectors.hubble_schema`: enum names as str, unset enums as 0,
-absent messages as None, endpoints as `Endpoint` structs; a nameless service becomes None, which the
-ingest treats alike), and fast: reading a protobuf message
-field by field from Python costs more than the rest of the ingest. So responses are decoded with a
-*view* of `observer.GetFlowsResponse`: the same field numbers, but the flow's sub-messages that
-repeat from flow to flow (endpoints, IP pairs, event types, services) are left as their wire bytes,
-which key caches of converted structs; labels are decoded once per distinct endpoint, not per flow.
+A flow from Relay reaches the ingest in the shape the JSON decoder gives the same flow from a file
+(`collectors.hubble_schema`, with lazy endpoints): enum names as str (an unset enum stays 0, a
+number this proto does not know stays a number), absent messages as None, and the two endpoints as
+bytes that the ingest's resolver decodes once per distinct endpoint: here their protobuf encoding,
+decoded by `endpoint_from_wire`. A nameless service becomes None, which the ingest treats alike.
+
+It is the Relay client's hot path, so each field is read once, a present-but-empty sub-message is
+told from an absent one (`HasField`) only when its content looks empty, and the few values that
+repeat from flow to flow (TCP flags, event types) are shared structs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
-from google.protobuf.timestamp_pb2 import Timestamp
-from google.protobuf.wrappers_pb2 import BoolValue
 
 from collectors.hubble_api.flow import flow_pb2
-from collectors.hubble_api.observer import observer_pb2
-from collectors.hubble_api.relay import relay_pb2
 from collectors.hubble_schema import PROTO_NAMES
 
 _S = PROTO_NAMES.structs
@@ -39,164 +33,69 @@ _FLOW_FIELDS = (
     "destination_names", "l7", "reply", "event_type", "source_service", "destination_service",
     "drop_reason_desc", "is_reply", "ingress_allowed_by", "egress_allowed_by",
 )  # fmt: skip
-if Flow.__struct_fields__ != _FLOW_FIELDS:  # `convert` passes them by position: 7x faster than keywords
-    raise ImportError(f"collectors.hubble_schema's Flow fields changed; update {__name__}._FLOW_FIELDS and convert()")
+if Flow.__struct_fields__ != _FLOW_FIELDS:  # `flow_from_message` passes them by position (7x faster than keywords)
+    raise ImportError(f"collectors.hubble_schema's Flow fields changed; update {__name__}.flow_from_message")
 
 
-def _nonzero_names(enum: EnumTypeWrapper) -> dict[int, str]:
-    """Number → name of an enum's values, except 0: an unset enum stays 0, as when decoding JSON
-    (protojson leaves zero values out); a number this proto does not know stays a number."""
+def _names(enum: EnumTypeWrapper) -> dict[int, str]:
+    """Number → name of an enum's values, except 0, which stays 0 (protojson leaves it out)."""
     return {value.number: value.name for value in enum.DESCRIPTOR.values if value.number}
 
 
-_VERDICTS = _nonzero_names(flow_pb2.Verdict)
-_FLOW_TYPES = _nonzero_names(flow_pb2.FlowType)
-_DROP_REASONS = _nonzero_names(flow_pb2.DropReason)
-_L7_TYPES = _nonzero_names(flow_pb2.L7FlowType)
+_VERDICTS = _names(flow_pb2.Verdict)
+_FLOW_TYPES = _names(flow_pb2.FlowType)
+_DROP_REASONS = _names(flow_pb2.DropReason)
+_L7_TYPES = _names(flow_pb2.L7FlowType)
+_TCP_FLAGS = {(syn, ack): _TCPFlags(syn, ack) for syn in (False, True) for ack in (False, True)}
+"""Shared (never modified): only SYN and ACK matter to the ingest."""
+_EVENT_TYPES: dict[tuple[int, int], Any] = {}
 
 
-def _response_views() -> tuple[type, type]:
-    """Message classes that decode `observer.GetFlowsResponse` wire bytes (one, or a block) into the view.
-
-    Built from Cilium's descriptors, so names and numbers cannot drift: the view's Flow keeps the
-    fields of the msgspec schema, with message fields as `bytes`, enums as int32 (no closed-enum
-    surprises) and proto2 presence (`HasField` tells an absent `is_reply` from false).
-    """
-    fields = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="netpol_recommender/hubble_flow_view.proto", package="netpol_recommender.view", syntax="proto2"
-    )
-    flow = file.message_type.add(name="FlowView")
-    for name in _FLOW_FIELDS:
-        real = flow_pb2.Flow.DESCRIPTOR.fields_by_name[name]
-        kind = {FieldDescriptor.TYPE_MESSAGE: fields.TYPE_BYTES, FieldDescriptor.TYPE_ENUM: fields.TYPE_INT32}
-        label = fields.LABEL_REPEATED if real.is_repeated else fields.LABEL_OPTIONAL
-        flow.field.add(name=name, number=real.number, label=label, type=kind.get(real.type, real.type))
-    response = file.message_type.add(name="GetFlowsResponseView")
-    response.oneof_decl.add(name="response_types")
-    real_response = observer_pb2.GetFlowsResponse.DESCRIPTOR.fields_by_name
-    for name in ("flow", "node_status", "lost_events", "time"):
-        real = real_response[name]
-        type_name = ".netpol_recommender.view.FlowView" if name == "flow" else f".{real.message_type.full_name}"
-        response.field.add(
-            name=name, number=real.number, label=fields.LABEL_OPTIONAL, type=fields.TYPE_MESSAGE,
-            type_name=type_name, oneof_index=0 if real.containing_oneof else None,
-        )  # fmt: skip
-    batch = file.message_type.add(name="GetFlowsResponseBatch")
-    batch.field.add(
-        name="responses", number=1, label=fields.LABEL_REPEATED, type=fields.TYPE_MESSAGE,
-        type_name=".netpol_recommender.view.GetFlowsResponseView",
-    )  # fmt: skip
-    file.dependency.extend(module.DESCRIPTOR.name for module in (flow_pb2, relay_pb2, timestamp_pb2))
-    messages = descriptor_pool.Default().Add(file).message_types_by_name
-    return tuple(
-        message_factory.GetMessageClass(messages[name]) for name in ("GetFlowsResponseView", "GetFlowsResponseBatch")
-    )
-
-
-GetFlowsResponseView, GetFlowsResponseBatch = _response_views()
-"""`GetFlowsResponseView` decodes GetFlowsResponse bytes: `WhichOneof("response_types")` is "flow",
-"node_status", "lost_events" or None (a response type this client does not know); `time` is the
-envelope's. `GetFlowsResponseBatch` decodes a block of the receiver (`relay_receiver.encode_block`):
-its `responses` are views, parsed in one call."""
-
-
-def to_datetime(timestamp: Timestamp) -> datetime:
+def to_datetime(timestamp: Any) -> datetime:
     """A protobuf Timestamp as an aware UTC datetime, rounded to the microsecond like msgspec's
     RFC 3339 decoder (half up), so Relay and file timestamps compare equal."""
     return EPOCH + timedelta(0, timestamp.seconds, (timestamp.nanos + 500) // 1000)
 
 
-class _Cache(dict):
-    """Wire bytes → converted struct, cleared when full so memory stays bounded on endless streams."""
-
-    def __init__(self, convert: Callable[[bytes], Any], limit: int = 1 << 16) -> None:
-        super().__init__()
-        self._convert = convert
-        self._limit = limit
-
-    def __missing__(self, key: bytes) -> Any:
-        if len(self) >= self._limit:
-            self.clear()
-        value = self[key] = self._convert(key)
-        return value
-
-
-class FlowConverter:
-    """Converts the flows of `GetFlowsResponseView` messages; one per stream keeps its caches warm."""
-
-    def __init__(self) -> None:
-        self._endpoints = _Cache(_endpoint)
-        self._ips = _Cache(_ip)
-        self._layer4 = _Cache(_l4)
-        self._event_types = _Cache(_event_type)
-        self._services = _Cache(_service)
-        self._booleans = _Cache(lambda data: BoolValue.FromString(data).value)
-        self._layer7 = _Cache(_layer7, limit=4096)
-        self._timestamp = Timestamp()
-        self._seconds: dict[bytes, datetime] = {}
-        self.convert: Callable[[Any], Any] = self._converter()
-
-    def _converter(self) -> Callable[[Any], Any]:
-        """`convert`, a closure: caches read as free variables rather than attributes save ~1 µs a flow."""
-        endpoints, ips, layer4, layer7 = self._endpoints, self._ips, self._layer4, self._layer7
-        event_types, services, booleans, datetime_of = self._event_types, self._services, self._booleans, self._datetime
-
-        def convert(flow: Any) -> Any:
-            """The msgspec `Flow` of one `FlowView` (the `flow` of a `GetFlowsResponseView`).
-
-            A sub-message sent empty is told from an absent one (`HasField`) only when its bytes
-            are empty, so the common case costs no presence check.
-            """
-            stamp, ip, l4, event_type, l7 = flow.time, flow.IP, flow.l4, flow.event_type, flow.l7
-            is_reply, verdict, flow_type, drop_reason = flow.is_reply, flow.verdict, flow.Type, flow.drop_reason_desc
-            source_names, destination_names = flow.source_names, flow.destination_names
-            ingress_allowed_by, egress_allowed_by = flow.ingress_allowed_by, flow.egress_allowed_by
-            return Flow(
-                datetime_of(stamp) if stamp or flow.HasField("time") else None,
-                flow.uuid,
-                _VERDICTS.get(verdict, verdict),
-                ips[ip] if ip or flow.HasField("IP") else None,
-                layer4[l4] if l4 or flow.HasField("l4") else None,
-                endpoints[flow.source],
-                endpoints[flow.destination],
-                _FLOW_TYPES.get(flow_type, flow_type),
-                flow.node_name,
-                tuple(source_names) if source_names else (),
-                tuple(destination_names) if destination_names else (),
-                layer7[l7] if l7 or flow.HasField("l7") else None,
-                flow.reply,
-                event_types[event_type] if event_type or flow.HasField("event_type") else None,
-                services[flow.source_service],
-                services[flow.destination_service],
-                _DROP_REASONS.get(drop_reason, drop_reason),
-                booleans[is_reply] if is_reply or flow.HasField("is_reply") else None,
-                tuple(map(_policy, ingress_allowed_by)) if ingress_allowed_by else (),
-                tuple(map(_policy, egress_allowed_by)) if egress_allowed_by else (),
-            )
-
-        return convert
-
-    def _datetime(self, data: bytes) -> datetime:
-        """A Timestamp's wire bytes as a datetime. Fast path for today's encoding (seconds as a
-        5-byte varint, then nanos): keyed by those first 7 bytes, the second's datetime is cached,
-        and the nanos varint (at most 5 bytes) is decoded with shifts and masks."""
-        second = self._seconds.get(data[:7])
-        if second is None:
-            if not (len(data) > 7 and data[0] == 0x08 and data[6] == 0x10 and data[5] < 0x80 <= min(data[1:5])):
-                stamp = self._timestamp
-                stamp.ParseFromString(data)
-                return to_datetime(stamp)
-            self._seconds.clear()  # times advance: only the current second is worth keeping
-            stamp = self._timestamp
-            stamp.ParseFromString(data[:6])
-            second = self._seconds[data[:7]] = to_datetime(stamp)
-        v = int.from_bytes(data[7:], "little")
-        nanos = v & 0x7F | v >> 1 & 0x3F80 | v >> 2 & 0x1FC000 | v >> 3 & 0xFE00000 | v >> 4 & 0x7F0000000
-        return second + timedelta(0, 0, (nanos + 500) // 1000)
+def flow_from_message(flow: Any) -> Any:
+    """The ingest's `Flow` struct of one `flow_pb2.Flow`."""
+    has = flow.HasField
+    stamp = flow.time
+    seconds, nanos = stamp.seconds, stamp.nanos
+    ip = flow.IP
+    source_ip, destination_ip = ip.source, ip.destination
+    event = flow.event_type
+    event_type, sub_type = event.type, event.sub_type
+    verdict, flow_type, drop_reason = flow.verdict, flow.Type, flow.drop_reason_desc
+    source_names, destination_names = flow.source_names, flow.destination_names
+    ingress_allowed_by, egress_allowed_by = flow.ingress_allowed_by, flow.egress_allowed_by
+    return Flow(
+        EPOCH + timedelta(0, seconds, (nanos + 500) // 1000) if seconds or nanos or has("time") else None,
+        flow.uuid,
+        _VERDICTS.get(verdict, verdict),
+        _IPHeader(source_ip, destination_ip) if source_ip or destination_ip or has("IP") else None,
+        _layer4(flow),
+        flow.source.SerializeToString(),
+        flow.destination.SerializeToString(),
+        _FLOW_TYPES.get(flow_type, flow_type),
+        flow.node_name,
+        tuple(source_names) if source_names else (),
+        tuple(destination_names) if destination_names else (),
+        _layer7(flow.l7) if has("l7") else None,
+        flow.reply,
+        _event_type(event_type, sub_type) if event_type or sub_type or has("event_type") else None,
+        _service(flow.source_service),
+        _service(flow.destination_service),
+        _DROP_REASONS.get(drop_reason, drop_reason),
+        flow.is_reply.value if has("is_reply") else None,
+        tuple(map(_policy, ingress_allowed_by)) if ingress_allowed_by else (),
+        tuple(map(_policy, egress_allowed_by)) if egress_allowed_by else (),
+    )
 
 
-def _endpoint(data: bytes) -> Any:
+def endpoint_from_wire(data: bytes) -> Any:
+    """The ingest's `Endpoint` struct of a `flow_pb2.Endpoint`'s encoding (a flow's `source` or
+    `destination` after `flow_from_message`): what the ingest's resolver decodes, once per endpoint."""
     endpoint = flow_pb2.Endpoint.FromString(data)
     return Endpoint(
         ID=endpoint.ID,
@@ -209,42 +108,43 @@ def _endpoint(data: bytes) -> Any:
     )
 
 
-def _ip(data: bytes) -> Any:
-    ip = flow_pb2.IP.FromString(data)
-    return _IPHeader(ip.source, ip.destination)
-
-
-def _l4(data: bytes) -> Any:
-    l4 = flow_pb2.Layer4.FromString(data)
+def _layer4(flow: Any) -> Any:
+    """The flow's `l4` (None when absent), its layer passed by position (TCP, UDP, SCTP, ICMPv4, ICMPv6)."""
+    l4 = flow.l4
     protocol = l4.WhichOneof("protocol")
-    if protocol is None:
-        return _Layer4()
-    layer = getattr(l4, protocol)
-    if protocol in ("ICMPv4", "ICMPv6"):
-        converted = _ICMPLayer(layer.type, layer.code)
-    else:
-        flags = layer.flags if protocol == "TCP" and layer.HasField("flags") else None
-        converted = _PortLayer(layer.source_port, layer.destination_port, flags and _TCPFlags(flags.SYN, flags.ACK))
-    return _Layer4(**{protocol: converted})
+    if protocol == "TCP":
+        tcp = l4.TCP
+        flags = _TCP_FLAGS[tcp.flags.SYN, tcp.flags.ACK] if tcp.HasField("flags") else None
+        return _Layer4(_PortLayer(tcp.source_port, tcp.destination_port, flags))
+    if protocol == "UDP":
+        udp = l4.UDP
+        return _Layer4(None, _PortLayer(udp.source_port, udp.destination_port))
+    if protocol == "SCTP":
+        sctp = l4.SCTP
+        return _Layer4(None, None, _PortLayer(sctp.source_port, sctp.destination_port))
+    if protocol == "ICMPv4" or protocol == "ICMPv6":
+        icmp = getattr(l4, protocol)
+        return _Layer4(**{protocol: _ICMPLayer(icmp.type, icmp.code)})
+    return _Layer4() if flow.HasField("l4") else None  # another transport, or none: the ingest skips the flow
 
 
-def _event_type(data: bytes) -> Any:
-    event = flow_pb2.CiliumEventType.FromString(data)
-    return _EventType(event.type, event.sub_type)
+def _event_type(event_type: int, sub_type: int) -> Any:
+    found = _EVENT_TYPES.get((event_type, sub_type))
+    if found is None:
+        found = _EVENT_TYPES[event_type, sub_type] = _EventType(event_type, sub_type)
+    return found
 
 
-def _service(data: bytes) -> Any:
+def _service(service: Any) -> Any:
     """None for an absent or nameless service: the ingest ignores both alike."""
-    service = flow_pb2.Service.FromString(data)
-    return _Service(service.name, service.namespace) if service.name else None
+    name = service.name
+    return _Service(name, service.namespace) if name else None
 
 
-def _layer7(data: bytes) -> Any:
-    l7 = flow_pb2.Layer7.FromString(data)
+def _layer7(l7: Any) -> Any:
     dns = _DNS(l7.dns.query, tuple(l7.dns.ips)) if l7.HasField("dns") else None
     return _Layer7(_L7_TYPES.get(l7.type, l7.type), dns)
 
 
-def _policy(data: bytes) -> Any:
-    policy = flow_pb2.Policy.FromString(data)
+def _policy(policy: Any) -> Any:
     return _Policy(policy.name, policy.namespace, policy.kind)

@@ -8,7 +8,6 @@ print(api.render_yaml(result.proposal))
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pandas as pd
 
 from collectors import read_observations
 from collectors.conntrack_observations import UNREPLIED, resolution_counts
+from collectors.cpus import available_cpus
 from collectors.enrich import apply_inventory
 from collectors.errors import OnError
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
@@ -74,13 +74,13 @@ def load_observations(
     `inventory`, which they need) and saved observation files (Parquet, from `collect`).
 
     `on_error="skip"` skips and counts malformed lines instead of raising `BadInputError`. `jobs`
-    processes read large Hubble files in parallel (default: one per core); the result does not depend
-    on it.
+    processes read large Hubble files in parallel (default: one per CPU this process may use, its
+    cgroup quota counted); the result does not depend on it.
     `engine="dask"` reads Hubble files, local or at fsspec URLs (`s3://bucket/hubble/*.json.gz`), on the
     Dask cluster at `scheduler` (an address such as `tcp://scheduler:8786`), or on a local cluster of
     `jobs` workers when there is none; the result is the same.
     """
-    jobs = jobs if jobs is not None else os.cpu_count() or 1
+    jobs = jobs if jobs is not None else available_cpus()
     return read_observations(
         sources,
         on_error=OnError(on_error),

@@ -99,6 +99,12 @@ _RELAY_OPTIONS = [
         help="Only flows from or to this namespace (a server-side filter; repeatable).",
     ),
     click.option("--verdict", "verdicts", multiple=True, help="Only flows with this verdict (repeatable)."),
+    click.option(
+        "--streams",
+        type=click.IntRange(min=1),
+        help="Relay streams collected in parallel, split by node, one process each (default: one per CPU this "
+        "process may use, its cgroup quota counted, at most one per node); results do not depend on it.",
+    ),
 ]
 _RELAY_NAMES = (
     "server",
@@ -116,6 +122,7 @@ _RELAY_NAMES = (
     "duration",
     "namespaces",
     "verdicts",
+    "streams",
 )
 
 
@@ -146,8 +153,8 @@ def source_options(command: Callable) -> Callable:
             "-j",
             "--jobs",
             type=click.IntRange(min=1),
-            help="Processes reading large Hubble files in parallel (default: one per core); results do not depend "
-            "on it. conntrack dumps are read in one process.",
+            help="Processes reading large Hubble files in parallel (default: one per CPU this process may use); "
+            "results do not depend on it. conntrack dumps are read in one process.",
         ),
         click.option(
             "--engine",

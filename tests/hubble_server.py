@@ -1,17 +1,22 @@
-"""A Hubble Relay stand-in for tests and benchmarks: a real gRPC server on loopback implementing
-`observer.Observer` (GetFlows, ServerStatus) with the project's proto.
+"""A Hubble Relay stand-in for tests: a real gRPC server on loopback implementing `observer.Observer`
+(GetFlows, GetNodes, ServerStatus) with the project's proto.
 
 It serves a buffer of `GetFlowsResponse` messages (for example the real fixtures, parsed from
-Hubble's JSON with protobuf's `json_format`) in time order, as a relay's ring buffers would, and
-honours enough of GetFlowsRequest for the tests: `number` (last or first N), `since`/`until`,
-`follow` (then it streams `live` responses and idles until cancelled), and whitelist FlowFilters on
-`source_pod`/`destination_pod` (`namespace/` or `namespace/pod-prefix`) and `verdict`. It can break
-the stream after K flows (`drop_after`), and serve TLS or mTLS (`make_certificates`).
+Hubble's JSON with protobuf's `json_format`) in time order, as a relay's ring buffers would, from
+the nodes the flows name (GetNodes lists them, with their flow counts as `seen_flows`), and honours
+enough of GetFlowsRequest for the tests: `number` (last or first N), `since`/`until`, `follow`
+(then it streams `live` responses and idles until cancelled), and whitelist and blacklist
+FlowFilters on `source_pod`/`destination_pod` (`namespace/` or `namespace/pod-prefix`), `verdict`
+and `node_name` (Hubble's patterns: `cluster/node`, or `node` in any cluster, `*` a wildcard).
+As Hubble does, lost events bypass the filters and the time range: every stream gets them. It can
+break each stream (each distinct node filter) after K flows (`drop_after`), and serve TLS or mTLS
+(`make_certificates`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +30,7 @@ from google.protobuf import json_format
 from google.protobuf.wrappers_pb2 import UInt32Value
 
 from collectors.hubble_api.observer import observer_pb2, observer_pb2_grpc
+from collectors.hubble_api.relay import relay_pb2
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hubble"
 
@@ -52,45 +58,85 @@ def _pod_matches(patterns: Sequence[str], endpoint: Any) -> bool:
     return False
 
 
+def _node_matches(patterns: Sequence[str], node_name: str) -> bool:
+    """Hubble's node name patterns (pkg/hubble/filters): `cluster/node` or `node` (any cluster), each
+    part with `*` wildcards; a node name without a cluster is in the cluster "default"."""
+    if not node_name:
+        return False
+    qualified = node_name if "/" in node_name else f"default/{node_name}"
+    for pattern in patterns:
+        cluster, _, node = pattern.rpartition("/")
+        if fnmatch.fnmatchcase(qualified, f"{cluster or '*'}/{node or '*'}"):
+            return True
+    return False
+
+
 def _filter_matches(flow_filter: Any, flow: Any) -> bool:
     if flow_filter.source_pod and not _pod_matches(flow_filter.source_pod, flow.source):
         return False
     if flow_filter.destination_pod and not _pod_matches(flow_filter.destination_pod, flow.destination):
         return False
+    if flow_filter.node_name and not _node_matches(flow_filter.node_name, flow.node_name):
+        return False
     return not flow_filter.verdict or flow.verdict in flow_filter.verdict
+
+
+def node_of(response: Any) -> str:
+    return response.flow.node_name if response.HasField("flow") else response.node_name
 
 
 @dataclass
 class FakeRelay(observer_pb2_grpc.ObserverServicer):
     """The servicer. `drop_after` flows into a stream, the stream breaks with UNAVAILABLE (as when
-    a relay restarts), `drops` times in all. `requests` records what clients asked for; `idle` is
-    set once a follow stream has sent everything it has."""
+    a relay restarts), `drops` times for each distinct node filter. `requests` records what clients
+    asked for; `wait_idle` waits for follow streams to have sent everything they have. `nodes` overrides
+    the node list; `list_nodes=False` answers GetNodes with UNIMPLEMENTED, as a plain Hubble server."""
 
     responses: list[Any]
     live: list[Any] = field(default_factory=list)
     live_interval: float = 0.01
     drop_after: int = 0
     drops: int = 1
+    nodes: list[str] | None = None
+    list_nodes: bool = True
     requests: list[Any] = field(default_factory=list)
-    idle: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.responses = sorted(self.responses, key=_time_ns)
         self._lock = threading.Lock()
+        self._drops_left: dict[tuple, int] = {}
+        self._idle = threading.Condition()
+        self._followed = 0
+        if self.nodes is None:
+            self.nodes = sorted({node_of(r) for r in [*self.responses, *self.live] if r.HasField("flow")} - {""})
 
     def ServerStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         return observer_pb2.ServerStatusResponse(
             num_flows=len(self.responses), max_flows=len(self.responses), seen_flows=len(self.responses),
-            version="netpol-recommender-test", num_connected_nodes=UInt32Value(value=1),
+            version="netpol-recommender-test", num_connected_nodes=UInt32Value(value=len(self.nodes or ())),
             num_unavailable_nodes=UInt32Value(value=0),
         )  # fmt: skip
+
+    def GetNodes(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not self.list_nodes:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method GetNodes")
+        seen = {name: 0 for name in self.nodes or ()}
+        for response in self.responses:
+            if response.HasField("flow") and node_of(response) in seen:
+                seen[node_of(response)] += 1
+        return observer_pb2.GetNodesResponse(
+            nodes=[
+                observer_pb2.Node(name=name, state=relay_pb2.NODE_CONNECTED, seen_flows=count, uptime_ns=10**12)
+                for name, count in seen.items()
+            ]
+        )
 
     def GetFlows(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         self.requests.append(request)
         sent = 0
         for response in self._select(self.responses, request):
             if response.HasField("flow"):
-                self._maybe_drop(sent, context)
+                self._maybe_drop(request, sent, context)
                 sent += 1
             yield response
         if request.follow:
@@ -99,14 +145,25 @@ class FakeRelay(observer_pb2_grpc.ObserverServicer):
                     return
                 time.sleep(self.live_interval)
                 yield response
-            self.idle.set()
+            with self._idle:
+                self._followed += 1
+                self._idle.notify_all()
             while context.is_active():
                 time.sleep(0.02)
 
-    def _maybe_drop(self, sent: int, context: grpc.ServicerContext) -> None:
+    def wait_idle(self, streams: int = 1, timeout: float = 10) -> bool:
+        """Wait until `streams` follow streams have sent everything they have."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._followed >= streams, timeout)
+
+    def _maybe_drop(self, request: Any, sent: int, context: grpc.ServicerContext) -> None:
+        key = tuple(
+            tuple(node for f in filters for node in f.node_name) for filters in (request.whitelist, request.blacklist)
+        )
         with self._lock:
-            if self.drop_after and self.drops and sent == self.drop_after:
-                self.drops -= 1
+            left = self._drops_left.setdefault(key, self.drops)
+            if self.drop_after and left and sent == self.drop_after:
+                self._drops_left[key] = left - 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "relay restarting")
 
     @staticmethod
@@ -121,6 +178,8 @@ class FakeRelay(observer_pb2_grpc.ObserverServicer):
                 if until is not None and _time_ns(response) > until:
                     continue
                 if request.whitelist and not any(_filter_matches(f, response.flow) for f in request.whitelist):
+                    continue
+                if any(_filter_matches(f, response.flow) for f in request.blacklist):
                     continue
             selected.append(response)
         if window and request.number and not request.HasField("since"):

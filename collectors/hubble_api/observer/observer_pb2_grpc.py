@@ -5,7 +5,7 @@ import warnings
 
 from ..observer import observer_pb2 as observer_dot_observer__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -41,6 +41,11 @@ class ObserverStub:
                 request_serializer=observer_dot_observer__pb2.GetFlowsRequest.SerializeToString,
                 response_deserializer=observer_dot_observer__pb2.GetFlowsResponse.FromString,
                 _registered_method=True)
+        self.GetNodes = channel.unary_unary(
+                '/observer.Observer/GetNodes',
+                request_serializer=observer_dot_observer__pb2.GetNodesRequest.SerializeToString,
+                response_deserializer=observer_dot_observer__pb2.GetNodesResponse.FromString,
+                _registered_method=True)
         self.ServerStatus = channel.unary_unary(
                 '/observer.Observer/ServerStatus',
                 request_serializer=observer_dot_observer__pb2.ServerStatusRequest.SerializeToString,
@@ -60,6 +65,13 @@ class ObserverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNodes(self, request, context):
+        """GetNodes returns information about nodes in a cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ServerStatus(self, request, context):
         """ServerStatus returns some details about the running hubble server.
         """
@@ -74,6 +86,11 @@ def add_ObserverServicer_to_server(servicer, server):
                     servicer.GetFlows,
                     request_deserializer=observer_dot_observer__pb2.GetFlowsRequest.FromString,
                     response_serializer=observer_dot_observer__pb2.GetFlowsResponse.SerializeToString,
+            ),
+            'GetNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNodes,
+                    request_deserializer=observer_dot_observer__pb2.GetNodesRequest.FromString,
+                    response_serializer=observer_dot_observer__pb2.GetNodesResponse.SerializeToString,
             ),
             'ServerStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerStatus,
@@ -110,6 +127,33 @@ class Observer:
             '/observer.Observer/GetFlows',
             observer_dot_observer__pb2.GetFlowsRequest.SerializeToString,
             observer_dot_observer__pb2.GetFlowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/observer.Observer/GetNodes',
+            observer_dot_observer__pb2.GetNodesRequest.SerializeToString,
+            observer_dot_observer__pb2.GetNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,13 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str) 
 @click.option(
     "-o",
     "--output",
-    help="A directory to write report.md, report.html, report.json and recommendation.yaml into.",
+    help="A directory to write report.md, report.html, report.json and recommendation.yaml into "
+    "(replacing the last run's; see --force).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an --output folder that holds files netpol-recommender did not write (they are left as they are).",
 )
 @click.option(
     "--retain",
@@ -71,6 +77,7 @@ def report(
     cluster: ClusterSource,
     store: str,
     output: str | None,
+    force: bool,
     retain: timedelta,
     stale_after: timedelta,
     policies: str | None,
@@ -117,7 +124,7 @@ def report(
             options=ReportOptions(retain=retain, stale_after=stale_after),
         )
         if output:
-            report_render.write_report(result, output)
+            report_render.write_report(result, output, force=force)
         kept = observation_store.append(result.window, observed, result.recommendation_yaml, result.options.retain)
     click.echo(report_render.markdown(result), nl=False)
     outcome = "; ".join(result.drift_reasons()) or "nothing new"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from recommender import api
+from recommender.output_folder import replace_folder
 from recommender.report import SETTLED_AFTER, Report
-from recommender.store import write_atomically
 from recommender.tables import markdown_table
 
 MAX_ROWS = 50
@@ -40,19 +39,16 @@ class _Section:
     """(window, new paths) bars: a sparkline in Markdown, an SVG chart in HTML."""
 
 
-def write_report(report: Report, directory: str) -> list[str]:
-    """Write `FILES` into `directory` (each replaced atomically); returns their paths."""
-    os.makedirs(directory, exist_ok=True)
+def write_report(report: Report, directory: str, *, force: bool = False) -> list[str]:
+    """Write `FILES` into `directory`, replacing the last report as a whole (`output_folder.replace_folder`:
+    a folder holding files the tool did not write is refused unless `force`); returns their paths."""
     contents = (
         markdown(report),
         html_page(report),
         json_document(report),
         api.render_yaml(report.recommendation.proposal, explain=True),
     )
-    paths = [os.path.join(directory, name) for name in FILES]
-    for path, content in zip(paths, contents, strict=True):
-        write_atomically(path, content)
-    return paths
+    return replace_folder(directory, dict(zip(FILES, contents, strict=True)), force=force)
 
 
 def markdown(report: Report) -> str:

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from benchmarks.generate import START, Topology, flow_lines, inventory_snapshot, shop_topology
 from collectors.records import ObservationSet
 from recommender.cli import main
+from recommender.output_folder import MANIFEST
 from recommender.report import Report, ReportOptions, recommendation_changes, review
 from recommender.store import LOCK, ObservationStore, locked_store
 from tests.conftest import REPO
@@ -329,7 +330,7 @@ def test_the_markdown_report_is_printed_for_the_logs_and_written_with_html_json_
     for number, run in enumerate(runs, start=1):
         assert run.stdout == run.markdown
         reports = cronjob.folder / f"reports-{number}"
-        assert {"report.md", "report.html", "report.json", "recommendation.yaml"} == set(os.listdir(reports))
+        assert {"report.md", "report.html", "report.json", "recommendation.yaml", MANIFEST} == set(os.listdir(reports))
         assert "<svg" in (reports / "report.html").read_text()
     assert "## How settled is the picture" in runs[2].markdown
 

@@ -274,7 +274,8 @@ def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:
 
 
 def write_policies(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False
+    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
 ) -> list[str]:
-    """Write one file per namespace and a kustomization.yaml into `directory`."""
-    return write_proposal(proposal, directory, output_format=output_format, explain=explain)
+    """Write one file per namespace and a kustomization.yaml into `directory`, replacing the files an
+    earlier run wrote there; a folder holding other files is refused unless `force` (they are kept)."""
+    return write_proposal(proposal, directory, output_format=output_format, explain=explain, force=force)

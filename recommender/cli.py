@@ -51,6 +51,11 @@ def main() -> None:
 )
 @click.option("--explain", is_flag=True, help="Put a comment with its evidence above every rule.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an --output folder that holds files netpol-recommender did not write (they are left as they are).",
+)
+@click.option(
     "--exclude-namespace",
     "exclude",
     multiple=True,
@@ -68,6 +73,7 @@ def recommend(
     output: str,
     output_format: str,
     explain: bool,
+    force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
     quiet: bool,
@@ -93,7 +99,9 @@ def recommend(
         elif output == "json":
             click.echo(proposal_text(result.proposal, "json"), nl=False)
         else:
-            written = api.write_policies(result.proposal, output, output_format=output_format, explain=explain)
+            written = api.write_policies(
+                result.proposal, output, output_format=output_format, explain=explain, force=force
+            )
             stderr.print(f"wrote {len(written)} files to {output}")
     if not quiet:
         _print_summary(result)

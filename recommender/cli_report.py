@@ -15,8 +15,6 @@ from recommender.cli_options import ClusterSource, Sources, cluster_options, sou
 from recommender.report import ReportOptions, review
 from recommender.store import locked_store
 
-NOTHING_NEW = 0
-DRIFT = 3
 ENVIRONMENT_PREFIX = "NETPOL_RECOMMENDER"
 
 
@@ -39,7 +37,13 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str) 
 @click.option(
     "-o",
     "--output",
-    help="A directory to write report.md, report.html, report.json and recommendation.yaml into.",
+    help="A directory to write report.md, report.html, report.json and recommendation.yaml into "
+    "(replacing the last run's; see --force).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an --output folder that holds files netpol-recommender did not write (they are left as they are).",
 )
 @click.option(
     "--retain",
@@ -71,6 +75,7 @@ def report(
     cluster: ClusterSource,
     store: str,
     output: str | None,
+    force: bool,
     retain: timedelta,
     stale_after: timedelta,
     policies: str | None,
@@ -81,19 +86,24 @@ def report(
     The report (Markdown on stdout; Markdown, HTML and JSON in --output) lists the paths new since the
     last run, the paths not seen for --stale-after, the observed connections the policies in force
     would break, their rules nothing used in the retention period, the recommendation for every
-    window kept and how it changed since the last run, and how settled the picture is (new paths
-    per window). Times are the flows' own clock.
+    window kept and how it changed since the last run, and how settled the picture is: settled once
+    3 windows in a row each had enough flows, brought no new path, and together observed every
+    managed namespace. Times are the flows' own clock.
 
     \b
     Exit status:
       0  nothing new
       3  drift found: new paths, connections that would break on enforcement,
          or a changed recommendation
-      1  error (the store is left as it was)
+      4  gap: this window had no flows, no connection, or under 10% of the median
+         flows of the earlier windows; it is stored, but counts as no evidence
+         (before 3: the observation needs a look first)
+      1  error (the store is left as it was), also for a window already stored
+         or one starting before the newest stored window ends
       2  usage error
 
-    The first run (an empty store) is the baseline: its paths and its recommendation are not drift,
-    so it exits 0 unless observed connections would break.
+    The first run (an empty store, or one holding only gaps) is the baseline: its paths and its
+    recommendation are not drift, so it exits 0 unless observed connections would break.
 
     Examples:
 
@@ -117,9 +127,11 @@ def report(
             options=ReportOptions(retain=retain, stale_after=stale_after),
         )
         if output:
-            report_render.write_report(result, output)
+            report_render.write_report(result, output, force=force)
         kept = observation_store.append(result.window, observed, result.recommendation_yaml, result.options.retain)
     click.echo(report_render.markdown(result), nl=False)
+    for warning in result.warnings():
+        stderr.print(f"warning: {warning}", markup=False, highlight=False)
     outcome = "; ".join(result.drift_reasons()) or "nothing new"
     stderr.print(f"window {result.window.id} stored in {store} ({len(kept)} kept): {outcome}")
-    sys.exit(DRIFT if result.drift else NOTHING_NEW)
+    sys.exit(result.exit_status)

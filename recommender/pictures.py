@@ -76,6 +76,15 @@ BENDS = (0.12, -0.12, 0.2, -0.2, 0.3, -0.3, 0.45, -0.45)
 """Curvatures tried in turn for an arrow, until one keeps clear of the other nodes."""
 MAX_SAGITTA = 1.5
 """How far (inches) an arc may stray from the straight line, unless that is less than the first of BENDS."""
+MAX_WORKLOADS, MAX_ARROWS = 30, 80
+"""Above either, the graph has one node per namespace (and per kind of entity): drawn one by one, that many
+workloads or arrows are a hairball."""
+NAMESPACE_LEVEL_PORTS = 2
+"""Ports listed on an arrow between namespaces; the others are counted."""
+WORKLOAD_HINT = (
+    "One workload with its clients and servers: netpol-recommender graph ... --workload NAMESPACE/NAME "
+    '(api.picture(observed, kind="workload", workload=...)).'
+)
 
 
 @dataclass(frozen=True)
@@ -189,12 +198,43 @@ def _node(key: str, serves_dns: bool, dns_names: Mapping[str, tuple[str, ...]]) 
     return _Node(key, ENTITY_KINDS.get(entity, "other"), "", entity, label)
 
 
-def _ports(flows: Iterable[_Flow]) -> str:
-    """`TCP/80,443 UDP/53`, with "dropped" after ports only seen dropped."""
+def _ports(flows: Iterable[_Flow], most: int | None = None) -> str:
+    """`TCP/80,443 UDP/53`, with "dropped" after ports only seen dropped; past `most` ports, `+N more`."""
     by_protocol: dict[str, list[str]] = defaultdict(list)
-    for flow in flows:
+    flows = list(flows)
+    for flow in flows[:most]:
         by_protocol[flow.protocol].append(f"{flow.port}{' dropped' if flow.dropped else ''}")
-    return " ".join(f"{protocol}/{','.join(ports)}" for protocol, ports in sorted(by_protocol.items()))
+    text = " ".join(f"{protocol}/{','.join(ports)}" for protocol, ports in sorted(by_protocol.items()))
+    return text + (f" +{len(flows) - most} more" if most is not None and len(flows) > most else "")
+
+
+def _namespace_level(nodes: Mapping[str, _Node], flows: Iterable[_Flow]) -> tuple[dict[str, _Node], list[_Flow]]:
+    """The same traffic between namespaces and kinds of entity: one node per namespace (`ns/*`) or entity
+    (`world`, `host`, …), one flow per (client, server, protocol, port, status), counts added up."""
+    group = {key: f"{node.namespace}/*" if node.namespace else node.entity for key, node in nodes.items()}
+    members: dict[str, list[_Node]] = defaultdict(list)
+    for key, node in nodes.items():
+        members[group[key]].append(node)
+    grouped = {key: _group_node(key, found) for key, found in members.items()}
+    totals: dict[tuple[str, str, str, int, str | None], list[int]] = {}
+    for flow in flows:
+        key = (group[flow.client], group[flow.server], flow.protocol, flow.port, flow.status)
+        count, dropped = totals.get(key, [0, 1])
+        totals[key] = [count + flow.count, dropped and flow.dropped]
+    order = [None, ALLOWED, WOULD_BREAK, UNOBSERVED]
+    keys = sorted(totals, key=lambda key: (*key[:4], order.index(key[4])))
+    return grouped, [_Flow(*key[:4], totals[key][0], key[4], bool(totals[key][1])) for key in keys]
+
+
+def _group_node(key: str, members: list[_Node]) -> _Node:
+    """A namespace's workloads, or an entity's addresses, as one node."""
+    first = members[0]
+    if first.namespace:
+        kind = "dns" if all(node.kind == "dns" for node in members) else "workload"
+        label = f"{len(members)} workload{'s' if len(members) != 1 else ''}"
+        return _Node(key, kind, first.namespace, POD, label)
+    label = first.label if len(members) == 1 else f"{first.entity}\n{len(members)} addresses"
+    return _Node(key, first.kind, "", first.entity, label)
 
 
 def _counted(flow: _Flow) -> str:
@@ -415,17 +455,18 @@ class _Box:
     is_namespace: bool
     columns: list[list[_Node]]
     cell: Point  # width and height of a node's place, inches
+    head: float = 0.3
+    """Room above the nodes for the title (and, between namespaces, for a namespace's loop)."""
     x: float = 0.0  # lower left corner, inches
     y: float = 0.0
 
     PAD: ClassVar[float] = 0.15
-    TITLE: ClassVar[float] = 0.3
 
     @property
     def size(self) -> Point:
         rows = max(map(len, self.columns))
         width = max(len(self.columns) * self.cell[0] + 2 * self.PAD, _text_size(self.title, 10)[0] + 0.4)
-        return width, rows * self.cell[1] + self.TITLE + self.PAD
+        return width, rows * self.cell[1] + self.head + self.PAD
 
     def positions(self) -> dict[str, Point]:
         """Node positions: each column centred vertically, the node's label below it."""
@@ -434,7 +475,7 @@ class _Box:
         rows = max(map(len, self.columns))
         positions = {}
         for i, column in enumerate(self.columns):
-            top = self.y + height - self.TITLE - (rows - len(column)) * self.cell[1] / 2
+            top = self.y + height - self.head - (rows - len(column)) * self.cell[1] / 2
             for j, node in enumerate(column):
                 positions[node.key] = (left + (i + 0.5) * self.cell[0], top - j * self.cell[1] - 0.2)
         return positions
@@ -458,7 +499,7 @@ def _layers(graph: nx.DiGraph) -> dict[str, int]:
     return layers
 
 
-def _box(title: str, is_namespace: bool, members: list[_Node], graph: nx.DiGraph) -> _Box:
+def _box(title: str, is_namespace: bool, members: list[_Node], graph: nx.DiGraph, head: float) -> _Box:
     """A group laid out left to right by its internal traffic, in columns of at most ~1.5 √n nodes."""
     by_key = {node.key: node for node in members}
     layers = _layers(graph.subgraph(by_key))
@@ -469,12 +510,12 @@ def _box(title: str, is_namespace: bool, members: list[_Node], graph: nx.DiGraph
         columns += [[by_key[key] for key in keys[i : i + height]] for i in range(0, len(keys), height)]
     longest = max(_text_size(node.label)[0] for node in members)
     lines = max(len(node.lines) for node in members)
-    return _Box(title, is_namespace, columns, (max(1.4, longest + 0.7), 0.5 + lines * LINE_HEIGHT))
+    return _Box(title, is_namespace, columns, (max(1.4, longest + 0.7), 0.5 + lines * LINE_HEIGHT), head)
 
 
-def _boxes(nodes: dict[str, _Node], graph: nx.DiGraph) -> list[list[_Box]]:
+def _boxes(nodes: dict[str, _Node], graph: nx.DiGraph, head: float) -> list[list[_Box]]:
     """Columns of boxes, left to right: entities that only call; the namespaces in a grid, column by
-    column in traffic order; entities that are called."""
+    column in traffic order; entities that are called. `head` is the room above the nodes of a box."""
     members: dict[tuple[str, str], list[_Node]] = defaultdict(list)
     for node in nodes.values():
         if node.namespace:
@@ -482,7 +523,7 @@ def _boxes(nodes: dict[str, _Node], graph: nx.DiGraph) -> list[list[_Box]]:
         else:
             side = "called" if graph.in_degree(node.key) else "calling"
             members[side, ENTITY_BOXES.get(node.entity, node.entity)].append(node)
-    boxes = {key: _box(key[1], key[0] == "namespace", group, graph) for key, group in sorted(members.items())}
+    boxes = {key: _box(key[1], key[0] == "namespace", group, graph, head) for key, group in sorted(members.items())}
     namespaces = nx.DiGraph()
     namespaces.add_nodes_from(name for side, name in boxes if side == "namespace")
     namespaces.add_edges_from(
@@ -543,37 +584,48 @@ def workload_graph(
     status: Status | None = None,
     dns_names: Mapping[str, tuple[str, ...]] | None = None,
     title: str | None = None,
+    max_workloads: int = MAX_WORKLOADS,
+    max_arrows: int = MAX_ARROWS,
 ) -> Figure:
     """The workload communication graph: namespaces as boxes, traffic as arrows client → server.
 
     Arrow width grows with the log of the flow count; labels give the ports. World, nodes and DNS
     servers have their own shapes; world IPs show their DNS name when `dns_names` ({ip: names}) has it.
     With `status`, arrows are coloured allowed (green), would-break (red) or unobserved (grey, dashed).
+    Above `max_workloads` workloads or `max_arrows` arrows, each namespace (and each kind of entity) is
+    one node, and the subtitle says how to see one workload.
     """
     title = title or "Workload communication"
     flows = _flows(edges, status)
     if not flows:
         return _no_traffic(title)
     nodes = _nodes(flows, dns_names)
+    workloads = sum(1 for node in nodes.values() if node.namespace)
+    summary = f"{workloads} workloads, {len(nodes) - workloads} other endpoints, {len(flows)} edges"
+    subtitle = f"{summary}. Arrow width: log of the flow count; arrows to DNS servers are port 53."
+    most, gap, head = None, 1.1, 0.3
+    if workloads > max_workloads or len(_arrows(flows)) > max_arrows:
+        namespaces = len({node.namespace for node in nodes.values() if node.namespace})
+        subtitle = (
+            f"{summary}: too many to draw one by one, so each of the {namespaces} namespaces is one node, and so is "
+            "each kind of other endpoint. Arrow width: log of the flow count.\n" + WORKLOAD_HINT
+        )
+        nodes, flows = _namespace_level(nodes, flows)
+        most, gap, head = NAMESPACE_LEVEL_PORTS, 2.2, 0.8  # room for the loop of traffic inside a namespace
+        if len(_arrows(flows)) > max_arrows:
+            most = 0
+            subtitle += " Too many arrows between namespaces to list their ports: graph --matrix counts the flows."
     arrows = _arrows(flows)
     graph = nx.DiGraph()
     graph.add_nodes_from(nodes)
     graph.add_edges_from((arrow.client, arrow.server) for arrow in arrows)
-    columns = _boxes(nodes, graph)
-    width, height = _place(columns, gap=1.1, margin=(0.3, 0.5))
-    figure, axes = _canvas(width, height + 0.8)
-    workloads = sum(1 for node in nodes.values() if node.namespace)
-    axes.text(0.3, height + 0.7, title, ha="left", va="top", fontsize=13, weight="bold")
-    summary = f"{workloads} workloads, {len(nodes) - workloads} other endpoints, {len(flows)} edges"
-    axes.text(
-        0.3,
-        height + 0.4,
-        f"{summary}. Arrow width: log of the flow count; arrows to DNS servers are port 53.",
-        ha="left",
-        va="top",
-        fontsize=FONT,
-        color="#555555",
-    )
+    columns = _boxes(nodes, graph, head)
+    width, height = _place(columns, gap=gap, margin=(0.3, 0.5))
+    header = 0.8 + LINE_HEIGHT * subtitle.count("\n")
+    width = max(width, _text_size(subtitle)[0] + 0.6)
+    figure, axes = _canvas(width, height + header)
+    axes.text(0.3, height + header - 0.1, title, ha="left", va="top", fontsize=13, weight="bold")
+    axes.text(0.3, height + header - 0.4, subtitle, ha="left", va="top", fontsize=FONT, color="#555555")
     labels = _Labels()
     positions: dict[str, Point] = {}
     for box in (box for column in columns for box in column):
@@ -591,7 +643,7 @@ def workload_graph(
         parallel[arrow.client, arrow.server] += 1
         ends = (positions[arrow.client], positions[arrow.server])
         dns = nodes[arrow.server].kind == "dns" and all(flow.port == DNS_PORT for flow in arrow.flows)
-        _draw_arrow(axes, arrow, ends, "" if dns else _ports(arrow.flows), labels, rad)
+        _draw_arrow(axes, arrow, ends, "" if dns or most == 0 else _ports(arrow.flows, most), labels, rad)
     _legend(axes, nodes.values(), arrows, status is not None)
     return figure
 

@@ -18,7 +18,8 @@ def load_policy_files(path: str) -> list[dict[str, Any]]:
     """Every NetworkPolicy in a file, or in the files of a directory tree (sorted by path).
 
     Other kinds (a kustomization.yaml, Services…) are skipped. Each policy is validated, so a
-    malformed one is reported with its file now rather than misread later.
+    malformed one is reported with its file now rather than misread later; so is a namespace/name
+    given twice (the cluster holds one object per name: which one is in force is not for us to guess).
     """
     if os.path.isdir(path):
         files = sorted(
@@ -31,11 +32,23 @@ def load_policy_files(path: str) -> list[dict[str, Any]]:
         files = [path]
     else:
         raise PolicyFileError(f"{path}: no such file or directory")
-    policies = [policy for file in files for policy in _policies_in(file)]
+    found: dict[str, str] = {}
+    policies = []
+    for file in files:
+        for policy, policy_id in _policies_in(file):
+            if policy_id in found:
+                again = "again in the same file" if found[policy_id] == file else f"and in {file}"
+                raise PolicyFileError(
+                    f"{found[policy_id]}: NetworkPolicy {policy_id} is defined twice ({again}): a cluster holds one "
+                    "object per namespace and name, so give each policy once"
+                )
+            found[policy_id] = file
+            policies.append(policy)
     return policies
 
 
-def _policies_in(path: str) -> list[dict[str, Any]]:
+def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
+    """The NetworkPolicies of one file, each with its namespace/name."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -49,10 +62,9 @@ def _policies_in(path: str) -> list[dict[str, Any]]:
         if not isinstance(document, dict) or document.get("kind") != "NetworkPolicy":
             continue
         try:
-            parse_policy(document)
+            found.append((document, parse_policy(document).id))
         except InvalidPolicyError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
-        found.append(document)
     return found
 
 

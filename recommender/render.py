@@ -6,13 +6,21 @@ Everything is sorted, so the same proposal always gives byte-identical files.
 from __future__ import annotations
 
 import json
-import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import yaml
 
+from recommender.output_folder import OutputFolderError, replace_folder
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
+
+KUSTOMIZATION = "kustomization.yaml"
+OWN_STEMS = ("kustomization", "findings")
+"""The names of the folder's own files (kustomization.yaml; findings.md and findings.json), without
+extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no namespace file has."""
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A namespace name: an RFC 1123 label, as Kubernetes validates it."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -75,36 +83,40 @@ def proposal_text(proposal: Proposal, output_format: str, *, explain: bool = Fal
     return namespace_yaml(plans, explain=explain)
 
 
+def namespace_file(namespace: str, output_format: str) -> str:
+    """The file of a namespace's policies: `<namespace>.<format>`, or `<namespace>.namespace.<format>` for a
+    namespace named like one of the folder's own files. Raises `OutputFolderError` for a name that is not a
+    Kubernetes namespace name: no file is ever named after anything else."""
+    if not DNS_LABEL.fullmatch(namespace):
+        raise OutputFolderError(
+            f"namespace {namespace!r} is not a Kubernetes namespace name (an RFC 1123 label): "
+            "no policy file is named after it"
+        )
+    return f"{namespace}.namespace.{output_format}" if namespace in OWN_STEMS else f"{namespace}.{output_format}"
+
+
 def write_proposal(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False
+    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
 ) -> list[str]:
     """Write one file per namespace plus a `kustomization.yaml` listing them; returns the paths.
 
-    Files from an earlier run that this proposal no longer has are left alone: the caller owns the
-    directory.
+    The folder is the tool's (`output_folder.replace_folder`): the files of the last run are replaced as
+    a whole, and a folder holding files it did not write is refused unless `force`.
     """
-    os.makedirs(directory, exist_ok=True)
     by_namespace: dict[str, list[PolicyPlan]] = {}
     for plan in ordered_policies(proposal):
         by_namespace.setdefault(plan.namespace, []).append(plan)
-    written = []
+    files = {}
     for namespace, plans in sorted(by_namespace.items()):
-        name = f"{namespace}.{output_format}"
         if output_format == "json":
             content = json.dumps(as_list(plans), indent=2) + "\n"
         else:
             content = namespace_yaml(plans, explain=explain)
-        _write(os.path.join(directory, name), content)
-        written.append(name)
+        files[namespace_file(namespace, output_format)] = content
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": written,
+        "resources": list(files),
     }
-    _write(os.path.join(directory, "kustomization.yaml"), _dump(kustomization))
-    return [os.path.join(directory, name) for name in [*written, "kustomization.yaml"]]
-
-
-def _write(path: str, content: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(content)
+    files[KUSTOMIZATION] = _dump(kustomization)
+    return replace_folder(directory, files, force=force)

@@ -2,8 +2,13 @@
 
 What is new since the last run, which paths went quiet, what the policies in force would break or
 never use, the recommendation for the running picture and how it changed since the last run, and
-how settled the picture is (new paths per window). `report_render` formats a `Report`; the
-`report` command decides its exit status from `Report.drift`.
+how settled the picture is. `report_render` formats a `Report`; the `report` command exits with
+`Report.exit_status`.
+
+A window with no flows, no connection, or far fewer flows than the store's windows usually have is a
+gap: stored, but no evidence that nothing changed. The picture is settled when the last
+`settled_after` windows were none of them a gap, brought no new path, and together observed every
+namespace the recommendation manages.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from statistics import median
 from typing import Any
 
 import pandas as pd
@@ -20,7 +26,7 @@ import yaml
 from collectors.enrich import apply_inventory
 from collectors.inventory import Inventory
 from collectors.parquet import merge_observation_sets
-from collectors.records import ObservationSet
+from collectors.records import POD, ObservationSet
 from recommender import api
 from recommender.graph import EDGE_KEY
 from recommender.render import ordered_policies
@@ -43,9 +49,11 @@ PATH_COLUMNS = list(PATH_TYPES)
 BREAK_COLUMNS = [*EDGE_KEY, "count", "explanation"]
 RULE_COLUMNS = ["namespace", "policy", "direction", "rule", "text"]
 CHANGE_COLUMNS = ["policy", "change", "detail"]
-SETTLING_COLUMNS = ["window", "start", "end", "flows", "paths", "new_paths"]
-SETTLED_AFTER = 3
-"""The picture is settled when this many windows in a row brought no new path."""
+SETTLING_COLUMNS = ["window", "start", "end", "flows", "paths", "new_paths", "gap"]
+NOTHING_NEW, DRIFT, GAP = 0, 3, 4
+"""Exit statuses of the `report` command (1 and 2 are errors); a gap comes before drift."""
+SHOWN_NAMESPACES = 10
+"""Unobserved namespaces named in a reason; the rest are counted."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,10 @@ class ReportOptions:
     """Windows that ended longer than this before the newest one are dropped (None: keep all)."""
     stale_after: timedelta = timedelta(days=7)
     """A path not seen for this long before the newest window's end is reported as stale."""
+    settled_after: int = 3
+    """The picture is settled when this many windows in a row had enough flows and brought no new path."""
+    gap_below: float = 0.1
+    """A window with fewer flows than this fraction of the median of the earlier windows is a gap."""
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
 
 
@@ -88,22 +100,46 @@ class Report:
     """The recommended policies as stored for the next run's comparison (no evidence comments)."""
     changes: pd.DataFrame | None
     """The recommendation against the last run's (`CHANGE_COLUMNS`); None on the first run."""
+    unobserved_namespaces: list[str] = field(default_factory=list)
+    """Namespaces the recommendation manages that none of the last `settled_after` windows observed."""
 
     @property
     def first_run(self) -> bool:
-        """The store had no window: this window is the baseline, and everything in it is new."""
-        return self.changes is None
+        """No earlier window kept has evidence (the store is empty, or holds only gaps): this window is the
+        baseline, and everything in it is new."""
+        return all(window.gap for window in self.history)
+
+    @property
+    def recent(self) -> list[Window]:
+        """The last `settled_after` windows, this one included, oldest first."""
+        return [*self.history, self.window][-self.options.settled_after :]
 
     @property
     def settling(self) -> pd.DataFrame:
-        """Every kept window with its flows, paths and new paths, oldest first (`SETTLING_COLUMNS`)."""
-        rows = [(w.id, w.start, w.end, w.flows, w.paths, w.new_paths) for w in [*self.history, self.window]]
+        """Every kept window with its flows, paths, new paths and gap, oldest first (`SETTLING_COLUMNS`)."""
+        rows = [(w.id, w.start, w.end, w.flows, w.paths, w.new_paths, w.gap) for w in [*self.history, self.window]]
         return pd.DataFrame(rows, columns=SETTLING_COLUMNS)
+
+    def unsettled_reasons(self) -> list[str]:
+        """Why the picture is not settled yet, one unmet condition a line; empty when it is settled."""
+        needed, recent = self.options.settled_after, self.recent
+        reasons = []
+        if len(recent) < needed:
+            reasons.append(f"{len(recent)} of the {needed} windows needed observed so far")
+        reasons += [f"window {w.id} is a gap: {w.gap}" for w in recent if w.gap]
+        reasons += [f"window {w.id} brought {w.new_paths} new path(s)" for w in recent if w.new_paths]
+        if self.unobserved_namespaces:
+            names = self.unobserved_namespaces
+            more = f" and {len(names) - SHOWN_NAMESPACES} more" if len(names) > SHOWN_NAMESPACES else ""
+            reasons.append(
+                f"no traffic of managed namespace(s) {', '.join(names[:SHOWN_NAMESPACES])}{more} "
+                f"in the last {len(recent)} window(s)"
+            )
+        return reasons
 
     @property
     def settled(self) -> bool:
-        recent = [w.new_paths for w in [*self.history, self.window]][-SETTLED_AFTER:]
-        return len(recent) == SETTLED_AFTER and not any(recent)
+        return not self.unsettled_reasons()
 
     def drift_reasons(self) -> list[str]:
         """Why this run found drift; empty when nothing needs a look. On the first run new paths and the
@@ -113,13 +149,28 @@ class Report:
             reasons.append(f"{len(self.comparison.would_break)} observed connection(s) would break on enforcement")
         if not self.first_run and len(self.new_paths):
             reasons.append(f"{len(self.new_paths)} new path(s)")
-        if self.changes is not None and len(self.changes):
+        if not self.first_run and self.changes is not None and len(self.changes):
             reasons.append(f"the recommendation changed ({self.changes['policy'].nunique()} policies)")
         return reasons
 
     @property
     def drift(self) -> bool:
         return bool(self.drift_reasons())
+
+    def warnings(self) -> list[str]:
+        """What makes this window's evidence doubtful, for every format and the terminal."""
+        if not self.window.gap:
+            return []
+        return [
+            f"window {self.window.id} is a gap ({self.window.gap}): it is stored, but it is no evidence that "
+            "nothing changed and does not count towards a settled picture. Check the observation: the relay's "
+            f"address and filters (--namespace, --verdict), or the input files (exit status {GAP})"
+        ]
+
+    @property
+    def exit_status(self) -> int:
+        """GAP when this window is a gap (the observation itself needs a look first), else DRIFT or NOTHING_NEW."""
+        return GAP if self.window.gap else DRIFT if self.drift else NOTHING_NEW
 
 
 def review(
@@ -144,6 +195,8 @@ def review(
     window_paths = _paths(observed, inventory)
     seen_before = _paths(earlier, inventory) if earlier is not None else window_paths.iloc[0:0]
     new_paths = window_paths[~_keys(window_paths).isin(_keys(seen_before))]
+    window = replace(pending, paths=len(window_paths), new_paths=len(new_paths))
+    window = replace(window, gap=_gap(window, history, options.gap_below))
     picture_paths = _paths(picture, inventory)
     stale_paths = picture_paths[picture_paths["last_seen"] < pd.Timestamp(pending.end) - options.stale_after]
     comparison = None
@@ -152,8 +205,10 @@ def review(
     recommendation = api.recommend(picture, options.synthesis, inventory)
     previous = store.recommendation(store.windows[-1]) if store.windows else None
     manifests = [plan.manifest for plan in ordered_policies(recommendation.proposal)]
+    recent = history[-(options.settled_after - 1) :] if options.settled_after > 1 else []  # with this window
+    observed_namespaces = set().union(*(_namespaces(store.observations(w)) for w in recent), _namespaces(observed))
     return Report(
-        window=replace(pending, paths=len(window_paths), new_paths=len(new_paths)),
+        window=window,
         history=history,
         options=options,
         new_paths=new_paths.reset_index(drop=True),
@@ -162,7 +217,31 @@ def review(
         recommendation=recommendation,
         recommendation_yaml=api.render_yaml(recommendation.proposal),
         changes=None if previous is None else recommendation_changes(yaml.safe_load_all(previous), manifests),
+        unobserved_namespaces=sorted(set(recommendation.proposal.managed_namespaces) - observed_namespaces),
     )
+
+
+def _gap(window: Window, history: Sequence[Window], below: float) -> str:
+    """Why `window` is too thin to count as evidence, or "": no flows, no connection, or fewer flows than
+    `below` times the median of the earlier windows that were not gaps."""
+    if not window.flows:
+        return "no flows"
+    if not window.paths:
+        return f"no connection in its {window.flows:,} flows"
+    usual = median([w.flows for w in history if not w.gap] or [0])
+    if window.flows < below * usual:
+        return f"{window.flows:,} flows, fewer than {below:.0%} of the median of the earlier windows ({usual:,.0f})"
+    return ""
+
+
+def _namespaces(observed: ObservationSet) -> set[str]:
+    """The namespaces of the pods that sent or received the observed traffic."""
+    seen = observed.observations
+    return {
+        namespace
+        for side in ("client", "server")
+        for namespace in seen.loc[seen[f"{side}_entity"] == POD, f"{side}_namespace"]
+    }
 
 
 def _paths(observed: ObservationSet, inventory: Inventory | None) -> pd.DataFrame:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from recommender import api
-from recommender.report import SETTLED_AFTER, Report
-from recommender.store import write_atomically
+from recommender.output_folder import replace_folder
+from recommender.report import Report
 from recommender.tables import markdown_table
 
 MAX_ROWS = 50
@@ -38,21 +37,22 @@ class _Section:
     table: pd.DataFrame | None = None
     chart: tuple[tuple[str, int], ...] = ()
     """(window, new paths) bars: a sparkline in Markdown, an SVG chart in HTML."""
+    warnings: tuple[str, ...] = ()
+    """Shown before the paragraphs, marked as warnings."""
+    items: tuple[str, ...] = ()
+    """A list after the paragraphs."""
 
 
-def write_report(report: Report, directory: str) -> list[str]:
-    """Write `FILES` into `directory` (each replaced atomically); returns their paths."""
-    os.makedirs(directory, exist_ok=True)
+def write_report(report: Report, directory: str, *, force: bool = False) -> list[str]:
+    """Write `FILES` into `directory`, replacing the last report as a whole (`output_folder.replace_folder`:
+    a folder holding files the tool did not write is refused unless `force`); returns their paths."""
     contents = (
         markdown(report),
         html_page(report),
         json_document(report),
         api.render_yaml(report.recommendation.proposal, explain=True),
     )
-    paths = [os.path.join(directory, name) for name in FILES]
-    for path, content in zip(paths, contents, strict=True):
-        write_atomically(path, content)
-    return paths
+    return replace_folder(directory, dict(zip(FILES, contents, strict=True)), force=force)
 
 
 def markdown(report: Report) -> str:
@@ -61,10 +61,14 @@ def markdown(report: Report) -> str:
     for number, section in enumerate(sections):
         if number:
             lines += [f"## {section.title}", ""]
+        for warning in section.warnings:
+            lines += [f"> **Warning:** {_sentence(warning)}", ""]
         if section.chart:
             lines += [f"{CHART_CAPTION}: {_sparkline([count for _, count in section.chart])}", ""]
         for paragraph in section.paragraphs:
             lines += [paragraph, ""]
+        if section.items:
+            lines += [*(f"- {item}" for item in section.items), ""]
         if section.table is not None:
             lines += [markdown_table(_cut(section.table), list(section.table.columns)), *_more(section.table)]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -76,9 +80,15 @@ def html_page(report: Report) -> str:
     for number, section in enumerate(sections):
         level = 1 if number == 0 else 2
         body.append(f"<h{level}>{html.escape(section.title)}</h{level}>")
+        body += [
+            f'<p class="warning"><strong>Warning:</strong> {html.escape(_sentence(warning))}</p>'
+            for warning in section.warnings
+        ]
         if section.chart:
             body += [f"<p>{CHART_CAPTION}:</p>", _chart(section.chart)]
         body += [f"<p>{html.escape(paragraph)}</p>" for paragraph in section.paragraphs]
+        if section.items:
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in section.items) + "</ul>")
         if section.table is not None:
             if section.table.empty:
                 body.append("<p><em>none</em></p>")
@@ -97,6 +107,7 @@ _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:80em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:.2em .6em;text-align:left;"
     "border-bottom:1px solid #ddd;font-size:.9em}th{background:#f3f3f3}svg rect{fill:#4a7ab5}"
+    ".warning{background:#fdf0e0;border-left:4px solid #d9822b;padding:.5em .8em}"
 )
 
 
@@ -105,6 +116,8 @@ def json_document(report: Report) -> str:
     comparison = report.comparison
     document = {
         "window": report.window.to_dict(),
+        "exit_status": report.exit_status,
+        "warnings": report.warnings(),
         "first_run": report.first_run,
         "drift": report.drift,
         "drift_reasons": report.drift_reasons(),
@@ -127,7 +140,13 @@ def json_document(report: Report) -> str:
             "excess": len(recommendation.check.excess),
             "changes": None if report.changes is None else _records(report.changes),
         },
-        "settling": {"settled": report.settled, "windows": _records(report.settling)},
+        "settling": {
+            "settled": report.settled,
+            "settled_after": report.options.settled_after,
+            "unmet": report.unsettled_reasons(),
+            "unobserved_namespaces": report.unobserved_namespaces,
+            "windows": _records(report.settling),
+        },
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
@@ -137,7 +156,9 @@ def json_document(report: Report) -> str:
 
 def _sections(report: Report) -> list[_Section]:
     return [
-        _Section(f"Network policy review: window {report.window.id}", _overview(report)),
+        _Section(
+            f"Network policy review: window {report.window.id}", _overview(report), warnings=tuple(report.warnings())
+        ),
         _Section(
             "New paths since the last run",
             ("Paths of this window that no earlier window kept by the store had.",),
@@ -161,18 +182,20 @@ def _overview(report: Report) -> tuple[str, ...]:
         f"{window.flows:,} flows, {window.paths} paths, {window.new_paths} new. The running picture is the "
         f"{len(kept)} window(s) kept since {_time(kept[0].start)} (retention {_duration(report.options.retain)}).",
     ]
-    if report.first_run:
+    if report.first_run and window.gap:
+        paragraphs.append("No window with flows yet: the first one to have them will be the baseline.")
+    elif report.first_run:
         paragraphs.append(
-            "First run: this window is the baseline. Every path in it is new and the recommendation is the first "
+            ("First run" if not report.history else "First window with flows (the earlier ones are gaps)")
+            + ": this window is the baseline. Every path in it is new and the recommendation is the first "
             "one, which is not drift; from the next run on, new paths and a changed recommendation are."
         )
     reasons = report.drift_reasons()
+    status = f"exit status {report.exit_status}" + (", for the gap" if window.gap else "")
     if reasons:
-        paragraphs.append(f"Drift found (exit status 3): {'; '.join(reasons)}.")
+        paragraphs.append(f"Drift found ({status}): {'; '.join(reasons)}.")
     else:
-        paragraphs.append(
-            "Nothing new: no new path, nothing that would break, the same recommendation (exit status 0)."
-        )
+        paragraphs.append(f"Nothing new: no new path, nothing that would break, the same recommendation ({status}).")
     return tuple(paragraphs)
 
 
@@ -232,13 +255,16 @@ def _recommendation_sections(report: Report) -> list[_Section]:
 
 
 def _settling_section(report: Report) -> _Section:
-    settling = report.settling
-    recent = settling["new_paths"].tail(SETTLED_AFTER)
+    settling, needed = report.settling, report.options.settled_after
+    managed = len(report.recommendation.proposal.managed_namespaces)
     verdict = (
-        f"Settled: no new path in the last {SETTLED_AFTER} windows, so the observation has seen the regular traffic."
+        f"Settled: the last {needed} windows each had enough flows (none was a gap), brought no new path, and "
+        f"together observed every namespace the recommendation manages ({managed}). The observation has seen "
+        "the regular traffic."
         if report.settled
-        else f"Not settled yet: {recent.sum()} new path(s) in the last {len(recent)} window(s). Keep observing "
-        "before enforcing the recommendation: the observation is long enough when new paths per window drop to ~0."
+        else "Not settled yet. Keep observing before enforcing the recommendation: the picture is settled once "
+        f"{needed} windows in a row each have enough flows (none is a gap), bring no new path, and together "
+        f"observe every namespace the recommendation manages ({managed}). Not met yet:"
     )
     table = settling.tail(SETTLING_ROWS).assign(
         start=settling["start"].map(_time),
@@ -251,6 +277,7 @@ def _settling_section(report: Report) -> _Section:
         (verdict,),
         table.rename(columns={"new_paths": "new paths"}),
         tuple(zip(bars["window"], bars["new_paths"].astype(int), strict=True)),
+        items=tuple(report.unsettled_reasons()),
     )
 
 
@@ -311,6 +338,10 @@ def _rule_count(recommendation: api.Recommendation) -> int:
     return sum(
         len(p.manifest["spec"].get(d, [])) for p in recommendation.proposal.policies for d in ("ingress", "egress")
     )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _time(moment: Any) -> str:

@@ -6,7 +6,10 @@
     <store>/lock                                held (`flock`) by the run changing the store: its pid, host
 
 The index lists each window's id, start and end (the data's clock: its first and last flow), the
-flows it read and the paths it saw; the running picture is the merge of the windows. Every file is
+flows it read, the paths it saw, whether it was a gap (too few flows to count as evidence) and a
+digest of its observations; the running picture is the merge of the windows. A window is stored
+once and in order: observations already stored, or starting before the newest window ends, are
+refused (their flows would be counted twice). Every file is
 written under a temporary name and renamed into place, the index last: a run that dies before
 renaming the index leaves the store as it was, and the next run removes the files it left behind.
 """
@@ -14,6 +17,7 @@ renaming the index leaves the store as it was, and the next run removes the file
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -25,6 +29,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from collectors.parquet import load_observation_file, merge_observation_sets, save_observations
 from collectors.records import ObservationSet
@@ -54,6 +61,10 @@ class Window:
     """Distinct (client, server, protocol, port) paths observed in the window."""
     new_paths: int = 0
     """Paths that no earlier window kept by the store had, when the window was added."""
+    gap: str = ""
+    """Why the window is a gap, too thin to count as evidence (no flows, far fewer than usual); "" if it is not."""
+    digest: str = ""
+    """A digest of the window's observations ("" without any): the same observations have the same digest."""
 
     @property
     def observations_file(self) -> str:
@@ -81,6 +92,8 @@ class Window:
             flows=int(entry.get("flows", 0)),
             paths=int(entry.get("paths", 0)),
             new_paths=int(entry.get("new_paths", 0)),
+            gap=str(entry.get("gap", "" if entry.get("flows") else "no flows")),
+            digest=str(entry.get("digest", "")),
         )
 
 
@@ -115,14 +128,39 @@ class ObservationStore:
 
     def next_window(self, observed: ObservationSet) -> Window:
         """The window `observed` would be stored as: the next id, and the span of its flows' times (a window
-        without flows starts and ends where the last one ended, or now for the first)."""
+        without flows starts and ends where the last one ended, or now for the first).
+
+        Raises `StoreError` for observations the store already holds, or that start before the newest
+        window ends: they would be counted twice.
+        """
         number = int(self.windows[-1].id) + 1 if self.windows else 1
         seen = observed.observations
         if len(seen) and seen["first_seen"].notna().any():
             start, end = seen["first_seen"].min().to_pydatetime(), seen["last_seen"].max().to_pydatetime()
         else:
             start = end = self.windows[-1].end if self.windows else datetime.now(UTC).replace(microsecond=0)
-        return Window(f"{number:06d}", start, end, flows=observed.stats.flows)
+        window = Window(f"{number:06d}", start, end, flows=observed.stats.flows, digest=_digest(seen))
+        self._refuse_repeated(window)
+        return window
+
+    def _refuse_repeated(self, window: Window) -> None:
+        if not window.digest:
+            return  # nothing observed: a gap, never a repeat
+        span = f"{_timestamp(window.start)} to {_timestamp(window.end)}"
+        for stored in self.windows:
+            if stored.digest == window.digest:
+                raise StoreError(
+                    f"the observations of this window ({span}) are those of window {stored.id}, already stored: "
+                    "a window is added once. The store is left as it was"
+                )
+        observing = [stored for stored in self.windows if stored.digest or stored.paths]  # a gap's span is made up
+        newest = observing[-1] if observing else None
+        if newest is not None and window.start < newest.end:
+            raise StoreError(
+                f"this window ({span}, the flows' clock) starts before the newest stored window {newest.id} ends "
+                f"({_timestamp(newest.end)}): it repeats or precedes stored flows, which would be counted twice. "
+                "Add windows in order, each after the last; the store is left as it was"
+            )
 
     def retained(self, newest: Window, retain: timedelta | None) -> list[Window]:
         """The stored windows kept next to `newest`: those that ended at most `retain` before it ended."""
@@ -256,6 +294,14 @@ def _read_index(directory: str) -> list[Window]:
         return [Window.from_dict(entry) for entry in document["windows"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"{path}: a window entry is malformed ({exc!r})") from exc
+
+
+def _digest(observations: pd.DataFrame) -> str:
+    """A digest of the observations' rows, in any order ("" for none)."""
+    if not len(observations):
+        return ""
+    rows = np.sort(pd.util.hash_pandas_object(observations, index=False).to_numpy())
+    return hashlib.sha256(rows.tobytes()).hexdigest()[:32]
 
 
 def _timestamp(moment: datetime) -> str:

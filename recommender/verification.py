@@ -7,6 +7,7 @@ decisions (which carry their own explanations) into tables.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import pandas as pd
 
 from collectors.inventory import Inventory
 from collectors.records import HOST, POD, ObservationSet, labels_from_text, labels_to_text
-from recommender.errors import ReplayError
+from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
     ConnectionSet,
@@ -29,7 +30,7 @@ from recommender.semantics import (
     RuleRef,
     parse_policies,
 )
-from recommender.semantics.policies import Direction
+from recommender.semantics.policies import Direction, NetworkPolicy
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
 
 LOCAL_NODE = "ALLOWED: traffic between a pod and its own node is always allowed (Kubernetes NetworkPolicy)"
@@ -143,7 +144,7 @@ def replay(
 ) -> Replay:
     """Decide every observed connection (default: `replayable(observed)`) under `policies`."""
     model = model or cluster_model(observed)
-    evaluator = Evaluator(parse_policies(policies), model.namespaces, model.pods)
+    evaluator = Evaluator(_distinct(parse_policies(policies)), model.namespaces, model.pods)
     rows = replayable(observed) if observations is None else observations
     keyed = rows.assign(client=endpoint_keys(rows, "client"), server=endpoint_keys(rows, "server"))
     records, decisions = [], []
@@ -173,6 +174,17 @@ def replay(
         .reset_index()
     )
     return Replay(connections[CONNECTION_COLUMNS] if len(frame) else frame, evaluator, decisions)
+
+
+def _distinct(policies: tuple[NetworkPolicy, ...]) -> tuple[NetworkPolicy, ...]:
+    """The policies, refused if a namespace/name comes twice (from a list, an inventory): it would count twice."""
+    twice = sorted(name for name, count in Counter(policy.id for policy in policies).items() if count > 1)
+    if twice:
+        raise RecommenderError(
+            f"the policy set holds {', '.join(twice)} more than once: a cluster holds one object per namespace and "
+            "name, so give each policy once"
+        )
+    return policies
 
 
 def named_ports(policies: Iterable[Mapping[str, Any]]) -> ConnectionSet:

@@ -4,6 +4,7 @@ network, the CronJob's security settings, and an image that runs the installed w
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shutil
 import subprocess
@@ -140,6 +141,17 @@ def test_the_pod_writes_only_to_its_volumes():
     assert "--store=/data/store" in arguments and "--output=/data/reports" in arguments
     tls = volumes[mounts["/var/run/hubble-relay-tls"]]["secret"]
     assert tls["optional"] is True  # only needed with TLS
+
+
+def test_the_report_folder_is_replaced_inside_the_writable_volume_it_lives_on():
+    """`report -o DIR` writes the new set in a folder next to DIR and renames it into place: DIR's parent must
+    be on a writable volume (the root filesystem is read-only, /tmp is another filesystem), DIR no mount point."""
+    (output,) = [arg.split("=", 1)[1] for arg in container()["args"] if arg.startswith("--output=")]
+    mounts = {mount["mountPath"]: mount for mount in container()["volumeMounts"]}
+    parent = posixpath.dirname(output)
+    assert output not in mounts
+    (volume,) = [path for path in mounts if parent == path or parent.startswith(f"{path}/")]
+    assert volume == "/data" and not mounts[volume].get("readOnly")
 
 
 def test_the_settings_come_from_the_configmap():

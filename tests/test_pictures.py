@@ -151,6 +151,52 @@ def test_graph_rejects_an_unknown_status(shop):
         pictures.workload_graph(api.edges(shop), status={("a/b", "c/d", "TCP", 80): "maybe"})
 
 
+def teams_cluster(teams: int = 12, size: int = 6) -> pd.DataFrame:
+    """The edges of a large cluster: teams of `size` workloads calling each other in a chain, each called by
+    the ingress, one calling a shared database and one an outside API, every workload using kube-dns."""
+    rows = []
+    for team in range(teams):
+        names = [f"team-{team:02d}/svc-{i}" for i in range(size)]
+        rows += [(a, b, "TCP", 8080 + i, 100) for i, (a, b) in enumerate(itertools.pairwise(names))]
+        rows += [(name, "kube-system/coredns", "UDP", 53, 50) for name in names]
+        rows += [(names[-1], "data/postgres", "TCP", 5432, 30), ("ingress/nginx", names[0], "TCP", 8080, 300)]
+        rows.append((names[2], f"world:203.0.113.{team}", "TCP", 443, 5))
+    edges = pd.DataFrame(rows, columns=["client", "server", "protocol", "port", "count"])
+    return edges.assign(verdicts="FORWARDED")
+
+
+def test_a_large_cluster_is_drawn_namespace_by_namespace_with_how_to_see_one_workload(tmp_path):
+    edges = teams_cluster()
+    status = {(row.client, row.server, row.protocol, row.port): ALLOWED for row in edges.itertuples()}
+    status[("team-03/svc-5", "data/postgres", "TCP", 5432)] = WOULD_BREAK
+    figure = pictures.workload_graph(edges, status=status)
+    labels = texts(figure)
+    assert not any("svc-" in label for label in labels)  # no workload drawn one by one
+    assert labels.count("6 workloads") == 12 and "world\n12 addresses" in labels
+    (subtitle,) = [label for label in labels if label.startswith("75 workloads, 12 other endpoints, 168 edges")]
+    assert "each of the 15 namespaces is one node" in subtitle and "--workload NAMESPACE/NAME" in subtitle
+    assert "TCP/8080-8084" not in labels and "TCP/8080,8081 +3 more" in labels  # inside a team: its loop
+    drawn = arrows(figure)
+    assert len(drawn["team-03/* -> data/*"]) == 1 and len(drawn["team-04/* -> data/*"]) == 1
+    assert color_of(drawn["team-03/* -> data/*"][0]) == to_rgb(STATUS_COLORS[WOULD_BREAK])
+    assert color_of(drawn["team-04/* -> data/*"][0]) == to_rgb(STATUS_COLORS[ALLOWED])
+    assert set(drawn) == {
+        *(f"team-{t:02d}/* -> {server}" for t in range(12) for server in (f"team-{t:02d}/*", "data/*", "world")),
+        *(f"team-{t:02d}/* -> kube-system/*" for t in range(12)),
+        *(f"ingress/* -> team-{t:02d}/*" for t in range(12)),
+    }
+    for name in ("a.svg", "b.svg"):
+        pictures.save(pictures.workload_graph(edges, status=status), tmp_path / name)
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+
+
+def test_the_size_limit_can_be_raised_to_draw_every_workload():
+    edges = teams_cluster(teams=5)  # 33 workloads, 70 edges
+    assert "6 workloads" in texts(pictures.workload_graph(edges))
+    labels = texts(pictures.workload_graph(edges, max_workloads=40))
+    assert "svc-0" in labels and "6 workloads" not in labels
+
+
 # ---------------------------------------------------------------------------------------------------- the matrix
 
 

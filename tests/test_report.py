@@ -23,10 +23,11 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.generate import START, Topology, flow_lines, inventory_snapshot, shop_topology
-from collectors.records import ObservationSet
+from collectors.records import ObservationSet, ReadStats
 from recommender.cli import main
-from recommender.report import Report, ReportOptions, recommendation_changes, review
-from recommender.store import LOCK, ObservationStore, locked_store
+from recommender.output_folder import MANIFEST
+from recommender.report import GAP, Report, ReportOptions, recommendation_changes, review
+from recommender.store import LOCK, ObservationStore, StoreError, locked_store
 from tests.conftest import REPO
 from tests.hubble_server import FakeRelay, parse_lines, serve
 from tests.kube_api_server import KubeApiServer, record_api_lists, write_kubeconfig
@@ -130,6 +131,62 @@ def test_the_picture_is_settled_after_three_windows_without_a_new_path(tmp_path)
     assert fourth.settling["new_paths"].tolist() == [paths, 0, 0, 0]
 
 
+def test_a_window_with_far_fewer_flows_than_usual_is_a_gap_and_breaks_the_settling(tmp_path):
+    directory = str(tmp_path / "store")
+    for hour in range(3):
+        advance(directory, observed_at(START + timedelta(hours=hour)))
+    thin = observed_at(START + timedelta(hours=3))
+    thin = replace(thin, stats=ReadStats(flows=thin.stats.flows // 20))
+    report = advance(directory, thin)
+    assert report.window.gap == f"{thin.stats.flows:,} flows, fewer than 10% of the median of the earlier windows " + (
+        f"({observed_at(START).stats.flows:,})"
+    )
+    assert report.exit_status == GAP and report.warnings()
+    after = review(ObservationStore(directory), observed_at(START + timedelta(hours=4)))
+    assert not after.settled
+    assert after.unsettled_reasons() == [f"window 000004 is a gap: {report.window.gap}"]
+
+
+def test_the_same_window_twice_is_refused_and_never_counted(tmp_path):
+    directory = str(tmp_path / "store")
+    advance(directory, observed_at(START))
+    with pytest.raises(StoreError, match="are those of window 000001, already stored"):
+        advance(directory, observed_at(START))
+    assert [w.id for w in ObservationStore(directory).windows] == ["000001"]
+
+
+def test_a_window_older_than_the_newest_stored_is_refused(tmp_path):
+    directory = str(tmp_path / "store")
+    advance(directory, observed_at(START + timedelta(hours=1)))
+    for moment in (START, START + timedelta(hours=1, minutes=5)):  # older, and overlapping
+        with pytest.raises(StoreError, match="starts before the newest stored window 000001 ends"):
+            advance(directory, observed_at(moment, topology=without_world_path()))
+    assert len(ObservationStore(directory).windows) == 1
+
+
+def test_the_picture_is_not_settled_while_a_managed_namespace_goes_unobserved(tmp_path):
+    directory = str(tmp_path / "store")
+    shop = shop_topology()
+    without_payments = Topology(shop.workloads, [c for c in shop.connections if "payments" not in c.client + c.server])
+    advance(directory, observed_at(START))
+    for hour in (1, 2):
+        advance(directory, observed_at(START + timedelta(hours=hour), topology=without_payments))
+    report = review(ObservationStore(directory), observed_at(START + timedelta(hours=3), topology=without_payments))
+    assert "payments" in report.recommendation.proposal.managed_namespaces  # from the first window, still kept
+    assert report.unsettled_reasons() == ["no traffic of managed namespace(s) payments in the last 3 window(s)"]
+    assert not report.settled
+
+
+def test_after_only_gaps_the_first_window_with_flows_is_the_baseline(tmp_path):
+    directory = str(tmp_path / "store")
+    empty = observed_at(START)
+    empty = replace(empty, observations=empty.observations.iloc[0:0], stats=ReadStats())
+    gap = advance(directory, empty)
+    assert (gap.window.gap, gap.exit_status, gap.first_run) == ("no flows", GAP, True)
+    baseline = advance(directory, observed_at(START))
+    assert baseline.first_run and baseline.drift_reasons() == [] and baseline.exit_status == 0
+
+
 def test_recommendation_changes_name_policies_and_rules():
     def policy(name: str, *ports: int) -> dict[str, Any]:
         rules = [{"ports": [{"protocol": "TCP", "port": port}]} for port in ports]
@@ -157,6 +214,30 @@ def test_usage_errors_exit_2(tmp_path):
     assert run(EXAMPLE, "--store", str(tmp_path), "--retain", "a month").exit_code == 2
     bad = run(EXAMPLE, "--store", str(tmp_path), env={"NETPOL_RECOMMENDER_STALE_AFTER": "soon"})
     assert bad.exit_code == 2 and "invalid duration 'soon'" in bad.stderr
+
+
+def test_a_store_fed_one_real_window_and_three_empty_ones_is_not_settled_and_reports_the_gaps(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    store, out = str(tmp_path / "store"), tmp_path / "report"
+    runs = [run(source, "--store", store, "-o", str(out)) for source in (EXAMPLE, str(empty), str(empty), str(empty))]
+    assert [outcome.exit_code for outcome in runs] == [0, GAP, GAP, GAP], [r.output for r in runs]
+    document = json.loads((out / "report.json").read_text())
+    assert document["exit_status"] == GAP and document["window"]["gap"] == "no flows"
+    assert document["settling"]["settled"] is False
+    assert document["settling"]["unmet"] == [
+        "window 000002 is a gap: no flows",
+        "window 000003 is a gap: no flows",
+        "window 000004 is a gap: no flows",
+        "no traffic of managed namespace(s) payments, shop in the last 3 window(s)",
+    ]
+    (warning,) = document["warnings"]
+    assert warning.startswith("window 000004 is a gap (no flows): it is stored, but it is no evidence")
+    assert "> **Warning:** Window 000004 is a gap (no flows)" in (out / "report.md").read_text()
+    assert "> **Warning:** Window 000004 is a gap" in runs[-1].stdout
+    assert '<p class="warning"><strong>Warning:</strong> Window 000004 is a gap' in (out / "report.html").read_text()
+    assert "warning: window 000004 is a gap (no flows)" in runs[-1].stderr
+    assert "Settled" not in runs[-1].stdout
 
 
 def test_a_store_another_run_holds_fails_with_exit_1_naming_it(tmp_path):
@@ -329,7 +410,7 @@ def test_the_markdown_report_is_printed_for_the_logs_and_written_with_html_json_
     for number, run in enumerate(runs, start=1):
         assert run.stdout == run.markdown
         reports = cronjob.folder / f"reports-{number}"
-        assert {"report.md", "report.html", "report.json", "recommendation.yaml"} == set(os.listdir(reports))
+        assert {"report.md", "report.html", "report.json", "recommendation.yaml", MANIFEST} == set(os.listdir(reports))
         assert "<svg" in (reports / "report.html").read_text()
     assert "## How settled is the picture" in runs[2].markdown
 

@@ -20,7 +20,7 @@ from benchmarks.generate import START, Topology, observation_set, shop_topology
 from collectors.aggregate import concat_observations, normalize_dtypes
 from collectors.errors import CollectorError
 from collectors.parquet import METADATA_KEY
-from collectors.records import ObservationSet
+from collectors.records import ObservationSet, ReadStats
 from recommender import store as store_module
 from recommender.store import FORMAT, INDEX, ObservationStore, StoreError, locked_store
 from tests.conftest import REPO
@@ -37,10 +37,12 @@ spec:
 
 
 def observed_at(moment: datetime, minutes: int = 10, topology: Topology | None = None) -> ObservationSet:
-    """A topology's traffic (the shop's by default) as one window of `minutes` starting at `moment`."""
+    """A topology's traffic (the shop's by default) as one window of `minutes` starting at `moment`, with
+    as many flows read as its observations count."""
     observed = observation_set(topology or shop_topology())
     frame = observed.observations.assign(first_seen=moment, last_seen=moment + timedelta(minutes=minutes))
-    return dataclasses.replace(observed, observations=normalize_dtypes(frame))
+    stats = ReadStats(flows=int(frame["count"].sum()))
+    return dataclasses.replace(observed, observations=normalize_dtypes(frame), stats=stats)
 
 
 def add(directory: str, observed: ObservationSet, retain: timedelta | None = None) -> ObservationStore:

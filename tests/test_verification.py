@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.generate import Connection, Topology, Workload, write_capture
+from collectors.inventory import Inventory
 from collectors.records import ObservationSet, ReadStats
 from recommender import api
 from recommender.cli import main
-from recommender.errors import ReplayError
+from recommender.errors import RecommenderError, ReplayError
 from recommender.synthesis import SynthesisOptions
 from tests.builders import observations
 
@@ -130,6 +131,34 @@ def test_bad_policy_files_are_clear_errors(tmp_path, seed_capture):
     assert outcome.exit_code == 1 and "not valid YAML" in outcome.stderr
     outcome = CliRunner().invoke(main, ["verify", "--policies", str(tmp_path / "none"), seed_capture])
     assert outcome.exit_code == 1 and "no such file or directory" in outcome.stderr
+
+
+def test_a_policy_given_twice_to_verify_or_diff_is_an_error_naming_its_files(tmp_path, seed_capture):
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(yaml.safe_dump_all([DEFAULT_DENY, ALLOW_FRONTEND]))
+    (folder / "backup").mkdir()
+    (folder / "backup" / "b.yaml").write_text(yaml.safe_dump(ALLOW_FRONTEND))
+    for command in ("verify", "diff"):
+        outcome = CliRunner().invoke(main, [command, "--policies", str(folder), seed_capture])
+        assert outcome.exit_code == 1, outcome.output
+        assert (
+            f"Error: {folder / 'a.yaml'}: NetworkPolicy mynamespace/allow-frontend is defined twice "
+            f"(and in {folder / 'backup' / 'b.yaml'})"
+        ) in outcome.stderr
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump_all([ALLOW_FRONTEND, DEFAULT_DENY, ALLOW_FRONTEND]))
+    outcome = CliRunner().invoke(main, ["diff", "--policies", str(again), seed_capture])
+    assert outcome.exit_code == 1 and "defined twice (again in the same file)" in outcome.stderr
+
+
+def test_a_policy_set_or_inventory_holding_a_policy_twice_is_refused_not_counted_twice(seed_capture):
+    observed = api.load_observations([seed_capture])
+    with pytest.raises(RecommenderError, match="holds mynamespace/allow-frontend more than once"):
+        api.verify([DEFAULT_DENY, ALLOW_FRONTEND, ALLOW_FRONTEND], observed)
+    inventory = Inventory(network_policies=(DEFAULT_DENY, ALLOW_FRONTEND, ALLOW_FRONTEND))
+    with pytest.raises(RecommenderError, match="holds mynamespace/allow-frontend more than once"):
+        api.diff(None, observed, inventory)
 
 
 def test_recommend_reports_recall_and_excess(bookinfo_files):

@@ -38,6 +38,7 @@ from collectors.aggregate import (
 from collectors.errors import CollectorError, OnError
 from collectors.hubble_identity import EndpointResolver
 from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, schema_for
+from collectors.names import InvalidName, is_host_name
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
 from collectors.records import (
     DROPPED,
@@ -143,7 +144,12 @@ class HubbleIngest:
         l4 = flow.l4
         ports = None if l4 is None else l4.TCP or l4.UDP or l4.SCTP
         event = flow.event_type
-        if verdict not in _KEPT_VERDICTS or ports is None or (event is not None and event.type not in _FAST_EVENTS):
+        if (
+            verdict not in _KEPT_VERDICTS
+            or ports is None
+            or flow.IP is None
+            or (event is not None and event.type not in _FAST_EVENTS)
+        ):
             self._add_unusual_flow(flow, fallback_time)
             return
         protocol = "TCP" if ports is l4.TCP else "UDP" if ports is l4.UDP else "SCTP"
@@ -248,7 +254,13 @@ class HubbleIngest:
             pairs += [(answer, dns.query) for answer in dns.ips]
         for address, name in pairs:
             if name:
-                self.dns_names.setdefault(address, set()).add(name.rstrip("."))
+                known, name = self.dns_names.setdefault(address, set()), name.rstrip(".")
+                if name in known:
+                    continue
+                if is_host_name(name):
+                    known.add(name)
+                else:
+                    self.stats.ignored["DNS name that is not a host name"] += 1
 
     def _hold(self, key: tuple, seen: datetime | None, src_pod: str, dst_pod: str) -> None:
         """Keep an undecided event until the rest of the stream can decide it."""
@@ -564,6 +576,8 @@ def _read_stream(
                     report(problem)
         except msgspec.ValidationError as exc:  # valid JSON, wrong shape (a subclass of DecodeError)
             report(f"unexpected value: {exc}")
+        except InvalidName as exc:
+            report(str(exc))
         except msgspec.DecodeError as exc:
             if raw.strip():
                 report(f"not valid JSON ({exc})")

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from collectors.aggregate import ObservationAggregator
+from collectors.names import check_ip, check_pod
 from collectors.records import (
     HEALTH,
     HOST,
@@ -82,7 +83,10 @@ def split_labels(raw: tuple[str, ...]) -> tuple[dict[str, str], set[str], bool, 
 
 
 def classify(endpoint: Any) -> Endpoint:
-    """The Endpoint of a decoded Hubble endpoint; non-pod entities come without their IP."""
+    """The Endpoint of a decoded Hubble endpoint; non-pod entities come without their IP.
+
+    Raises `collectors.names.InvalidName` for a pod whose names Kubernetes would not accept.
+    """
     labels, reserved, cidr, label_namespace = split_labels(endpoint.labels)
     for name, entity in _RESERVED_ENTITIES:
         if name in reserved:
@@ -98,6 +102,7 @@ def classify(endpoint: Any) -> Endpoint:
         workload, kind = workload_from_pod_name(endpoint.pod_name)
     else:
         workload, kind = "", ""  # a proxy leg: resolved later from the labels of known pods
+    check_pod(namespace, endpoint.pod_name, workload, kind, labels)
     return Endpoint(POD, namespace, workload, kind, labels_to_text(labels), "", endpoint.cluster_name)
 
 
@@ -126,7 +131,7 @@ class EndpointResolver:
             return known  # a pod: the IP does not matter
         found = self._with_ip.get((known, ip))
         if found is None:
-            with_ip = Endpoint(known.entity, ip=ip, cluster=known.cluster)
+            with_ip = Endpoint(known.entity, ip=check_ip(ip), cluster=known.cluster)
             found = self._with_ip[(known, ip)] = (self._aggregator.endpoint_id(with_ip), "")
         return found
 

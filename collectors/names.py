@@ -120,3 +120,12 @@ def check_ip(address: str) -> str:
     except ValueError:
         raise InvalidName(f"{_shown(address)} is not an IP address") from None
     return address
+
+
+def check_cidr(cidr: str) -> str:
+    """`cidr`, if it is an IPv4 or IPv6 network (a node's pod CIDR)."""
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise InvalidName(f"{_shown(cidr)} is not a CIDR") from None
+    return cidr

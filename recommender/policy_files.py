@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from collectors.names import InvalidName, check_labels, check_namespace, check_object_name
 from recommender.errors import PolicyFileError
 from recommender.semantics import InvalidPolicyError, parse_policy
 
@@ -62,10 +63,31 @@ def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
         if not isinstance(document, dict) or document.get("kind") != "NetworkPolicy":
             continue
         try:
-            found.append((document, parse_policy(document).id))
+            policy_id = parse_policy(document).id
+            _check_names(document)
         except InvalidPolicyError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
+        except InvalidName as exc:
+            raise PolicyFileError(f"{path}: NetworkPolicy {policy_id}: {exc}") from exc
+        found.append((document, policy_id))
     return found
+
+
+def _check_names(policy: dict[str, Any]) -> None:
+    """Check the names of a valid policy: its namespace and name, and the labels its selectors match."""
+    metadata = policy.get("metadata") or {}
+    if metadata.get("namespace"):
+        check_namespace(metadata["namespace"])
+    check_object_name(metadata["name"], "policy name")
+    spec = policy.get("spec") or {}
+    selectors = [spec.get("podSelector") or {}]
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for rule in spec.get(direction) or []:
+            for peer in (rule or {}).get(peers) or []:
+                selectors += [peer.get(key) or {} for key in ("podSelector", "namespaceSelector")]
+    for selector in selectors:
+        check_labels(selector.get("matchLabels") or {})
+        check_labels({expression["key"]: "" for expression in selector.get("matchExpressions") or []})
 
 
 def _flatten(documents: list[Any]) -> list[Any]:

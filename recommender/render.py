@@ -6,12 +6,12 @@ Everything is sorted, so the same proposal always gives byte-identical files.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import yaml
 
+from collectors.names import is_dns_label
 from recommender.output_folder import OutputFolderError, replace_folder
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
@@ -19,8 +19,6 @@ KUSTOMIZATION = "kustomization.yaml"
 OWN_STEMS = ("kustomization", "findings")
 """The names of the folder's own files (kustomization.yaml; findings.md and findings.json), without
 extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no namespace file has."""
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-"""A namespace name: an RFC 1123 label, as Kubernetes validates it."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -87,7 +85,7 @@ def namespace_file(namespace: str, output_format: str) -> str:
     """The file of a namespace's policies: `<namespace>.<format>`, or `<namespace>.namespace.<format>` for a
     namespace named like one of the folder's own files. Raises `OutputFolderError` for a name that is not a
     Kubernetes namespace name: no file is ever named after anything else."""
-    if not DNS_LABEL.fullmatch(namespace):
+    if not is_dns_label(namespace):
         raise OutputFolderError(
             f"namespace {namespace!r} is not a Kubernetes namespace name (an RFC 1123 label): "
             "no policy file is named after it"

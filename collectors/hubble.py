@@ -49,7 +49,7 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import STDIN, display_name, expand_inputs, open_input
+from collectors.sources import STDIN, TruncatedInput, display_name, expand_inputs, open_input
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -489,6 +489,8 @@ def read_lines(
     ingest.stats.bad.on_error = on_error
     try:
         _read_stream(lines, name, ingest, None, lines_before)
+    except TruncatedInput as cut:
+        _count_cut(ingest.stats, cut)
     except (OSError, EOFError, zlib.error) as exc:
         raise CollectorError(f"{name}: cannot read: {exc}") from exc
     return ingest.partial()
@@ -528,8 +530,17 @@ def _read_file(path: str, ingest: HubbleIngest, progress: Callable[[int], None] 
     with open_input(path) as stream:
         try:
             _read_stream(stream, name, ingest, progress)
+        except TruncatedInput as cut:
+            _count_cut(ingest.stats, cut)
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{name}: cannot read: {exc}") from exc
+
+
+def _count_cut(stats: ReadStats, cut: TruncatedInput) -> None:
+    """A compressed file broke off: the lines before the cut were read; the cut is a bad record
+    (an error, or skipped and counted)."""
+    stats.lines += cut.line - 1
+    stats.bad.report(cut.path, cut.line, cut.message)
 
 
 _PROGRESS_EVERY = 4096  # lines

@@ -267,7 +267,7 @@ def _print_summary(result: api.Recommendation) -> None:
         table.add_row(label, value)
     stderr.print(table)
     for example in result.observed.stats.bad.examples:
-        stderr.print(f"skipped: {example}", markup=False, highlight=False)
+        stderr.print(f"skipped: {example}", markup=False, highlight=False, emoji=False)
 
 
 main.add_command(report)

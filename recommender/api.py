@@ -159,6 +159,9 @@ class Recommendation:
             ("unresolved endpoints", str(int(unresolved))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]
+        if findings.no_stable_selector:  # listed below the table
+            fate = "podSelector {}, reach in excess" if self.options.allow_empty_selector else "no rule"
+            rows.append(("workloads without a stable selector", f"{len(findings.no_stable_selector)} ({fate})"))
         return rows
 
 
@@ -192,9 +195,19 @@ def recommend(
     options = options or SynthesisOptions()
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
-    proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options, _port_names(inventory))
+    proposal = synthesize(
+        observed.observations,
+        observed.pods,
+        observed.dns_names,
+        options,
+        _port_names(inventory),
+        pods_complete=inventory is not None,
+    )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
-    check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options, inventory)
+    unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
+    check = check_proposal(
+        [plan.manifest for plan in proposal.policies], observed, edges, options, inventory, unseen_pods_in=unseen
+    )
     return Recommendation(observed, proposal, options, check)
 
 

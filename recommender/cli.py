@@ -13,7 +13,7 @@ from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
 from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
 from recommender.cli_report import report
-from recommender.render import proposal_text
+from recommender.render import no_stable_selector_text, proposal_text
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 stdout = Console()
@@ -65,6 +65,12 @@ def main() -> None:
     "giving any replaces the default list.",
 )
 @click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
+@click.option(
+    "--allow-empty-selector",
+    is_flag=True,
+    help="Select a workload without stable labels with podSelector {} (its whole namespace, counted as excess) "
+    "instead of leaving its traffic without rules.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 @cluster_options
 def recommend(
@@ -76,6 +82,7 @@ def recommend(
     force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
+    allow_empty_selector: bool,
     quiet: bool,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
@@ -90,7 +97,11 @@ def recommend(
 
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
     """
-    options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
+    options = SynthesisOptions(
+        exclude_namespaces=tuple(ns for ns in exclude if ns),
+        include_dropped=include_dropped,
+        allow_empty_selector=allow_empty_selector,
+    )
     with user_errors():
         inventory = cluster.load()
         result = api.recommend(sources.load(inventory), options, inventory)
@@ -268,6 +279,8 @@ def _print_summary(result: api.Recommendation) -> None:
     stderr.print(table)
     for example in result.observed.stats.bad.examples:
         stderr.print(f"skipped: {example}", markup=False, highlight=False, emoji=False)
+    for item in result.proposal.findings.no_stable_selector:
+        stderr.print(no_stable_selector_text(item), markup=False, highlight=False, emoji=False)
 
 
 main.add_command(report)

@@ -13,7 +13,7 @@ import yaml
 
 from collectors.names import is_dns_label
 from recommender.output_folder import OutputFolderError, replace_folder
-from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
+from recommender.synthesis import DEFAULT_DENY, NoStableSelector, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
 OWN_STEMS = ("kustomization", "findings")
@@ -118,3 +118,22 @@ def write_proposal(
     }
     files[KUSTOMIZATION] = _dump(kustomization)
     return replace_folder(directory, files, force=force)
+
+
+def no_stable_selector_text(item: NoStableSelector, *, shown: int = 10) -> str:
+    """A workload without a stable selector, for the terminal: what it carries, what became of its
+    connections, and (with an inventory) the label that would make it selectable."""
+    labels = ", ".join(f"{key}={value}" for key, value in item.labels) or "none"
+    fate = (
+        "allowed with podSelector {} (its whole namespace, counted as excess)"
+        if item.emitted
+        else "no rule for its connections (--allow-empty-selector: podSelector {})"
+    )
+    lines = [f"no stable selector: {item.key} (labels: {labels}; none stable): {fate}"]
+    lines += [f"  {connection}" for connection in item.connections[:shown]]
+    if len(item.connections) > shown:
+        lines.append(f"  … and {len(item.connections) - shown} more")
+    if item.suggestion:
+        label = ", ".join(f"{key}={value}" for key, value in item.suggestion)
+        lines.append(f"  the label {label} on its pod template would select it and no other pod of {item.namespace}")
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ from collectors.records import (
     labels_from_text,
 )
 from recommender.graph import build_edges
-from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
+from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors, label_to_select
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -41,6 +41,9 @@ class SynthesisOptions:
     """Namespaces left without policies; their workloads stay usable as peers."""
     include_dropped: bool = False
     """Treat flows a policy DROPPED as wanted traffic (by default they are only reported)."""
+    allow_empty_selector: bool = False
+    """Select a workload without stable labels with `podSelector: {}` (its whole namespace; the reach is
+    counted as excess) instead of leaving its traffic without rules."""
 
 
 POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "DROP_REASON_UNKNOWN")
@@ -111,6 +114,29 @@ class Findings:
     """Edges with DROPPED flows (wanted only with `include_dropped`)."""
     ambiguous_selectors: list[Selector]
     """Workloads whose selector also selects other workloads (extra reach)."""
+    no_stable_selector: list[NoStableSelector] = field(default_factory=list)
+    """Workloads no stable label selects: their traffic has no rule, unless `allow_empty_selector`."""
+
+
+@dataclass(frozen=True)
+class NoStableSelector:
+    """A workload whose pods carry no stable label (only volatile ones such as `job-name`, or none), so
+    that only `podSelector: {}`, every pod of its namespace, would select it."""
+
+    namespace: str
+    workload: str
+    labels: tuple[tuple[str, str], ...]
+    """The labels its pods share (none of them stable)."""
+    connections: tuple[str, ...]
+    """Its observed connections, `client -> server PROTOCOL/port`."""
+    emitted: bool
+    """Whether its rules were made anyway with `podSelector: {}` (`allow_empty_selector`)."""
+    suggestion: tuple[tuple[str, str], ...] = ()
+    """With an inventory: a label that, on its pod template, would select it and no other pod."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.workload}"
 
 
 @dataclass
@@ -176,13 +202,25 @@ def synthesize(
     dns_names: Mapping[str, tuple[str, ...]] | None = None,
     options: SynthesisOptions | None = None,
     port_names: PortNames | None = None,
+    *,
+    pods_complete: bool = False,
 ) -> Proposal:
-    """Propose the NetworkPolicies that allow exactly the wanted observed traffic."""
+    """Propose the NetworkPolicies that allow exactly the wanted observed traffic.
+
+    `pods_complete`: `pods` lists every pod of its namespaces (from an inventory), so an empty selector
+    that selects no other known pod is proven exact; otherwise a workload without stable labels gets none.
+    """
     options = options or SynthesisOptions()
     names = _Names(dns_names or {}, port_names or {})
     all_edges = build_edges(observations)
     edges = build_edges(wanted_observations(observations, options))
-    selectors = choose_selectors(_selector_members(observations, pods))
+    members = _selector_members(observations, pods)
+    selectors = choose_selectors(members)
+    unselectable = {
+        key
+        for key, selector in selectors.items()
+        if not selector.match_labels and not (pods_complete and selector.exact)
+    }
 
     expressible = edges["protocol"].isin(POLICY_PROTOCOLS)
     reasons = pd.Series("", index=edges.index, dtype=object)
@@ -194,7 +232,9 @@ def synthesize(
         unresolved = (entity == POD) & (edges[f"{side}_workload"] == "")
         reasons[(reasons == "") & unresolved] = f"{side} pod's workload unresolved (labels only)"
     host_ingress = (reasons == "") & (edges["client_entity"] == HOST) & (edges["server_entity"] == POD)
-    ruled = edges[(reasons == "") & ~host_ingress]
+    touches = _ends_in(edges, "client", unselectable) | _ends_in(edges, "server", unselectable)
+    without_selector = (reasons == "") & ~host_ingress & touches
+    ruled = edges[(reasons == "") & ~host_ingress & (options.allow_empty_selector | ~without_selector)]
 
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
@@ -214,8 +254,45 @@ def synthesize(
         not_expressed=edges[reasons != ""].assign(reason=reasons[reasons != ""]).reset_index(drop=True),
         dropped=all_edges[all_edges["verdicts"].str.contains(DROPPED)].reset_index(drop=True),
         ambiguous_selectors=[s for key, s in sorted(selectors.items()) if not s.exact and key[0] in managed],
+        no_stable_selector=_no_stable_selector(edges[without_selector], unselectable, members, options, pods_complete),
     )
     return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed)
+
+
+def _ends_in(edges: pd.DataFrame, side: str, workloads: set[tuple[str, str]]) -> pd.Series:
+    """Whether the `side` end of each edge is a pod of one of `workloads`."""
+    keys = zip(edges[f"{side}_entity"], edges[f"{side}_namespace"], edges[f"{side}_workload"], strict=True)
+    hits = [entity == POD and (namespace, workload) in workloads for entity, namespace, workload in keys]
+    return pd.Series(hits, index=edges.index, dtype=bool)
+
+
+def _no_stable_selector(
+    edges: pd.DataFrame,
+    unselectable: set[tuple[str, str]],
+    members: list[tuple[str, str, dict]],
+    options: SynthesisOptions,
+    pods_complete: bool,
+) -> list[NoStableSelector]:
+    """One item per workload without a stable selector that has traffic in `edges`, with its connections."""
+    connections: dict[tuple[str, str], set[str]] = {}
+    for row in edges.itertuples(index=False):
+        for side in ("client", "server"):
+            key = (getattr(row, f"{side}_namespace"), getattr(row, f"{side}_workload"))
+            if getattr(row, f"{side}_entity") == POD and key in unselectable:
+                connections.setdefault(key, set()).add(f"{row.client} -> {row.server} {row.protocol}/{row.port}")
+    items = []
+    for (namespace, workload), found in sorted(connections.items()):
+        own = [labels for ns, name, labels in members if (ns, name) == (namespace, workload)]
+        common = {k: v for k, v in own[0].items() if all(labels.get(k) == v for labels in own)} if own else {}
+        others = [labels for ns, name, labels in members if ns == namespace and name != workload]
+        suggestion = label_to_select(workload, others) if pods_complete else ()
+        items.append(
+            NoStableSelector(
+                namespace, workload, tuple(sorted(common.items())), tuple(sorted(found)),
+                options.allow_empty_selector, suggestion,
+            )
+        )  # fmt: skip
+    return items
 
 
 def _selector_members(observations: pd.DataFrame, pods: pd.DataFrame | None) -> list[tuple[str, str, dict]]:

@@ -34,6 +34,8 @@ from recommender.semantics.policies import Direction, NetworkPolicy
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
 
 LOCAL_NODE = "ALLOWED: traffic between a pod and its own node is always allowed (Kubernetes NetworkPolicy)"
+UNSEEN_POD = "(any-other-pod)"
+"""The pods of a namespace nobody saw, in the excess of an empty podSelector."""
 CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
 
 
@@ -343,14 +345,23 @@ def check_proposal(
     edges: pd.DataFrame,
     options: SynthesisOptions,
     inventory: Inventory | None = None,
+    *,
+    unseen_pods_in: Iterable[str] = (),
 ) -> Check:
-    """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks."""
+    """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks.
+
+    `unseen_pods_in`: namespaces where an empty podSelector selects a workload, so that it reaches pods
+    nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess."""
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(
         endpoint_keys(rows, "client"), endpoint_keys(rows, "server"), rows["protocol"], rows["port"], strict=True
     )
     model = cluster_model(observed, inventory)
+    for namespace in unseen_pods_in:
+        pod = Pod(namespace, UNSEEN_POD, {})
+        model.pods.append(pod)
+        model.workload_of[pod] = f"{namespace}/{UNSEEN_POD}"
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
     replayed = replay(policies, observed, rows[meant], model=model)
     if len(replayed.denied):

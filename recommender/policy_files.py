@@ -94,7 +94,8 @@ def _flatten(documents: list[Any]) -> list[Any]:
     """Documents, with the items of `List` objects (what `kubectl get -o yaml` writes) in their place."""
     flat = []
     for document in documents:
-        if isinstance(document, dict) and document.get("kind", "").endswith("List"):
+        kind = document.get("kind") if isinstance(document, dict) else None
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(document.get("items") or [], list):
             flat.extend(_flatten(document.get("items") or []))
         elif document is not None:
             flat.append(document)

@@ -225,6 +225,7 @@ def synthesize(
     expressible = edges["protocol"].isin(POLICY_PROTOCOLS)
     reasons = pd.Series("", index=edges.index, dtype=object)
     reasons[~expressible] = "protocol not expressible in NetworkPolicy (only TCP, UDP and SCTP)"
+    reasons[expressible & ~edges["port"].between(1, 65535)] = "server port not a port number (1-65535)"
     for side in ("client", "server"):
         entity = edges[f"{side}_entity"]
         reasons[(reasons == "") & (entity == HEALTH)] = f"{side} is the Cilium health endpoint"

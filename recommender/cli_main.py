@@ -2,7 +2,8 @@
 
 This module imports nothing heavy, so the SIGINT handler is in place before the command's libraries
 load. On Ctrl-C the parent stops the worker processes it started (forked readers of `--jobs`) at
-once instead of waiting for their chunks; a worker that gets the signal itself leaves quietly.
+once instead of waiting for their chunks, and leaves; a worker that gets the signal itself leaves
+quietly. Without workers, the KeyboardInterrupt unwinds the run first (temporary files are removed).
 """
 
 from __future__ import annotations
@@ -17,12 +18,25 @@ INTERRUPTED = 130
 """128 + SIGINT, as shells report a command ended by Ctrl-C."""
 
 
+_MAIN_PID = os.getpid()
+
+
 def _interrupt(_signal: int, _frame: FrameType | None) -> None:
-    if multiprocessing.parent_process() is not None:
-        os._exit(INTERRUPTED)  # a worker: the parent reports the interruption
-    for child in multiprocessing.active_children():
-        child.terminate()
+    if os.getpid() != _MAIN_PID:
+        os._exit(INTERRUPTED)  # a forked worker: the parent reports the interruption
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        worker.terminate()
+    if workers:  # a parallel read, which writes nothing: waiting for its pool to wind down could hang
+        _leave()
     raise KeyboardInterrupt
+
+
+def _leave() -> None:
+    sys.stderr.write("interrupted\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
 
 
 def run() -> None:
@@ -41,6 +55,7 @@ def run() -> None:
             exc.show()
             status = exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        status = INTERRUPTED
+        # Everything has unwound (temporary files removed): skip the interpreter's slow tear-down of
+        # the loaded libraries, which would hold the prompt for another second.
+        _leave()
     sys.exit(status if isinstance(status, int) else 0)

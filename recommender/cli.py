@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from collectors.inventory import snapshot_json
+from collectors.records import POD
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
 from recommender.cli_options import (
@@ -71,6 +72,32 @@ def _require_traffic(observed: api.ObservationSet) -> None:
             f"no connections in the input ({observed.stats.flows:,} flows read): check the files, "
             "or the relay's address and filters",
         )
+
+
+def _require_managed_namespace(result: api.Recommendation) -> None:
+    """Stop with NO_TRAFFIC when no namespace gets policies: an empty recommendation is no answer."""
+    if result.proposal.managed_namespaces:
+        return
+    _print_summary(result)
+    observations = result.observed.observations
+    namespaces = {
+        namespace
+        for side in ("client", "server")
+        for namespace in observations.loc[observations[f"{side}_entity"] == POD, f"{side}_namespace"]
+    }
+    excluded = sorted(namespaces & set(result.options.exclude_namespaces))
+    if excluded:
+        _stop(
+            NO_TRAFFIC,
+            f"every connection is in an excluded namespace ({', '.join(excluded)}): nothing to recommend; "
+            "--exclude-namespace NAME replaces the excluded list (--exclude-namespace '' excludes none, "
+            "e.g. to include kube-system)",
+        )
+    _stop(
+        NO_TRAFFIC,
+        f"none of the {len(observations):,} connections observed gives a pod a policy (they are between "
+        "hosts, nodes and other entities, or refused; see the summary): nothing to recommend",
+    )
 
 
 @main.command()
@@ -136,14 +163,7 @@ def recommend(
         observed = sources.load(inventory)
         _require_traffic(observed)
         result = api.recommend(observed, options, inventory)
-        if not result.proposal.managed_namespaces:
-            _stop(
-                NO_TRAFFIC,
-                "every connection is in an excluded namespace ("
-                + ", ".join(options.exclude_namespaces)
-                + "): nothing to recommend; --exclude-namespace NAME replaces that list (--exclude-namespace '' "
-                "excludes none, e.g. to include kube-system)",
-            )
+        _require_managed_namespace(result)
         if folder is None:
             click.echo(proposal_text(result.proposal, output_format, explain=explain), nl=False)
         else:

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from collectors import ENGINES
 from collectors.errors import CollectorError
+from collectors.flow_filter import FlowFilter
 from collectors.parquet import merge_observation_sets
 from collectors.relay import DEFAULT_SERVER, RelayOptions, RelayProgress, parse_duration, parse_time
 from collectors.sources import STDIN, expand_inputs
@@ -28,16 +29,17 @@ from recommender.errors import RecommenderError
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
-OUTPUT, OPTIONS, SOURCES, RELAY, TLS, CLUSTER, GENERAL = (
+OUTPUT, OPTIONS, SOURCES, FILTERS, RELAY, TLS, CLUSTER, GENERAL = (
     "Output",
     "Options",
     "Sources",
+    "Filters (as hubble observe's, on FILES and the relay)",
     "Hubble Relay",
     "Hubble Relay TLS",
     "Cluster inventory",
     "General",
 )
-GROUP_ORDER = (OUTPUT, OPTIONS, SOURCES, RELAY, TLS, CLUSTER, GENERAL)
+GROUP_ORDER = (OUTPUT, OPTIONS, SOURCES, FILTERS, RELAY, TLS, CLUSTER, GENERAL)
 """The sections of `--help`, in order; an option declared with plain `click.option` is under OPTIONS."""
 
 
@@ -97,6 +99,7 @@ class Sources:
     jobs: int | None = None
     engine: str = "local"
     scheduler: str | None = None
+    flow_filter: FlowFilter | None = None
 
     def load(self, inventory: api.Inventory | None = None) -> api.ObservationSet:
         """The observations; `inventory` names the IPs of conntrack dumps."""
@@ -112,10 +115,12 @@ class Sources:
                         engine=self.engine,
                         scheduler=self.scheduler,
                         inventory=inventory,
+                        flow_filter=self.flow_filter,
                     )
                 )
         if self.relay is not None:
-            sets.append(_collect(self.relay))
+            relayed = _collect(self.relay)
+            sets.append(self.flow_filter.apply(relayed) if self.flow_filter is not None else relayed)
         observed = sets[0] if len(sets) == 1 else merge_observation_sets(sets)
         stats = observed.stats
         say(
@@ -155,20 +160,9 @@ _RELAY_OPTIONS = [
         help="Skip certificate verification (not possible with "
         "gRPC for Python: the error explains how to get the relay's CA).",
     ),
-    option(RELAY, "--since", help="Flows since a duration ago (1h) or an RFC 3339 time."),
-    option(RELAY, "--until", help="Flows until a duration ago or an RFC 3339 time."),
     option(RELAY, "--last", type=int, default=0, help="The last N flows."),
     option(RELAY, "--follow", is_flag=True, help="Keep observing new flows (until --duration or Ctrl-C)."),
     option(RELAY, "--duration", help="How long to --follow, e.g. 10m."),
-    option(
-        RELAY,
-        "-n",
-        "--namespace",
-        "namespaces",
-        multiple=True,
-        help="Only flows from or to this namespace (a server-side filter; repeatable).",
-    ),
-    option(RELAY, "--verdict", "verdicts", multiple=True, help="Only flows with this verdict (repeatable)."),
     option(
         RELAY,
         "--streams",
@@ -177,6 +171,63 @@ _RELAY_OPTIONS = [
         "process may use, its cgroup quota counted, at most one per node); results do not depend on it.",
     ),
 ]
+_FILTER_OPTIONS = [
+    option(
+        FILTERS,
+        "-n",
+        "--namespace",
+        "namespaces",
+        multiple=True,
+        help="Only connections from or to this namespace (repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--verdict",
+        "verdicts",
+        multiple=True,
+        help="Only flows with this verdict: FORWARDED, DROPPED, AUDIT... (repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--since",
+        help="Flows since a duration ago (1h) or an RFC 3339 time (Hubble files and the relay).",
+    ),
+    option(FILTERS, "--until", help="Flows until a duration ago or an RFC 3339 time."),
+    option(
+        FILTERS,
+        "--from-pod",
+        "from_pods",
+        multiple=True,
+        metavar="[NAMESPACE/]POD",
+        help="Only connections from pods whose name starts with POD (namespace: default; repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--to-pod",
+        "to_pods",
+        multiple=True,
+        metavar="[NAMESPACE/]POD",
+        help="Only connections to pods whose name starts with POD (namespace: default; repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--protocol",
+        "protocols",
+        multiple=True,
+        help="Only this L4 protocol: tcp, udp, sctp, icmp, icmpv4, icmpv6 (repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--port",
+        "ports",
+        type=int,
+        multiple=True,
+        help="Only connections to this port: the server's (repeatable).",
+    ),
+]
+_FILTER_NAMES = ("from_pods", "to_pods", "protocols", "ports")
+"""The filters applied to observations only; -n, --verdict, --since and --until also go to the relay."""
+_RELAY_FILTERS = ("since", "until", "namespaces", "verdicts")
 _RELAY_NAMES = (
     "server",
     "connect_timeout",
@@ -207,9 +258,9 @@ def source_options(command: Callable) -> Callable:
         if scheduler and engine != "dask":
             raise click.UsageError("--scheduler needs --engine dask")
         relay = {name: kwargs.pop(name) for name in _RELAY_NAMES}
-        return command(
-            sources=Sources(files, on_error, _relay_options(files, relay), jobs, engine, scheduler), **kwargs
-        )
+        flow_filter = _flow_filter(relay, {name: tuple(kwargs.pop(name)) for name in _FILTER_NAMES})
+        relay_options = _relay_options(files, relay)
+        return command(sources=Sources(files, on_error, relay_options, jobs, engine, scheduler, flow_filter), **kwargs)
 
     options = [
         click.argument("files", nargs=-1),
@@ -244,6 +295,7 @@ def source_options(command: Callable) -> Callable:
             metavar="ADDRESS",
             help="The Dask scheduler, e.g. tcp://dask-scheduler:8786 (default: a local cluster of --jobs workers).",
         ),
+        *_FILTER_OPTIONS,
         *_RELAY_OPTIONS,
     ]
     for decorator in reversed(options):
@@ -254,7 +306,8 @@ def source_options(command: Callable) -> Callable:
 def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> RelayOptions | None:
     """The relay window the flags describe, or None when only FILES are read."""
     if files and flags["server"] is None:
-        used = [name for name in _RELAY_NAMES if name not in ("server", "connect_timeout") and flags[name]]
+        ignored = ("server", "connect_timeout", *_RELAY_FILTERS)
+        used = [name for name in _RELAY_NAMES if name not in ignored and flags[name]]
         if used:
             raise click.UsageError(f"--{used[0].replace('_', '-')} needs --server (it is about the relay window)")
         return None
@@ -272,6 +325,21 @@ def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> RelayOption
         return RelayOptions(**values)
     except CollectorError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _flow_filter(relay_flags: dict[str, Any], filters: dict[str, tuple]) -> FlowFilter | None:
+    """The filters the flags describe (the relay gets -n, --verdict and the window too), or None."""
+    try:
+        flow_filter = FlowFilter(
+            namespaces=tuple(relay_flags["namespaces"]),
+            verdicts=tuple(relay_flags["verdicts"]),
+            since=parse_time(relay_flags["since"]) if relay_flags["since"] else None,
+            until=parse_time(relay_flags["until"]) if relay_flags["until"] else None,
+            **filters,
+        )
+    except CollectorError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return flow_filter if flow_filter.rows_filtered or flow_filter.windowed else None
 
 
 def _collect(relay: RelayOptions) -> api.ObservationSet:

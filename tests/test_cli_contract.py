@@ -157,7 +157,7 @@ def test_the_completion_scripts_question_is_answered_with_commands_and_options()
 
 
 def test_every_command_takes_quiet_and_verbose_and_groups_its_help():
-    for name, command in main.commands.items():
+    for name in main.commands:
         shown = run(name, "--help").stdout
         assert "-q, --quiet" in shown and "-v, --verbose" in shown, name
         sections = [line[:-1] for line in shown.splitlines() if line.endswith(":") and line[:-1] in GROUP_ORDER]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -66,7 +67,7 @@ def test_protocol_and_verdict_select_rows(everything):
 def test_since_until_keep_exactly_the_flows_seen_in_the_window():
     times = [
         datetime.fromisoformat(json.loads(line)["flow"]["time"].replace("Z", "+00:00"))
-        for line in gzip.decompress(open(EXAMPLE, "rb").read()).decode().splitlines()
+        for line in gzip.decompress(Path(EXAMPLE).read_bytes()).decode().splitlines()
     ]
     since, middle, until = (
         datetime(2026, 11, 2, 9, 5, tzinfo=UTC),
@@ -94,7 +95,7 @@ def test_the_time_window_is_refused_for_saved_observations(tmp_path):
 
 
 def test_files_and_the_relay_give_the_same_filtered_connections():
-    lines = gzip.decompress(open(EXAMPLE, "rb").read()).decode().splitlines()
+    lines = gzip.decompress(Path(EXAMPLE).read_bytes()).decode().splitlines()
     server, address = serve(FakeRelay(parse_lines(lines)))
     try:
         for filters in (

@@ -20,6 +20,7 @@ from recommender.cli_options import (
     Sources,
     cluster_options,
     file_target,
+    folder_or_format_options,
     option,
     output_target,
     source_options,
@@ -102,19 +103,10 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
 
 @main.command()
 @source_options
-@option(
-    OUTPUT,
-    "-o",
-    "--output",
-    help="A folder to write one file per namespace and a kustomization.yaml into (created; see --force), "
-    "or yaml / json to print the policies on stdout (the default: YAML).",
-)
-@option(
-    OUTPUT,
-    "--format",
-    "output_format",
-    type=click.Choice(["yaml", "json"]),
-    help="The format of the files, or of stdout  [default: yaml].",
+@folder_or_format_options(
+    ("yaml", "json"),
+    "A folder to write one file per namespace and a kustomization.yaml into (created; see --force)",
+    "The format of the files, or of stdout.",
 )
 @option(OUTPUT, "--explain", is_flag=True, help="Put a comment with its evidence above every rule.")
 @option(

@@ -425,6 +425,28 @@ FILE_SUFFIXES = (".yaml", ".yml", ".json", ".md", ".markdown", ".html", ".txt", 
 FORMAT_WORDS = ("yaml", "yml", "json", "markdown", "md", "html", "table", "text", "txt", "wide", "csv", "parquet")
 
 
+def folder_or_format_options(formats: tuple[str, ...], folder: str, format_help: str) -> Callable:
+    """`-o DIR|FORMAT` and `--format FORMAT` (one of `formats`, the first the default), which
+    `output_target` reads together; `folder` says what the folder receives."""
+
+    def decorate(command: Callable) -> Callable:
+        command = option(
+            OUTPUT,
+            "--format",
+            "output_format",
+            type=click.Choice(formats),
+            help=f"{format_help}  [default: {formats[0]}]",
+        )(command)
+        return option(
+            OUTPUT,
+            "-o",
+            "--output",
+            help=f"{folder}, or {' / '.join(formats)}: print on stdout in that format.",
+        )(command)
+
+    return decorate
+
+
 def output_target(output: str | None, output_format: str | None, formats: tuple[str, ...]) -> tuple[str | None, str]:
     """Where `-o` points, for a command that prints one of `formats` or writes a folder: (None, format)
     for stdout (`-o FORMAT`, or no -o), (folder, format) otherwise. A name that looks like a file or another

@@ -17,6 +17,7 @@ from recommender.cli_options import (
     Command,
     Sources,
     cluster_options,
+    folder_or_format_options,
     option,
     output_target,
     source_options,
@@ -47,19 +48,11 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str) 
 )
 @source_options
 @click.option("--store", required=True, help="The observation store: a directory, created if missing.")
-@option(
-    OUTPUT,
-    "-o",
-    "--output",
-    help="A folder to write report.md, report.html, report.json and recommendation.yaml into "
-    "(replacing the last run's; see --force), or markdown / json: the format on stdout.",
-)
-@option(
-    OUTPUT,
-    "--format",
-    "output_format",
-    type=click.Choice(["markdown", "json"]),
-    help="The format of the report on stdout  [default: markdown].",
+@folder_or_format_options(
+    ("markdown", "json"),
+    "A folder to write report.md, report.html, report.json and recommendation.yaml into "
+    "(replacing the last run's; see --force)",
+    "The format of the report on stdout.",
 )
 @option(
     OUTPUT,

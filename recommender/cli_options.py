@@ -456,7 +456,7 @@ def output_target(output: str | None, output_format: str | None, formats: tuple[
             raise click.UsageError(f"-o {output} and --format {output_format} disagree")
         return None, output or output_format or formats[0]
     name = os.path.basename(output.rstrip("/")).lower()
-    looks_like_a_file = name.endswith(FILE_SUFFIXES) or name in FORMAT_WORDS
+    looks_like_a_file = name.endswith(FILE_SUFFIXES) or (output.lower() in FORMAT_WORDS)  # ./yaml is a folder
     if (looks_like_a_file and not output.endswith("/")) or os.path.isfile(output):
         hint = f"; for one file use the shell: -o {formats[0]} > {output}" if name.endswith(FILE_SUFFIXES) else ""
         raise click.UsageError(

@@ -182,18 +182,6 @@ def test_fuzzed_inventories_are_read_or_refused_naming_file_and_item(data):
 
 
 @FUZZ
-@given(text=st.text(max_size=200))
-def test_garbage_inventory_text_is_refused_naming_the_file(text):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "inventory.yaml"
-        path.write_text(text)
-        try:
-            load_inventory(str(path))
-        except CollectorError as error:
-            _check_named(error, path, line=False)
-
-
-@FUZZ
 @given(policy=mutated(POLICY), as_yaml=st.booleans())
 def test_fuzzed_policy_files_are_read_or_refused_naming_the_file(policy, as_yaml):
     with tempfile.TemporaryDirectory() as folder:
@@ -207,13 +195,17 @@ def test_fuzzed_policy_files_are_read_or_refused_naming_the_file(policy, as_yaml
         assert len(policies) <= 1
 
 
+@pytest.mark.parametrize(
+    ("name", "load", "error_type"),
+    [("inventory.yaml", load_inventory, CollectorError), ("policy.yaml", api.load_policies, RecommenderError)],
+)
 @FUZZ
 @given(text=st.text(max_size=200))
-def test_garbage_policy_yaml_is_refused_naming_the_file(text):
+def test_garbage_yaml_is_refused_naming_the_file(name, load, error_type, text):
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "policy.yaml"
+        path = Path(folder) / name
         path.write_text(text)
         try:
-            api.load_policies(str(path))
-        except RecommenderError as error:
+            load(str(path))
+        except error_type as error:
             _check_named(error, path, line=False)

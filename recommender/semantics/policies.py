@@ -172,7 +172,7 @@ def _parse_peer(raw: object, field_path: str) -> PolicyPeer:
     if "ipBlock" in peer and len(peer) > 1:
         raise FieldError(field_path, "may not specify both ipBlock and another peer")
     if "ipBlock" in peer:
-        return PolicyPeer(ip_block=_parse_ip_block(peer["ipBlock"], f"{field_path}.ipBlock"))
+        return PolicyPeer(ip_block=parse_ip_block(peer["ipBlock"], f"{field_path}.ipBlock"))
     pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
     return PolicyPeer(
         pod_selector=None if pods is None else parse_label_selector(pods, f"{field_path}.podSelector"),
@@ -189,7 +189,7 @@ def _parse_cidr(raw: object, field_path: str) -> IPNetwork:
         raise FieldError(field_path, f"invalid CIDR {raw!r}") from None
 
 
-def _parse_ip_block(raw: object, field_path: str) -> IPBlock:
+def parse_ip_block(raw: object, field_path: str) -> IPBlock:
     """Host bits are accepted (`10.0.0.1/24` means `10.0.0.0/24`), as the API server does."""
     block = fields_of(raw, field_path, ("cidr", "except"))
     if "cidr" not in block:

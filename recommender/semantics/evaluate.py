@@ -169,7 +169,7 @@ class Evaluator:
         server = peer if direction is Direction.EGRESS else subject
         dns_proxy = any(rule.dns_proxy for target in targets for rule in target.rules)
         grants, notes = [], []
-        for target in sorted(targets, key=lambda t: (t.tier.rank, t.priority)):
+        for target in sorted(targets, key=lambda t: (t.tier.rank, t.priority, t.sort_key())):
             for rule in target.rules:
                 if self._rule_matches_peer(rule, peer, dns_proxy):
                     grants.append(Grant(rule.ref, rule.allowed(server), rule.action, target.tier))
@@ -177,7 +177,8 @@ class Evaluator:
                     notes += self._profile_notes(rule, peer, dns_proxy)
         isolating = [target for target in targets if target.isolates and target.tier is Tier.NETWORK_POLICY]
         policies = tuple(sorted({policy for target in isolating for policy in target.policies}))
-        ordered = tuple(sorted(grants, key=lambda g: (g.tier.rank, g.rule)))
+        # NetworkPolicy-tier rules by name (their order does not matter); other tiers keep precedence.
+        ordered = tuple(sorted(grants, key=lambda g: (g.tier.rank, g.rule if g.tier is Tier.NETWORK_POLICY else "")))
         isolation = Isolation.ISOLATED if isolating else Isolation.NOT_SELECTED
         return DirectionResult(direction, isolation, policies, ordered, notes=tuple(sorted(set(notes))))
 

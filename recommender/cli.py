@@ -11,7 +11,15 @@ from rich.table import Table
 from collectors.inventory import snapshot_json
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_options import (
+    ClusterSource,
+    Sources,
+    cluster_options,
+    dataplane_options,
+    source_options,
+    stderr,
+    user_errors,
+)
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
@@ -142,14 +150,27 @@ def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
 
 @main.command()
 @source_options
-@click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
+@click.option(
+    "--policies",
+    required=True,
+    help="A YAML/JSON file, or a directory of them: NetworkPolicies, CiliumNetworkPolicies, "
+    "CiliumClusterwideNetworkPolicies, ClusterNetworkPolicies.",
+)
 @click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
+@dataplane_options
 @cluster_options
-def verify(sources: Sources, cluster: ClusterSource, policies: str, output_format: str) -> None:
-    """Replay observed traffic against a set of NetworkPolicies.
+def verify(
+    sources: Sources,
+    cluster: ClusterSource,
+    policies: str,
+    output_format: str,
+    cni: str | None,
+    cni_options: tuple[str, ...],
+) -> None:
+    """Replay observed traffic against a set of policies, as the CNI enforces them.
 
-    Prints every observed connection as allowed or denied, with the policy and rule that decided;
-    exits with status 1 when an observed connection would be denied.
+    Prints every observed connection as allowed or denied, with the policy and rule that decided
+    (or the CNI rule); exits with status 1 when an observed connection would be denied.
 
     Example:
 
@@ -157,7 +178,7 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
     """
     with user_errors():
         in_force, inventory = api.load_policies(policies), cluster.load()
-        replayed = api.verify(in_force, sources.load(inventory), inventory)
+        replayed = api.verify(in_force, sources.load(inventory), inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
@@ -167,7 +188,10 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
         denied = len(replayed.denied)
         allowed = len(replayed.connections) - denied
         total = len(replayed.connections)
-        stdout.print(f"{total} connections: {allowed} allowed, {denied} denied (recall {replayed.recall:.1%})")
+        stdout.print(
+            f"{total} connections: {allowed} allowed, {denied} denied (recall {replayed.recall:.1%}); "
+            f"CNI profile {replayed.profile}"
+        )
     if len(replayed.denied):
         sys.exit(1)
 
@@ -178,8 +202,16 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
     "--policies", help="The policy set in force: a YAML/JSON file or a directory (default: the inventory's policies)."
 )
 @click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
+@dataplane_options
 @cluster_options
-def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_format: str) -> None:
+def diff(
+    sources: Sources,
+    cluster: ClusterSource,
+    policies: str | None,
+    output_format: str,
+    cni: str | None,
+    cni_options: tuple[str, ...],
+) -> None:
     """Compare observed traffic with an existing policy set.
 
     Lists, per namespace, the observed connections the policies would break on enforcement, and the
@@ -192,7 +224,7 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
     """
     with user_errors():
         in_force, inventory = api.load_policies(policies) if policies else None, cluster.load()
-        result = api.diff(in_force, sources.load(inventory), inventory)
+        result = api.diff(in_force, sources.load(inventory), inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
@@ -202,7 +234,7 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
         stdout.print(tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"))
         stdout.print(
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
-            f"{len(result.unused_rules)} of {len(result.rules)} rules never used"
+            f"{len(result.unused_rules)} of {len(result.rules)} rules never used; CNI profile {result.replayed.profile}"
         )
 
 

@@ -24,6 +24,7 @@ from collectors.relay import DEFAULT_SERVER, RelayOptions, RelayProgress, parse_
 from collectors.sources import STDIN, expand_inputs
 from recommender import api
 from recommender.errors import RecommenderError
+from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 stderr = Console(stderr=True, soft_wrap=True)
@@ -272,6 +273,27 @@ def cluster_options(command: Callable) -> Callable:
     for option in reversed(options):
         with_cluster = option(with_cluster)
     return with_cluster
+
+
+def dataplane_options(command: Callable) -> Callable:
+    """--cni and --cni-option: how the CNI enforces the policies (see `api.dataplane_profile`)."""
+    options = [
+        click.option(
+            "--cni",
+            type=click.Choice(PROFILE_NAMES),
+            help="The CNI that enforces the policies (default: cilium for Hubble input, kubernetes otherwise).",
+        ),
+        click.option(
+            "--cni-option",
+            "cni_options",
+            multiple=True,
+            type=click.Choice([CIDR_MATCH_NODES]),
+            help="A CNI setting that changes verdicts: cidr-match-nodes (Cilium policy-cidr-match-mode=nodes).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @contextmanager

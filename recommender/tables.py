@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from recommender.verification import Drift, Replay
@@ -107,7 +108,7 @@ def connections_table(frame: pd.DataFrame, title: str) -> Table:
     for row in frame.itertuples(index=False):
         verdict = "[green]allowed[/]" if row.allowed else "[red]DENIED[/]"
         why = row.allowed_by if row.allowed and row.allowed_by else row.explanation.split(": ", 1)[-1]
-        table.add_row(row.client, row.server, f"{row.protocol}/{row.port}", f"{row.count:,}", verdict, why)
+        table.add_row(row.client, row.server, f"{row.protocol}/{row.port}", f"{row.count:,}", verdict, escape(why))
     return table
 
 

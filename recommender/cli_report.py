@@ -11,7 +11,15 @@ import click
 from collectors.errors import CollectorError
 from collectors.relay import parse_duration
 from recommender import api, report_render
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_options import (
+    ClusterSource,
+    Sources,
+    cluster_options,
+    dataplane_options,
+    source_options,
+    stderr,
+    user_errors,
+)
 from recommender.report import ReportOptions, review
 from recommender.store import locked_store
 
@@ -69,6 +77,7 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str) 
     show_default=True,
     help="Seconds to wait for another run of the same store to finish.",
 )
+@dataplane_options
 @cluster_options
 def report(
     sources: Sources,
@@ -80,6 +89,8 @@ def report(
     stale_after: timedelta,
     policies: str | None,
     lock_timeout: float,
+    cni: str | None,
+    cni_options: tuple[str, ...],
 ) -> None:
     """Observe a window, add it to the observation store, and report what changed.
 
@@ -124,7 +135,7 @@ def report(
             policies=in_force,
             policy_source=policies or "the cluster's NetworkPolicies",
             inventory=inventory,
-            options=ReportOptions(retain=retain, stale_after=stale_after),
+            options=ReportOptions(retain=retain, stale_after=stale_after, cni=cni, cni_options=cni_options),
         )
         if output:
             report_render.write_report(result, output, force=force)

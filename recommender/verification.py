@@ -336,12 +336,11 @@ def drift(
         sides = (decision.egress, decision.ingress)
         for rule in (ref for side in sides for ref in (*side.allowed_by, *side.denied_by)):
             flows[rule] = flows.get(rule, 0) + int(count)
-    records = []
-    for target in replayed.evaluator.targets:
-        for rule in target.rules:
-            namespace, name = _policy_name(rule.ref.policy)
-            direction = rule.ref.direction.lower() + ("Deny" if rule.ref.deny else "")
-            records.append((namespace, name, direction, rule.ref.index, rule.ref in flows, flows.get(rule.ref, 0)))
+    records = [
+        (*rule_row(rule.ref), rule.ref in flows, flows.get(rule.ref, 0))
+        for target in replayed.evaluator.targets
+        for rule in target.rules
+    ]
     rules = pd.DataFrame(records, columns=["namespace", "policy", "direction", "rule", "used", "flows"]).astype(
         {"rule": "int64", "used": bool, "flows": "int64"}
     )
@@ -349,13 +348,15 @@ def drift(
     return Drift(replayed, model, observed, list(policies), rules)
 
 
-def _policy_name(policy_id: str) -> tuple[str, str]:
-    """(namespace, name) of a rule's policy: `ns/name`, or `Kind ns/name` / `Kind name` (cluster-scoped)
-    with perhaps a `specs[i]` after it; the kind stays in the name of non-NetworkPolicies."""
-    words = policy_id.split(" ")
+def rule_row(rule: RuleRef) -> tuple[str, str, str, int]:
+    """A rule as `Drift.rules` lists it: (namespace, policy, direction, index). The policy is `name`
+    for a NetworkPolicy, `Kind name` (perhaps with `specs[i]`) for the other kinds; cluster-scoped
+    policies are in the namespace `(cluster)`; Cilium deny rules have the direction `ingressDeny`/`egressDeny`."""
+    words = rule.policy.split(" ")
     kind = words.pop(0) if words[0] in POLICY_KINDS else ""
     namespace, _, name = words[0].rpartition("/")
-    return namespace or "(cluster)", " ".join([kind, name, *words[1:]] if kind else [name])
+    policy = " ".join([kind, name, *words[1:]] if kind else [name])
+    return namespace or "(cluster)", policy, rule.direction.lower() + ("Deny" if rule.deny else ""), rule.index
 
 
 @dataclass

@@ -72,7 +72,7 @@ def test_seed_scenario_frontend_egress_is_denied_by_default_deny_and_explained(t
     outcome = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture, "-o", "json"])
     assert outcome.exit_code == 1
     report = json.loads(outcome.stdout)
-    assert report["totals"] == {"connections": 1, "allowed": 0, "denied": 1, "recall": 0.0}
+    assert report["totals"] == {"connections": 1, "allowed": 0, "denied": 1, "recall": 0.0, "cni": "cilium"}
     (connection,) = report["connections"]
     assert (connection["client"], connection["server"], connection["port"]) == (
         "mynamespace/frontend",
@@ -108,7 +108,13 @@ def test_diff_lists_breakage_and_unused_rules_per_namespace(tmp_path, seed_captu
     markdown = CliRunner().invoke(main, ["diff", "--policies", policies, seed_capture, "-o", "markdown"]).stdout
     assert "## Namespace mynamespace" in markdown and "| allow-metrics | ingress | 0 |" in markdown
     document = json.loads(CliRunner().invoke(main, ["diff", "--policies", policies, seed_capture, "-o", "json"]).stdout)
-    assert document["totals"] == {"observed_allowed": 0, "would_break": 1, "rules": 2, "unused_rules": 1}
+    assert document["totals"] == {
+        "observed_allowed": 0,
+        "would_break": 1,
+        "rules": 2,
+        "unused_rules": 1,
+        "cni": "cilium",
+    }
     # the ingress rule of allow-frontend is needed: it allowed its side; the fix is an egress rule
 
 

@@ -4,7 +4,6 @@ L3/L4 verdicts alone."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from recommender.semantics import (
     parse_policy_set,
 )
 from tests.crd_schema import validate
+from tests.test_semantics_validation import with_changes
 
 CASES_DIR = Path(__file__).parent / "semantics_cases"
 CRD_KINDS = POLICY_KINDS[1:]
@@ -124,16 +124,6 @@ CLUSTER_FIELDS = {
 }
 
 
-def with_change(manifest: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    changed = copy.deepcopy(manifest)
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    node: Any = changed
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    return changed
-
-
 BAD = [(name, CNP, *change) for name, change in CNP_FIELDS.items()]
 BAD += [(name, CLUSTER, *change) for name, change in CLUSTER_FIELDS.items()]
 SCHEMA_BLIND = {"a_port_over_65535", "an_invalid_cidr"}
@@ -145,7 +135,7 @@ cidr` is not a JSON Schema format; Cilium's own validation (and the parser) reje
 def test_a_manifest_the_crd_rejects_is_rejected_naming_the_field(
     name: str, base: dict, path: str, value: Any, field: str, reason: str
 ) -> None:
-    manifest = with_change(base, path, value)
+    manifest = with_changes(path, value, base)
     if name not in SCHEMA_BLIND:
         with pytest.raises(jsonschema.ValidationError):
             validate(manifest)
@@ -169,7 +159,7 @@ def test_cilium_policies_are_refused_under_a_profile_that_does_not_enforce_them(
 
 
 def test_a_service_account_selector_is_refused_rather_than_matching_nothing() -> None:
-    manifest = with_change(CNP, "spec.endpointSelector", {"matchLabels": {"io.cilium.k8s.policy.serviceaccount": "x"}})
+    manifest = with_changes("spec.endpointSelector", {"matchLabels": {"io.cilium.k8s.policy.serviceaccount": "x"}}, CNP)
     with pytest.raises(InvalidPolicyError, match="not supported"):
         parse_policy_set([manifest])
 

@@ -17,7 +17,6 @@ namespace (CNP) or to pods of any namespace (CCNP).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ from recommender.semantics.matcher import (
     RuleRef,
     Target,
 )
-from recommender.semantics.policies import Direction, IPBlock, parse_ip_block
+from recommender.semantics.policies import Direction, IPBlock, parse_cidr, parse_ip_block
 from recommender.semantics.selectors import (
     NAME_LABEL,
     Labels,
@@ -196,7 +195,7 @@ def _parse_peers(key: str, raw: object, path: str, namespace: str | None) -> lis
             raise FieldError(path, f"unknown entity {unknown[0]!r} (expected {', '.join(sorted(ENTITIES))})")
         return [EntityPeers(frozenset(entities))] if entities else []
     if key.endswith("CIDR"):
-        return [IPPeers(IPBlock(_cidr(item, f"{path}[{i}]"))) for i, item in enumerate(items)]
+        return [IPPeers(IPBlock(parse_cidr(item, f"{path}[{i}]"))) for i, item in enumerate(items)]
     if key.endswith("CIDRSet"):
         return [IPPeers(_cidr_rule(item, f"{path}[{i}]")) for i, item in enumerate(items)]
     names, patterns = set(), []
@@ -209,13 +208,6 @@ def _parse_peers(key: str, raw: object, path: str, namespace: str | None) -> lis
         else:
             patterns.append(string_of(entry["matchPattern"], f"{path}[{i}].matchPattern"))
     return [FQDNPeers(frozenset(names), tuple(sorted(set(patterns))))] if items else []
-
-
-def _cidr(raw: object, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(string_of(raw, path), strict=False)
-    except ValueError:
-        raise FieldError(path, f"invalid CIDR {raw!r}") from None
 
 
 def _cidr_rule(raw: object, path: str) -> IPBlock:

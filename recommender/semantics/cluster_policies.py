@@ -9,7 +9,6 @@ says). A rule without `protocols` matches every protocol; with them, only those 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from recommender.semantics.matcher import (
     Target,
     Tier,
 )
-from recommender.semantics.policies import Direction, IPBlock
+from recommender.semantics.policies import Direction, IPBlock, parse_cidr
 from recommender.semantics.selectors import LabelSelector, parse_label_selector
 
 KIND = "ClusterNetworkPolicy"
@@ -142,14 +141,7 @@ def _parse_pods_or_namespaces(raw: object, path: str, kinds: tuple[str, ...]) ->
     networks = list_of(value, f"{path}.networks")
     if not networks:
         raise FieldError(f"{path}.networks", "needs at least one CIDR")
-    return [IPPeers(IPBlock(_network(cidr, f"{path}.networks[{i}]")), any_ip=True) for i, cidr in enumerate(networks)]
-
-
-def _network(raw: object, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(string_of(raw, path), strict=True)
-    except ValueError:
-        raise FieldError(path, f"invalid CIDR {raw!r}") from None
+    return [IPPeers(IPBlock(parse_cidr(cidr, f"{path}.networks[{i}]")), any_ip=True) for i, cidr in enumerate(networks)]
 
 
 def _parse_protocol(raw: object, path: str) -> list[PortMatcher]:

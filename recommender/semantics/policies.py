@@ -182,7 +182,7 @@ def _parse_peer(raw: object, field_path: str) -> PolicyPeer:
     )
 
 
-def _parse_cidr(raw: object, field_path: str) -> IPNetwork:
+def parse_cidr(raw: object, field_path: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(string_of(raw, field_path), strict=False)
     except ValueError:
@@ -194,10 +194,10 @@ def parse_ip_block(raw: object, field_path: str) -> IPBlock:
     block = fields_of(raw, field_path, ("cidr", "except"))
     if "cidr" not in block:
         raise FieldError(f"{field_path}.cidr", "is required")
-    cidr = _parse_cidr(block["cidr"], f"{field_path}.cidr")
+    cidr = parse_cidr(block["cidr"], f"{field_path}.cidr")
     excepts = []
     for i, item in enumerate(list_of(block.get("except", []), f"{field_path}.except")):
-        hole = _parse_cidr(item, f"{field_path}.except[{i}]")
+        hole = parse_cidr(item, f"{field_path}.except[{i}]")
         if hole.version != cidr.version or not hole.subnet_of(cidr) or hole.prefixlen <= cidr.prefixlen:
             raise FieldError(f"{field_path}.except[{i}]", f"{item} must be a strict subset of cidr {cidr}")
         excepts.append(hole)

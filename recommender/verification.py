@@ -34,6 +34,9 @@ from recommender.semantics import (
     RuleRef,
     parse_policy_set,
 )
+from recommender.semantics.cilium import compile_cilium
+from recommender.semantics.cluster_policies import compile_cluster_policy
+from recommender.semantics.matcher import PortRange
 from recommender.semantics.policies import Direction
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
 
@@ -203,14 +206,24 @@ def _distinct(manifests: Iterable[Mapping[str, Any]]) -> list[Any]:
 
 
 def named_ports(policies: Iterable[Mapping[str, Any]]) -> ConnectionSet:
-    """Every (protocol, port) a policy set names in its rules (ranges included)."""
+    """Every (protocol, port) a policy set names in its rules (ranges included), of every kind."""
+    policy_set = parse_policy_set(policies)
     found = ConnectionSet.none()
-    for policy in parse_policy_set(policies).network_policies:
+    for policy in policy_set.network_policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             for rule in policy.rules(direction):
                 for port in rule.ports:
                     if isinstance(port.port, int):
                         found |= ConnectionSet.ports(port.protocol, port.port, port.end_port or port.port)
+    others = [
+        *map(compile_cilium, policy_set.cilium_policies),
+        *map(compile_cluster_policy, policy_set.cluster_policies),
+    ]
+    for target in (target for targets in others for target in targets):
+        for rule in target.rules:
+            for port in rule.ports:
+                if isinstance(port, PortRange) and port.first is not None:
+                    found |= ConnectionSet.ports(port.protocol, port.first, port.last or port.first)
     return found
 
 

@@ -338,3 +338,24 @@ def test_verify_cli_takes_a_cnp_file_and_prints_the_profile(tmp_path, seed_captu
     result = CliRunner().invoke(main, ["verify", "--policies", path, "--cni", "calico", seed_capture])
     assert result.exit_code == 1
     assert "Error: CiliumNetworkPolicy mynamespace/myapp: kind: only Cilium enforces it" in result.output
+
+
+def test_excess_of_a_cnp_counts_the_ports_it_opens_beyond_what_was_observed():
+    observed = _observed(observations(("shop/web", "shop/db", "TCP", 5432)))
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [
+                {
+                    "fromEndpoints": [{"matchLabels": {"app": "web"}}],
+                    "toPorts": [{"ports": [{"port": "5432", "endPort": 5433, "protocol": "TCP"}]}],
+                }
+            ],
+        },
+    }
+    drift = api.diff([cnp], observed, cni="cilium")
+    assert drift.replayed.recall == 1.0
+    assert drift.unobserved().values.tolist() == [["shop/web", "shop/db", "TCP", 5433]]

@@ -45,6 +45,7 @@ def apply_inventory(observed: ObservationSet, inventory: Inventory) -> Observati
         unoriented=observed.unoriented,
         dns_names=observed.dns_names,
         stats=observed.stats,
+        pod_ips=observed.pod_ips,
     )
 
 

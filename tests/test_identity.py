@@ -124,7 +124,7 @@ def test_bookinfo_is_allowed_through_selectors_on_both_sides(bookinfo_files):
     managed = edges[
         edges["server_namespace"].isin(["bookinfo", "jaeger"]) | edges["client_namespace"].isin(["bookinfo", "jaeger"])
     ]
-    assert len(managed) == 9
+    assert len(managed) == 10
     assert set(managed["client_entity"]) == set(managed["server_entity"]) == {POD}
     # the labels come from each pod's best record, never from a reserved-only one
     assert set(result.observed.pods.loc[result.observed.pods["workload"] == "details-v1", "labels"]) == {

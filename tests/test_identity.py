@@ -128,6 +128,6 @@ def test_bookinfo_is_allowed_through_selectors_on_both_sides(bookinfo_files):
     assert set(managed["client_entity"]) == set(managed["server_entity"]) == {POD}
     # the labels come from each pod's best record, never from a reserved-only one
     assert set(result.observed.pods.loc[result.observed.pods["workload"] == "details-v1", "labels"]) == {
-        "app=details,version=v1"
+        "app=details,sidecar.opentelemetry.io/injected=bookinfo.otelcol-bookinfo,version=v1"
     }
     assert result.check.recall == 1.0

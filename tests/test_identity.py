@@ -7,6 +7,7 @@ import json
 import pytest
 
 from collectors import hubble_identity
+from collectors.inventory import Inventory, Namespace, Node, Owner, Pod
 from collectors.records import POD, WORLD, Endpoint
 from recommender import api
 from recommender.errors import ReplayError
@@ -131,3 +132,59 @@ def test_bookinfo_is_allowed_through_selectors_on_both_sides(bookinfo_files):
         "app=details,sidecar.opentelemetry.io/injected=bookinfo.otelcol-bookinfo,version=v1"
     }
     assert result.check.recall == 1.0
+
+
+NODES = (
+    Node("node-a", ("172.18.0.2",), pod_cidrs=("10.244.0.0/24",)),
+    Node("node-b", ("172.18.0.3",), pod_cidrs=("10.244.1.0/24",)),
+)
+
+
+def _pod(name: str, app: str, ip: str, node: str) -> Pod:
+    return Pod("bookinfo", name, Owner("Deployment", app), ips=(ip,), labels={"app": app}, node=node, phase="Running")
+
+
+def _inventory(*pods: Pod) -> Inventory:
+    return Inventory(pods=pods, nodes=NODES, namespaces=(Namespace("bookinfo"),))
+
+
+WORLD_AT = {"identity": 2, "labels": ["reserved:world"]}
+
+
+def test_with_an_inventory_an_address_of_a_pod_is_that_pod_and_one_in_a_pod_cidr_without_a_pod_is_unresolved(
+    tmp_path,
+):
+    lines = [
+        _flow(0, PRODUCTPAGE, WORLD_AT, "10.244.0.177", "10.244.1.193", (50000, 9080), False),
+        _flow(1, PRODUCTPAGE, WORLD_AT, "10.244.0.177", "10.244.1.77", (50001, 9080), False),
+        _flow(2, PRODUCTPAGE, WORLD_AT, "10.244.0.177", "203.0.113.9", (50002, 443), False),
+    ]
+    inventory = _inventory(
+        _pod("productpage-v1-6b746f74dc-9rcxx", "productpage", "10.244.0.177", "node-a"),
+        _pod("details-v1-79f774bdb9-m4j4k", "details", "10.244.1.193", "node-b"),
+    )
+    result = api.recommend(api.load_observations([str(write_lines(tmp_path / "c.json", lines))]), inventory=inventory)
+    egress = next(plan for plan in result.proposal.policies if plan.name == "allow-productpage").manifest["spec"][
+        "egress"
+    ]
+    assert [rule["to"] for rule in egress] == [
+        [{"ipBlock": {"cidr": "203.0.113.9/32"}}],
+        [{"podSelector": {"matchLabels": {"app": "details"}}}],
+    ]
+    unresolved = result.proposal.findings.not_expressed
+    assert list(unresolved["server"]) == ["unknown:10.244.1.77"]
+    assert list(unresolved["reason"]) == ["server identity unknown"]
+
+
+def test_a_conntrack_connection_from_a_pod_cidr_gateway_is_host_ingress(tmp_path):
+    entry = (
+        "tcp      6 431999 ESTABLISHED src=10.244.1.1 dst=10.244.1.193 sport=40000 dport=9080 "
+        "src=10.244.1.193 dst=10.244.1.1 sport=9080 dport=40000 mark=0 use=1"
+    )
+    dump = tmp_path / "node-b.conntrack"
+    dump.write_text(entry + "\n")
+    inventory = _inventory(_pod("details-v1-79f774bdb9-m4j4k", "details", "10.244.1.193", "node-b"))
+    observed = api.load_observations([str(dump)], inventory=inventory)
+    result = api.recommend(observed, inventory=inventory)
+    assert list(result.proposal.findings.host_ingress["client"]) == ["host:10.244.1.1"]
+    assert all("ingress" not in plan.manifest["spec"] for plan in result.proposal.policies if plan.workload)

@@ -29,7 +29,7 @@ from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
-from recommender.synthesis import Proposal, SynthesisOptions, synthesize
+from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 __all__ = [
@@ -142,10 +142,7 @@ class Recommendation:
             ("lines skipped (malformed)", f"{stats.bad.count:,}"),
             ("lost events (ring buffer overflow)", f"{stats.events_lost:,}"),
             ("unoriented flows (not used)", f"{stats.unoriented:,}"),
-            (
-                "dropped flows",
-                f"{dropped:,}" + (" (allowed)" if self.options.include_dropped else " (reported only)"),
-            ),
+            ("dropped flows", f"{dropped:,}" + _dropped_note(observations, self.options)),
             *_resolution_rows(observations, stats.resolution),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
@@ -160,6 +157,15 @@ class Recommendation:
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]
         return rows
+
+
+def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:
+    """Whether dropped flows were allowed: with `include_dropped`, policy drops only."""
+    if not options.include_dropped:
+        return " (reported only)"
+    dropped = observations[observations["verdict"] == DROPPED]
+    allowed = int(wanted_observations(dropped, options)["count"].sum())
+    return f" ({allowed:,} policy drops allowed, the rest reported only)"
 
 
 def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:

@@ -43,8 +43,9 @@ class SynthesisOptions:
     """Treat flows a policy DROPPED as wanted traffic (by default they are only reported)."""
 
 
-POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "DROP_REASON_UNKNOWN")
-"""Drop reasons that mean a policy refused the traffic; other drops (bad packets) are never wanted."""
+POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
+"""Drop reasons that mean a policy refused the traffic; other drops (bad packets such as
+INVALID_SOURCE_IP, and drops without a known reason) are never wanted."""
 
 
 def wanted_observations(observations: pd.DataFrame, options: SynthesisOptions) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from collectors.aggregate import (
 from collectors.errors import CollectorError, OnError
 from collectors.hubble_identity import EndpointResolver, PodKey, better_record
 from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, schema_for
-from collectors.identity import settle_endpoints
+from collectors.identity import fold_proxy_twins, settle_endpoints
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
 from collectors.records import (
     DROPPED,
@@ -365,7 +365,8 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
             dns_names.setdefault(ip, set()).update(names)
         stats.merge(part.stats)
     decide_pending(correlator, aggregator, unoriented, stats)
-    settle_endpoints(aggregator.endpoints, pods, pod_ips, unlabelled, leg_ips)
+    settle_endpoints(aggregator.endpoints, pods, pod_ips, unlabelled)
+    fold_proxy_twins(aggregator, leg_ips)
     pod_rows = [
         (cluster, namespace, pod, ep.workload, ep.kind, ep.labels)
         for (cluster, namespace, pod), ep in sorted(pods.items())

@@ -8,17 +8,22 @@ in a fixed order of trust:
    record, never from one that only carries reserved labels;
 2. a pod endpoint without a pod name (an L7 proxy leg) takes the workload of the pods carrying
    exactly its labels, when that workload is unique;
-3. an address that records of the capture give one pod workload (by name, or a proxy leg's identity)
-   is that workload for the `world`, `unknown` (`reserved:unmanaged`, `init`) and `remote-node`
-   records of the same address: a reply seen at the other node, before it learned the identity;
-   an address several pods were named with stays unresolved (`unknown`), never `world`;
-4. only then does a reserved identity stand. `host` (the local node) always does: kubelet probes.
+3. an address that records of the capture name as one pod is that pod for the `world`, `unknown`
+   (`reserved:unmanaged`, `init`) and `remote-node` records of the same address; an address several
+   pods were named with stays unresolved (`unknown`), never `world`;
+4. an L7 proxy forwards a pod's connections from its node's address (`cilium_host`) with the pod's
+   identity, and the other node may see the same connection's replies as `remote-node` (or `world`):
+   such an end, at an address a proxy leg was seen with, on a connection (other end, protocol, port,
+   verdict) the leg was seen on too, is that leg (`fold_proxy_twins`, on the aggregate records). The
+   node's own traffic from that address (health probes) stays the node's;
+5. only then does a reserved identity stand. `host` (the local node) always does: kubelet probes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from collectors.aggregate import ObservationAggregator
 from collectors.hubble_identity import PodKey
 from collectors.records import POD, REMOTE_NODE, UNKNOWN, WORLD, Endpoint
 
@@ -30,10 +35,8 @@ def settle_endpoints(
     pods: Mapping[PodKey, Endpoint],
     pod_ips: Mapping[str, set[PodKey]],
     unlabelled: Mapping[Endpoint, set[PodKey]],
-    leg_ips: Mapping[str, set[Endpoint]],
 ) -> None:
     """Rewrite `endpoints` (interned, in place) with what the capture's evidence says about them."""
-    settled: dict[Endpoint, Endpoint] = {}
     owners: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
     for endpoint in pods.values():
         owners.setdefault((endpoint.cluster, endpoint.namespace, endpoint.labels), set()).add(
@@ -53,14 +56,37 @@ def settle_endpoints(
                 endpoints[index] = Endpoint(
                     POD, endpoint.namespace, workload, kind, endpoint.labels, "", endpoint.cluster
                 )
-        settled[endpoint] = endpoints[index]
     for index, endpoint in enumerate(endpoints):
         if endpoint.entity not in _READ_BY_ADDRESS or not endpoint.ip:
             continue
         named = {pods[pod] for pod in pod_ips.get(endpoint.ip, ()) if pod in pods}
-        legs = {settled.get(leg, leg) for leg in leg_ips.get(endpoint.ip, ())}
-        candidates = named or {leg for leg in legs if leg.workload}
-        if len({(pod.namespace, pod.workload) for pod in candidates}) == 1:
-            endpoints[index] = min(candidates, key=lambda pod: pod.labels)
+        if len({(pod.namespace, pod.workload) for pod in named}) == 1:
+            endpoints[index] = min(named, key=lambda pod: pod.labels)
         elif len(named) > 1 and endpoint.entity == WORLD:
             endpoints[index] = Endpoint(UNKNOWN, ip=endpoint.ip, cluster=endpoint.cluster)
+
+
+def fold_proxy_twins(aggregator: ObservationAggregator, leg_ips: Mapping[str, set[Endpoint]]) -> None:
+    """Fold the records of a connection seen with a node-side end at a proxy leg's address into the
+    leg's record of the same connection (see the module docstring, point 4)."""
+    endpoints = aggregator.endpoints
+    legs_at = {ip: sorted({endpoints[aggregator.id_of(leg)] for leg in legs}, key=str) for ip, legs in leg_ips.items()}
+    by_value = {_named(key, endpoints): key for key in sorted(aggregator.records, reverse=True)}
+    for key in sorted(aggregator.records):
+        named = _named(key, endpoints)
+        for side in (0, 1):
+            end = named[side]
+            if end.entity not in _READ_BY_ADDRESS or end.ip not in legs_at:
+                continue
+            twins = [by_value[twin] for leg in legs_at[end.ip] if (twin := _replace(named, side, leg)) in by_value]
+            if twins:
+                aggregator.merge(twins[0], aggregator.records.pop(key))
+                break
+
+
+def _named(key: tuple, endpoints: list[Endpoint]) -> tuple:
+    return (endpoints[key[0]], endpoints[key[1]], *key[2:])
+
+
+def _replace(key: tuple, index: int, value: int) -> tuple:
+    return (*key[:index], value, *key[index + 1 :])

@@ -26,6 +26,7 @@ from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
 from recommender import pictures
 from recommender.errors import RecommenderError
+from recommender.findings import Finding, FindingKind, collect_findings, count
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
@@ -125,6 +126,10 @@ class Recommendation:
     options: SynthesisOptions
     check: Check
 
+    def findings(self) -> list[Finding]:
+        """Every item behind the summary's counts that are not rules, with its evidence."""
+        return collect_findings(self.observed, self.proposal, self.check)
+
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""
         proposal, stats = self.proposal, self.observed.stats
@@ -132,7 +137,7 @@ class Recommendation:
         observations = self.observed.observations
         dropped = int(observations.loc[observations["verdict"] == DROPPED, "count"].sum())
         rules = sum(len(p.manifest["spec"].get(d, [])) for p in proposal.policies for d in ("ingress", "egress"))
-        unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved").sum()
+        unresolved = count(self.findings(), FindingKind.UNRESOLVED)
         rows = [
             ("sources", str(len(stats.sources))),
             ("lines read", f"{stats.lines:,}"),

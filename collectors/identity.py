@@ -14,7 +14,7 @@ in a fixed order of trust:
 4. an L7 proxy forwards a pod's connections from its node's address (`cilium_host`) with the pod's
    identity, and the other node may see the same connection's replies as `remote-node` (or `world`):
    such an end, at an address a proxy leg was seen with, on a connection (other end, protocol, port,
-   verdict) the leg was seen on too, is that leg (`fold_proxy_twins`, on the aggregate records). The
+   verdict) exactly one leg was seen on too, is that leg (`fold_proxy_twins`, on the aggregate records). The
    node's own traffic from that address (health probes) stays the node's;
 5. only then does a reserved identity stand. `host` (the local node) always does: kubelet probes.
 """
@@ -79,7 +79,7 @@ def fold_proxy_twins(aggregator: ObservationAggregator, leg_ips: Mapping[str, se
             if end.entity not in _READ_BY_ADDRESS or end.ip not in legs_at:
                 continue
             twins = [by_value[twin] for leg in legs_at[end.ip] if (twin := _replace(named, side, leg)) in by_value]
-            if twins:
+            if len(twins) == 1:  # legs of several pods at one address: which one is not for us to guess
                 aggregator.merge(twins[0], aggregator.records.pop(key))
                 break
 

@@ -26,7 +26,7 @@ from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
 from recommender import pictures
 from recommender.errors import RecommenderError
-from recommender.findings import Finding, FindingKind, collect_findings, count
+from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
@@ -56,6 +56,7 @@ __all__ = [
     "save",
     "save_inventory",
     "verify",
+    "write_findings",
     "write_policies",
 ]
 
@@ -285,8 +286,27 @@ def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:
 
 
 def write_policies(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
+    proposal: Proposal,
+    directory: str,
+    *,
+    output_format: str = "yaml",
+    explain: bool = False,
+    force: bool = False,
+    findings: Sequence[Finding] | None = None,
 ) -> list[str]:
-    """Write one file per namespace and a kustomization.yaml into `directory`, replacing the files an
-    earlier run wrote there; a folder holding other files is refused unless `force` (they are kept)."""
-    return write_proposal(proposal, directory, output_format=output_format, explain=explain, force=force)
+    """Write one file per namespace and a kustomization.yaml into `directory` (with `findings`, also
+    `findings.md` and `findings.json`), replacing the files an earlier run wrote there; a folder
+    holding other files is refused unless `force` (they are kept)."""
+    return write_proposal(
+        proposal, directory, output_format=output_format, explain=explain, force=force, findings=findings
+    )
+
+
+def write_findings(findings: Sequence[Finding], path: str) -> None:
+    """Write the findings to `path`: JSON for a `.json` name, Markdown otherwise."""
+    text = findings_json(findings) if path.endswith(".json") else findings_markdown(findings)
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise RecommenderError(f"cannot write findings to {path}: {error.strerror}") from error

@@ -64,7 +64,18 @@ def main() -> None:
     help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
     "giving any replaces the default list.",
 )
-@click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
+@click.option(
+    "--include-dropped",
+    is_flag=True,
+    help="Allow traffic a policy DROPPED (by default only reported; other drops never).",
+)
+@click.option(
+    "--findings",
+    "findings_file",
+    type=click.Path(dir_okay=False),
+    help="Write every item behind the summary's counts (dropped, not expressed, unresolved, ...) to this file: "
+    "JSON for a .json name, Markdown otherwise. An --output folder gets findings.md and findings.json anyway.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 @cluster_options
 def recommend(
@@ -76,6 +87,7 @@ def recommend(
     force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
+    findings_file: str | None,
     quiet: bool,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
@@ -100,9 +112,16 @@ def recommend(
             click.echo(proposal_text(result.proposal, "json"), nl=False)
         else:
             written = api.write_policies(
-                result.proposal, output, output_format=output_format, explain=explain, force=force
+                result.proposal,
+                output,
+                output_format=output_format,
+                explain=explain,
+                force=force,
+                findings=result.findings(),
             )
             stderr.print(f"wrote {len(written)} files to {output}")
+        if findings_file:
+            api.write_findings(result.findings(), findings_file)
     if not quiet:
         _print_summary(result)
 

@@ -84,10 +84,10 @@ def collect_findings(observed: ObservationSet, proposal: Proposal, check: Check)
             for selector in findings.ambiguous_selectors
         ),
         *(
-            Finding(FindingKind.EXCESS, f"{row.client} -> {row.server} {row.protocol}/{row.port}")
+            Finding(FindingKind.EXCESS, _connection(row), "allowed by the proposal, never observed")
             for row in check.excess.itertuples(index=False)
         ),
-        *_edges(FindingKind.HOST_INGRESS, findings.host_ingress),
+        *_edges(FindingKind.HOST_INGRESS, findings.host_ingress, detail="from the pod's own node: always allowed"),
         *_unoriented(observed.unoriented),
         *(
             Finding(FindingKind.SKIPPED, reason, flows=count)
@@ -112,12 +112,12 @@ def _connection(row: object) -> str:
     return f"{row.client} -> {row.server} {row.protocol}/{row.port}"
 
 
-def _edges(kind: FindingKind, edges: pd.DataFrame, detail_column: str = "") -> list[Finding]:
+def _edges(kind: FindingKind, edges: pd.DataFrame, detail_column: str = "", detail: str = "") -> list[Finding]:
     return [
         Finding(
             kind,
             _connection(row),
-            getattr(row, detail_column) if detail_column else "",
+            getattr(row, detail_column) if detail_column else detail,
             int(row.count),
             _when(row.first_seen),
             _when(row.last_seen),

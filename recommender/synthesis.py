@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -72,6 +72,8 @@ class RuleEvidence:
     example_client: str
     example_server: str
     dns_names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
 
     def comment(self) -> str:
         def when(moment: pd.Timestamp | None) -> str:
@@ -95,6 +97,8 @@ class PolicyPlan:
     workload: str  # the workload key, "" for the default-deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
 
     def evidence_for(self, direction: str) -> list[RuleEvidence]:
         return [item for item in self.evidence if item.direction == direction]
@@ -288,7 +292,19 @@ def _workload_policy(
         ),
         "spec": spec,
     }
-    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence)
+    warnings = selector_warnings(selectors[(namespace, workload)])
+    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, warnings)
+
+
+def selector_warnings(selector: Selector) -> tuple[str, ...]:
+    """Why a workload's podSelector selects more than the workload: `{}`, or labels other workloads share."""
+    name = f"{selector.namespace}/{selector.workload}"
+    also = f" (also {', '.join(selector.also_selects)})" if selector.also_selects else ""
+    if not selector.match_labels:
+        return (f"the podSelector of {name} is {{}}: it selects every pod of namespace {selector.namespace}{also}",)
+    if not selector.exact:
+        return (f"the podSelector of {name} is ambiguous: it also selects {', '.join(selector.also_selects)}",)
+    return ()
 
 
 def _rules(
@@ -316,7 +332,13 @@ def _rules(
         ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
         rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
         rule_rows = [row for peer in peers for row in rows_of[peer]]
-        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, names))
+        warnings = tuple(
+            warning
+            for peer in peers
+            if peer.order < 2
+            for warning in selector_warnings(selectors[(peer.namespace, peer.workload)])
+        )
+        evidence.append(replace(_evidence(direction, index, rule_rows, peer_side, ports, names), warnings=warnings))
     return rules, evidence
 
 

@@ -72,7 +72,7 @@ def collect_findings(observed: ObservationSet, proposal: Proposal, check: Check)
     unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved")
     found = [
         *_dropped(observed.observations),
-        *_edges(FindingKind.NOT_EXPRESSED, findings.not_expressed[~unresolved], "reason"),
+        *_edges(FindingKind.NOT_EXPRESSED, findings.not_expressed, "reason"),
         *_unresolved(findings.not_expressed[unresolved]),
         *(
             Finding(

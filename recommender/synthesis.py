@@ -214,13 +214,25 @@ def synthesize(
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names))
 
+    used = _peers(ruled)
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
         not_expressed=edges[reasons != ""].assign(reason=reasons[reasons != ""]).reset_index(drop=True),
         dropped=all_edges[all_edges["verdicts"].str.contains(DROPPED)].reset_index(drop=True),
-        ambiguous_selectors=[s for key, s in sorted(selectors.items()) if not s.exact and key[0] in managed],
+        ambiguous_selectors=[
+            s for key, s in sorted(selectors.items()) if not s.exact and (key[0] in managed or key in used)
+        ],
     )
     return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed)
+
+
+def _peers(edges: pd.DataFrame) -> set[tuple[str, str]]:
+    """(namespace, workload) of every pod end of `edges`: the workloads rules select."""
+    found = set()
+    for side in ("client", "server"):
+        pods = edges[edges[f"{side}_entity"] == POD]
+        found |= set(zip(pods[f"{side}_namespace"], pods[f"{side}_workload"], strict=True))
+    return found
 
 
 def _selector_members(observations: pd.DataFrame, pods: pd.DataFrame | None) -> list[tuple[str, str, dict]]:

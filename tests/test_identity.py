@@ -188,3 +188,17 @@ def test_a_conntrack_connection_from_a_pod_cidr_gateway_is_host_ingress(tmp_path
     result = api.recommend(observed, inventory=inventory)
     assert list(result.proposal.findings.host_ingress["client"]) == ["host:10.244.1.1"]
     assert all("ingress" not in plan.manifest["spec"] for plan in result.proposal.policies if plan.workload)
+
+
+def test_saved_observations_keep_the_pod_address_evidence(tmp_path):
+    observed = api.load_observations([world_labelled_capture(tmp_path)])
+    api.save(observed, str(tmp_path / "saved.parquet"))
+    loaded = api.load_observations([str(tmp_path / "saved.parquet")])
+    assert (
+        loaded.pod_ips
+        == observed.pod_ips
+        == {
+            "10.244.0.177": (("bookinfo", "productpage-v1-6b746f74dc-9rcxx"),),
+            "10.244.1.193": (("bookinfo", "details-v1-79f774bdb9-m4j4k"),),
+        }
+    )

@@ -27,10 +27,12 @@ from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
 from recommender import pictures
 from recommender.errors import RecommenderError
+from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
-from recommender.synthesis import Proposal, SynthesisOptions, synthesize
+from recommender.semantics import Profile, profile_named
+from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "Replay",
     "SynthesisOptions",
     "collect",
+    "dataplane_profile",
     "diff",
     "edges",
     "graph",
@@ -57,6 +60,7 @@ __all__ = [
     "save",
     "save_inventory",
     "verify",
+    "write_findings",
     "write_policies",
 ]
 
@@ -130,6 +134,10 @@ class Recommendation:
     options: SynthesisOptions
     check: Check
 
+    def findings(self) -> list[Finding]:
+        """Every item behind the summary's counts that are not rules, with its evidence."""
+        return collect_findings(self.observed, self.proposal, self.check)
+
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""
         proposal, stats = self.proposal, self.observed.stats
@@ -137,7 +145,7 @@ class Recommendation:
         observations = self.observed.observations
         dropped = int(observations.loc[observations["verdict"] == DROPPED, "count"].sum())
         rules = sum(len(p.manifest["spec"].get(d, [])) for p in proposal.policies for d in ("ingress", "egress"))
-        unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved").sum()
+        listed = self.findings()
         rows = [
             ("sources", str(len(stats.sources))),
             ("lines read", f"{stats.lines:,}"),
@@ -147,10 +155,7 @@ class Recommendation:
             ("lines skipped (malformed)", f"{stats.bad.count:,}"),
             ("lost events (ring buffer overflow)", f"{stats.events_lost:,}"),
             ("unoriented flows (not used)", f"{stats.unoriented:,}"),
-            (
-                "dropped flows",
-                f"{dropped:,}" + (" (allowed)" if self.options.include_dropped else " (reported only)"),
-            ),
+            ("dropped flows", f"{dropped:,}" + _dropped_note(observations, self.options)),
             *_resolution_rows(observations, stats.resolution),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
@@ -161,13 +166,23 @@ class Recommendation:
             ("excess (allowed, never observed)", str(len(self.check.excess))),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
-            ("unresolved endpoints", str(int(unresolved))),
+            ("unresolved endpoints", str(count(listed, FindingKind.UNRESOLVED))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]
-        if findings.no_stable_selector:  # listed below the table
+        without_selector = count(listed, FindingKind.NO_STABLE_SELECTOR)
+        if without_selector:  # listed below the table
             fate = "podSelector {}, reach in excess" if self.options.allow_empty_selector else "no rule"
-            rows.append(("workloads without a stable selector", f"{len(findings.no_stable_selector)} ({fate})"))
+            rows.append(("workloads without a stable selector", f"{without_selector} ({fate})"))
         return rows
+
+
+def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:
+    """Whether dropped flows were allowed: with `include_dropped`, policy drops only."""
+    if not options.include_dropped:
+        return " (reported only)"
+    dropped = observations[observations["verdict"] == DROPPED]
+    allowed = int(wanted_observations(dropped, options)["count"].sum())
+    return f" ({allowed:,} policy drops allowed, the rest reported only)"
 
 
 def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:
@@ -232,23 +247,52 @@ def load_policies(path: str) -> list[dict]:
     return load_policy_files(path)
 
 
-def verify(policies: list[dict], observed: ObservationSet, inventory: Inventory | None = None) -> Replay:
-    """Replay every observed connection against `policies`: allowed or denied, and why."""
+def dataplane_profile(observed: ObservationSet, cni: str | None = None, options: Sequence[str] = ()) -> Profile:
+    """The dataplane profile named `cni` (`kubernetes`, `cilium`, `calico`; `cilium` takes the option
+    `cidr-match-nodes`). By default `cilium` for Hubble input (Cilium produced it) and `kubernetes`
+    for conntrack dumps (the CNI is not known)."""
+    name = cni or ("kubernetes" if observed.stats.resolution else "cilium")
+    try:
+        return profile_named(name, options)
+    except ValueError as exc:
+        raise RecommenderError(str(exc)) from None
+
+
+def verify(
+    policies: list[dict],
+    observed: ObservationSet,
+    inventory: Inventory | None = None,
+    *,
+    cni: str | None = None,
+    cni_options: Sequence[str] = (),
+) -> Replay:
+    """Replay every observed connection against `policies` (NetworkPolicies, CiliumNetworkPolicies,
+    CiliumClusterwideNetworkPolicies, ClusterNetworkPolicies) as the CNI `cni` enforces them (see
+    `dataplane_profile`): allowed or denied, and why."""
+    profile = dataplane_profile(observed, cni, cni_options)
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
-    return replay(policies, observed, model=cluster_model(observed, inventory))
+    return replay(policies, observed, model=cluster_model(observed, inventory), profile=profile)
 
 
-def diff(policies: list[dict] | None, observed: ObservationSet, inventory: Inventory | None = None) -> Drift:
-    """Observed traffic against a policy set (by default the inventory's, i.e. the cluster's own):
-    what it allows, what would break on enforcement, which rules nothing used."""
+def diff(
+    policies: list[dict] | None,
+    observed: ObservationSet,
+    inventory: Inventory | None = None,
+    *,
+    cni: str | None = None,
+    cni_options: Sequence[str] = (),
+) -> Drift:
+    """Observed traffic against a policy set (by default the inventory's, i.e. the cluster's own) as the
+    CNI `cni` enforces it: what it allows, what would break on enforcement, which rules nothing used."""
+    profile = dataplane_profile(observed, cni, cni_options)
     if policies is None:
         if inventory is None:
             raise RecommenderError("diff needs policies: give a policy file or an inventory holding the cluster's")
         policies = list(inventory.network_policies)
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
-    return drift(policies, observed, model=cluster_model(observed, inventory))
+    return drift(policies, observed, model=cluster_model(observed, inventory), profile=profile)
 
 
 def read_inventory(*, kubeconfig: str | None = None, context: str | None = None, path: str | None = None) -> Inventory:
@@ -292,8 +336,27 @@ def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:
 
 
 def write_policies(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
+    proposal: Proposal,
+    directory: str,
+    *,
+    output_format: str = "yaml",
+    explain: bool = False,
+    force: bool = False,
+    findings: Sequence[Finding] | None = None,
 ) -> list[str]:
-    """Write one file per namespace and a kustomization.yaml into `directory`, replacing the files an
-    earlier run wrote there; a folder holding other files is refused unless `force` (they are kept)."""
-    return write_proposal(proposal, directory, output_format=output_format, explain=explain, force=force)
+    """Write one file per namespace and a kustomization.yaml into `directory` (with `findings`, also
+    `findings.md` and `findings.json`), replacing the files an earlier run wrote there; a folder
+    holding other files is refused unless `force` (they are kept)."""
+    return write_proposal(
+        proposal, directory, output_format=output_format, explain=explain, force=force, findings=findings
+    )
+
+
+def write_findings(findings: Sequence[Finding], path: str) -> None:
+    """Write the findings to `path`: JSON for a `.json` name, Markdown otherwise."""
+    text = findings_json(findings) if path.endswith(".json") else findings_markdown(findings)
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise RecommenderError(f"cannot write findings to {path}: {error.strerror}") from error

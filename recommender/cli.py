@@ -19,6 +19,7 @@ from recommender.cli_options import (
     Command,
     Sources,
     cluster_options,
+    dataplane_options,
     file_target,
     folder_or_format_options,
     option,
@@ -28,7 +29,8 @@ from recommender.cli_options import (
 )
 from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
 from recommender.cli_report import report
-from recommender.render import no_stable_selector_text, proposal_text
+from recommender.findings import FindingKind, finding_text
+from recommender.render import proposal_text
 from recommender.report import GAP
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
@@ -124,12 +126,24 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
     "giving any replaces the default list; --exclude-namespace '' excludes none.",
 )
-@click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
+@click.option(
+    "--include-dropped",
+    is_flag=True,
+    help="Allow traffic a policy DROPPED (by default only reported; other drops never).",
+)
 @click.option(
     "--allow-empty-selector",
     is_flag=True,
     help="Select a workload without stable labels with podSelector {} (its whole namespace, counted as excess) "
     "instead of leaving its traffic without rules.",
+)
+@option(
+    OUTPUT,
+    "--findings",
+    "findings_file",
+    type=click.Path(dir_okay=False),
+    help="Write every item behind the summary's counts (dropped, not expressed, unresolved, ...) to this file: "
+    "JSON for a .json name, Markdown otherwise. An --output folder gets findings.md and findings.json anyway.",
 )
 @cluster_options
 def recommend(
@@ -142,6 +156,7 @@ def recommend(
     exclude: tuple[str, ...],
     include_dropped: bool,
     allow_empty_selector: bool,
+    findings_file: str | None,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -171,9 +186,16 @@ def recommend(
             click.echo(proposal_text(result.proposal, output_format, explain=explain), nl=False)
         else:
             written = api.write_policies(
-                result.proposal, folder, output_format=output_format, explain=explain, force=force
+                result.proposal,
+                folder,
+                output_format=output_format,
+                explain=explain,
+                force=force,
+                findings=result.findings(),
             )
             say(f"wrote {len(written)} files to {folder}")
+        if findings_file:
+            api.write_findings(result.findings(), findings_file)
     _print_summary(result)
 
 
@@ -213,18 +235,32 @@ def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
 
 @main.command()
 @source_options
-@click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
+@click.option(
+    "--policies",
+    required=True,
+    help="A YAML/JSON file, or a directory of them: NetworkPolicies, CiliumNetworkPolicies, "
+    "CiliumClusterwideNetworkPolicies, ClusterNetworkPolicies.",
+)
 @option(
     OUTPUT, "-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True, help=TABLE_HELP
 )
 @no_headers_option
+@dataplane_options
 @cluster_options
-def verify(sources: Sources, cluster: ClusterSource, policies: str, output_format: str, no_headers: bool) -> None:
-    """Replay observed traffic against a set of NetworkPolicies.
+def verify(
+    sources: Sources,
+    cluster: ClusterSource,
+    policies: str,
+    output_format: str,
+    no_headers: bool,
+    cni: str | None,
+    cni_options: tuple[str, ...],
+) -> None:
+    """Replay observed traffic against a set of policies, as the CNI enforces them.
 
-    Prints every observed connection as allowed or denied, with the policy and rule that decided;
-    exits with status 5 when an observed connection would be denied, 4 when the input holds no
-    connection.
+    Prints every observed connection as allowed or denied, with the policy and rule that decided
+    (or the CNI rule); exits with status 5 when an observed connection would be denied, 4 when the
+    input holds no connection.
 
     Example:
 
@@ -234,7 +270,7 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
         in_force, inventory = api.load_policies(policies), cluster.load()
         observed = sources.load(inventory)
         _require_traffic(observed)
-        replayed = api.verify(in_force, observed, inventory)
+        replayed = api.verify(in_force, observed, inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
@@ -243,7 +279,8 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
         denied, total = len(replayed.denied), len(replayed.connections)
         show_tables(
             [tables.connections_table(replayed.connections, "observed connections")],
-            f"{total} connections: {total - denied} allowed, {denied} denied (recall {replayed.recall:.1%})",
+            f"{total} connections: {total - denied} allowed, {denied} denied (recall {replayed.recall:.1%}); "
+            f"CNI profile {replayed.profile}",
             headers=not no_headers,
         )
     if len(replayed.denied):
@@ -259,8 +296,17 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
     OUTPUT, "-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True, help=TABLE_HELP
 )
 @no_headers_option
+@dataplane_options
 @cluster_options
-def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_format: str, no_headers: bool) -> None:
+def diff(
+    sources: Sources,
+    cluster: ClusterSource,
+    policies: str | None,
+    output_format: str,
+    no_headers: bool,
+    cni: str | None,
+    cni_options: tuple[str, ...],
+) -> None:
     """Compare observed traffic with an existing policy set.
 
     Lists, per namespace, the observed connections the policies would break on enforcement, and the
@@ -275,7 +321,7 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
         in_force, inventory = api.load_policies(policies) if policies else None, cluster.load()
         observed = sources.load(inventory)
         _require_traffic(observed)
-        result = api.diff(in_force, observed, inventory)
+        result = api.diff(in_force, observed, inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
@@ -287,7 +333,8 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
                 tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"),
             ],
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
-            f"{len(result.unused_rules)} of {len(result.rules)} rules never used",
+            f"{len(result.unused_rules)} of {len(result.rules)} rules never used; "
+            f"CNI profile {result.replayed.profile}",
             headers=not no_headers,
         )
 
@@ -380,8 +427,9 @@ def _print_summary(result: api.Recommendation) -> None:
         stderr.print(table)
     for example in result.observed.stats.bad.examples:
         say(f"skipped: {example}")
-    for item in result.proposal.findings.no_stable_selector:
-        say(no_stable_selector_text(item))
+    for item in result.findings():
+        if item.kind == FindingKind.NO_STABLE_SELECTOR:
+            say(finding_text(item))
 
 
 main.add_command(report)

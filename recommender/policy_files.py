@@ -1,4 +1,7 @@
-"""NetworkPolicies from files: YAML (multi-document) or JSON, `List` objects, whole directories."""
+"""Policies from files: YAML (multi-document) or JSON, `List` objects, whole directories.
+
+NetworkPolicies, CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies and ClusterNetworkPolicies
+are read; other kinds are skipped."""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ import yaml
 
 from collectors.names import InvalidName, check_labels, check_namespace, check_object_name
 from recommender.errors import PolicyFileError
-from recommender.semantics import InvalidPolicyError, parse_policy
+from recommender.semantics import POLICY_KINDS, InvalidPolicyError, NetworkPolicy, parse_any_policy
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def load_policy_files(path: str) -> list[dict[str, Any]]:
-    """Every NetworkPolicy in a file, or in the files of a directory tree (sorted by path).
+    """Every policy in a file, or in the files of a directory tree (sorted by path).
 
     Other kinds (a kustomization.yaml, Services…) are skipped. Each policy is validated, so a
     malformed one is reported with its file now rather than misread later; so is a namespace/name
@@ -40,7 +43,7 @@ def load_policy_files(path: str) -> list[dict[str, Any]]:
             if policy_id in found:
                 again = "again in the same file" if found[policy_id] == file else f"and in {file}"
                 raise PolicyFileError(
-                    f"{found[policy_id]}: NetworkPolicy {policy_id} is defined twice ({again}): a cluster holds one "
+                    f"{found[policy_id]}: {policy_id} is defined twice ({again}): a cluster holds one "
                     "object per namespace and name, so give each policy once"
                 )
             found[policy_id] = file
@@ -49,7 +52,7 @@ def load_policy_files(path: str) -> list[dict[str, Any]]:
 
 
 def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
-    """The NetworkPolicies of one file, each with its namespace/name."""
+    """The policies of one file, each with its kind and namespace/name."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -60,25 +63,29 @@ def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
         raise PolicyFileError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from exc
     found = []
     for document in _flatten(documents):
-        if not isinstance(document, dict) or document.get("kind") != "NetworkPolicy":
+        if not isinstance(document, dict) or document.get("kind") not in POLICY_KINDS:
             continue
         try:
-            policy_id = parse_policy(document).id
+            policy = parse_any_policy(document)
+            policy_id = f"NetworkPolicy {policy.id}" if isinstance(policy, NetworkPolicy) else policy.id
             _check_names(document)
         except InvalidPolicyError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
         except InvalidName as exc:
-            raise PolicyFileError(f"{path}: NetworkPolicy {policy_id}: {exc}") from exc
+            raise PolicyFileError(f"{path}: {policy_id}: {exc}") from exc
         found.append((document, policy_id))
     return found
 
 
 def _check_names(policy: dict[str, Any]) -> None:
-    """Check the names of a valid policy: its namespace and name, and the labels its selectors match."""
+    """Check the names of a valid policy: its namespace and name, and (for a NetworkPolicy) the labels
+    its selectors match. Cilium selectors carry source prefixes (`k8s:`, `reserved:`) their parser checks."""
     metadata = policy.get("metadata") or {}
     if metadata.get("namespace"):
         check_namespace(metadata["namespace"])
     check_object_name(metadata["name"], "policy name")
+    if policy["kind"] != "NetworkPolicy":
+        return
     spec = policy.get("spec") or {}
     selectors = [spec.get("podSelector") or {}]
     for direction, peers in (("ingress", "from"), ("egress", "to")):

@@ -6,14 +6,15 @@ Everything is sorted, so the same proposal always gives byte-identical files.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
 
 from collectors.names import is_dns_label
+from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
-from recommender.synthesis import DEFAULT_DENY, NoStableSelector, PolicyPlan, Proposal
+from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
 OWN_STEMS = ("kustomization", "findings")
@@ -48,7 +49,7 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
         if not plan.workload
         else (f"what {plan.workload} was observed doing")
     )
-    lines = [header]
+    lines = [header, *(f"# WARNING: {warning}" for warning in plan.warnings)]
     direction = None
     rule_index = -1
     for line in text.splitlines():
@@ -59,7 +60,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
             direction = None
         elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
             rule_index += 1
-            lines.append(f"    # {plan.evidence_for(direction)[rule_index].comment()}")
+            evidence = plan.evidence_for(direction)[rule_index]
+            lines += [f"    # WARNING: {warning}" for warning in evidence.warnings]
+            lines.append(f"    # {evidence.comment()}")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -94,9 +97,16 @@ def namespace_file(namespace: str, output_format: str) -> str:
 
 
 def write_proposal(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
+    proposal: Proposal,
+    directory: str,
+    *,
+    output_format: str = "yaml",
+    explain: bool = False,
+    force: bool = False,
+    findings: Sequence[Finding] | None = None,
 ) -> list[str]:
-    """Write one file per namespace plus a `kustomization.yaml` listing them; returns the paths.
+    """Write one file per namespace plus a `kustomization.yaml` listing them (and, given `findings`,
+    `findings.md` and `findings.json`); returns the paths.
 
     The folder is the tool's (`output_folder.replace_folder`): the files of the last run are replaced as
     a whole, and a folder holding files it did not write is refused unless `force`.
@@ -117,23 +127,7 @@ def write_proposal(
         "resources": list(files),
     }
     files[KUSTOMIZATION] = _dump(kustomization)
+    if findings is not None:
+        files["findings.md"] = findings_markdown(findings)
+        files["findings.json"] = findings_json(findings)
     return replace_folder(directory, files, force=force)
-
-
-def no_stable_selector_text(item: NoStableSelector, *, shown: int = 10) -> str:
-    """A workload without a stable selector, for the terminal: what it carries, what became of its
-    connections, and (with an inventory) the label that would make it selectable."""
-    labels = ", ".join(f"{key}={value}" for key, value in item.labels) or "none"
-    fate = (
-        "allowed with podSelector {} (its whole namespace, counted as excess)"
-        if item.emitted
-        else "no rule for its connections (--allow-empty-selector: podSelector {})"
-    )
-    lines = [f"no stable selector: {item.key} (labels: {labels}; none stable): {fate}"]
-    lines += [f"  {connection}" for connection in item.connections[:shown]]
-    if len(item.connections) > shown:
-        lines.append(f"  … and {len(item.connections) - shown} more")
-    if item.suggestion:
-        label = ", ".join(f"{key}={value}" for key, value in item.suggestion)
-        lines.append(f"  the label {label} on its pod template would select it and no other pod of {item.namespace}")
-    return "\n".join(lines)

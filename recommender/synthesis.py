@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -46,8 +46,9 @@ class SynthesisOptions:
     counted as excess) instead of leaving its traffic without rules."""
 
 
-POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "DROP_REASON_UNKNOWN")
-"""Drop reasons that mean a policy refused the traffic; other drops (bad packets) are never wanted."""
+POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
+"""Drop reasons that mean a policy refused the traffic; other drops (bad packets such as
+INVALID_SOURCE_IP, and drops without a known reason) are never wanted."""
 
 
 def wanted_observations(observations: pd.DataFrame, options: SynthesisOptions) -> pd.DataFrame:
@@ -74,6 +75,8 @@ class RuleEvidence:
     example_client: str
     example_server: str
     dns_names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
 
     def comment(self) -> str:
         def when(moment: pd.Timestamp | None) -> str:
@@ -97,6 +100,8 @@ class PolicyPlan:
     workload: str  # the workload key, "" for the default-deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
 
     def evidence_for(self, direction: str) -> list[RuleEvidence]:
         return [item for item in self.evidence if item.direction == direction]
@@ -133,6 +138,8 @@ class NoStableSelector:
     """Whether its rules were made anyway with `podSelector: {}` (`allow_empty_selector`)."""
     suggestion: tuple[tuple[str, str], ...] = ()
     """With an inventory: a label that, on its pod template, would select it and no other pod."""
+    flows: int = 0
+    """The flows of its connections."""
 
     @property
     def key(self) -> str:
@@ -250,11 +257,14 @@ def synthesize(
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names))
 
+    used = _peers(ruled)
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
         not_expressed=edges[reasons != ""].assign(reason=reasons[reasons != ""]).reset_index(drop=True),
         dropped=all_edges[all_edges["verdicts"].str.contains(DROPPED)].reset_index(drop=True),
-        ambiguous_selectors=[s for key, s in sorted(selectors.items()) if not s.exact and key[0] in managed],
+        ambiguous_selectors=[
+            s for key, s in sorted(selectors.items()) if not s.exact and (key[0] in managed or key in used)
+        ],
         no_stable_selector=_no_stable_selector(edges[without_selector], unselectable, members, options, pods_complete),
     )
     return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed)
@@ -275,25 +285,39 @@ def _no_stable_selector(
     pods_complete: bool,
 ) -> list[NoStableSelector]:
     """One item per workload without a stable selector that has traffic in `edges`, with its connections."""
-    connections: dict[tuple[str, str], set[str]] = {}
+    connections: dict[tuple[str, str], dict[str, int]] = {}
     for row in edges.itertuples(index=False):
         for side in ("client", "server"):
             key = (getattr(row, f"{side}_namespace"), getattr(row, f"{side}_workload"))
             if getattr(row, f"{side}_entity") == POD and key in unselectable:
-                connections.setdefault(key, set()).add(f"{row.client} -> {row.server} {row.protocol}/{row.port}")
+                connection = f"{row.client} -> {row.server} {row.protocol}/{row.port}"
+                connections.setdefault(key, {})[connection] = int(row.count)
     items = []
     for (namespace, workload), found in sorted(connections.items()):
         own = [labels for ns, name, labels in members if (ns, name) == (namespace, workload)]
         common = {k: v for k, v in own[0].items() if all(labels.get(k) == v for labels in own)} if own else {}
         others = [labels for ns, name, labels in members if ns == namespace and name != workload]
-        suggestion = label_to_select(workload, others) if pods_complete else ()
         items.append(
             NoStableSelector(
-                namespace, workload, tuple(sorted(common.items())), tuple(sorted(found)),
-                options.allow_empty_selector, suggestion,
+                namespace,
+                workload,
+                labels=tuple(sorted(common.items())),
+                connections=tuple(sorted(found)),
+                emitted=options.allow_empty_selector,
+                suggestion=label_to_select(workload, others) if pods_complete else (),
+                flows=sum(found.values()),
             )
-        )  # fmt: skip
+        )
     return items
+
+
+def _peers(edges: pd.DataFrame) -> set[tuple[str, str]]:
+    """(namespace, workload) of every pod end of `edges`: the workloads rules select."""
+    found = set()
+    for side in ("client", "server"):
+        pods = edges[edges[f"{side}_entity"] == POD]
+        found |= set(zip(pods[f"{side}_namespace"], pods[f"{side}_workload"], strict=True))
+    return found
 
 
 def _selector_members(observations: pd.DataFrame, pods: pd.DataFrame | None) -> list[tuple[str, str, dict]]:
@@ -365,7 +389,19 @@ def _workload_policy(
         ),
         "spec": spec,
     }
-    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence)
+    warnings = selector_warnings(selectors[(namespace, workload)])
+    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, warnings)
+
+
+def selector_warnings(selector: Selector) -> tuple[str, ...]:
+    """Why a workload's podSelector selects more than the workload: `{}`, or labels other workloads share."""
+    name = f"{selector.namespace}/{selector.workload}"
+    also = f" (also {', '.join(selector.also_selects)})" if selector.also_selects else ""
+    if not selector.match_labels:
+        return (f"the podSelector of {name} is {{}}: it selects every pod of namespace {selector.namespace}{also}",)
+    if not selector.exact:
+        return (f"the podSelector of {name} is ambiguous: it also selects {', '.join(selector.also_selects)}",)
+    return ()
 
 
 def _rules(
@@ -393,7 +429,13 @@ def _rules(
         ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
         rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
         rule_rows = [row for peer in peers for row in rows_of[peer]]
-        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, names))
+        warnings = tuple(
+            warning
+            for peer in peers
+            if peer.order < 2
+            for warning in selector_warnings(selectors[(peer.namespace, peer.workload)])
+        )
+        evidence.append(replace(_evidence(direction, index, rule_rows, peer_side, ports, names), warnings=warnings))
     return rules, evidence
 
 

@@ -225,8 +225,14 @@ def test_the_traversal_capture_skipped_writes_only_inside_the_output_folder(tmp_
         "kustomization.yaml",
         "kustomization.namespace.yaml",
         "shop.yaml",
+        "findings.md",
+        "findings.json",
     }
     assert (tmp_path / "victim.yaml").read_text() == "precious\n"
+    malformed = [
+        item for item in json.loads((out / "findings.json").read_text())["findings"] if item["kind"] == "malformed-line"
+    ]
+    assert [item["subject"].split(": ", 1)[0] for item in malformed] == [f"{capture}:2", f"{capture}:3"]
     assert "lines skipped (malformed)" in result.output and f"skipped: {capture}:3: namespace" in result.output
     assert "kind: Kustomization" in (out / "kustomization.yaml").read_text()
 
@@ -272,6 +278,22 @@ def test_the_summary_names_the_workload_without_a_stable_selector(tmp_path):
     assert "no stable selector: shop/backup" in result.output and "shop/backup -> shop/db TCP/5432" in result.output
     assert "podSelector: {}\n  policyTypes:\n    - Ingress\n    - Egress" in result.output  # only the default-deny
     assert result.output.count("podSelector: {}") == 1
+
+
+@pytest.mark.parametrize("allow_empty_selector", [False, True])
+def test_the_output_folder_names_the_workload_in_its_findings(tmp_path, allow_empty_selector):
+    out = tmp_path / "out"
+    option = ["--allow-empty-selector"] if allow_empty_selector else []
+    result = CliRunner().invoke(main, ["recommend", *_cronjob_capture(tmp_path), "-o", str(out), *option])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "findings.json").read_text())
+    (item,) = [item for item in document["findings"] if item["kind"] == "no-stable-selector"]
+    assert (item["subject"], item["evidence"]) == ("shop/backup", ["shop/backup -> shop/db TCP/5432"])
+    assert document["counts"]["no-stable-selector"] == 1
+    empty_selectors = (out / "shop.yaml").read_text().count("podSelector: {}")  # one is the default-deny's
+    assert (empty_selectors > 1) == allow_empty_selector
+    assert (document["counts"]["excess"] > 0) == allow_empty_selector
+    assert "| shop/backup |" in (out / "findings.md").read_text()
 
 
 def test_with_the_option_the_empty_selector_is_emitted_and_its_reach_counted_as_excess(tmp_path):

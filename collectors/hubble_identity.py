@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from collectors.aggregate import ObservationAggregator
-from collectors.names import check_ip, check_pod
+from collectors.names import check_ip, check_pod, is_ip_address
 from collectors.records import (
     HEALTH,
     HOST,
@@ -187,7 +187,7 @@ class EndpointResolver:
         decoded = self.decode(key) if key.__class__ is bytes else key
         resolved = classify(decoded)  # first: names are checked before any evidence is kept
         namespace, pod_name = named_pod(decoded)
-        if pod_name:
+        if pod_name and is_ip_address(ip):  # an address that is not one is no evidence of whose it is
             self.pod_ips.setdefault(ip, set()).add((decoded.cluster_name, namespace, pod_name))
         if resolved.entity != POD:
             return resolved

@@ -113,12 +113,18 @@ def check_pod(namespace: str, pod: str, workload: str, kind: str, labels: Mappin
     check_labels(labels)
 
 
-def check_ip(address: str) -> str:
-    """`address`, if it is an IPv4 or IPv6 address (a peer outside the cluster becomes an ipBlock of it)."""
+def is_ip_address(address: str) -> bool:
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        raise InvalidName(f"{_shown(address)} is not an IP address") from None
+        return False
+    return True
+
+
+def check_ip(address: str) -> str:
+    """`address`, if it is an IPv4 or IPv6 address (a peer outside the cluster becomes an ipBlock of it)."""
+    if not is_ip_address(address):
+        raise InvalidName(f"{_shown(address)} is not an IP address")
     return address
 
 

@@ -47,7 +47,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
     if not explain:
         return text
     if not plan.namespace:
-        return f"# {plan.name}: deny ingress from pods and all egress but DNS, where no NetworkPolicy decides\n" + text
+        header = f"# {plan.name}: where no NetworkPolicy decides, deny ingress from pods and all egress but DNS"
+        warning = "# WARNING: ingress from outside the cluster is not denied (the API has no peer for it)"
+        return f"{header}\n{warning}\n{text}"
     header = f"# {plan.namespace}/{plan.name}: "
     header += (
         "deny all ingress and egress not allowed by another policy"

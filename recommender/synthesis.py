@@ -207,7 +207,11 @@ def synthesize(
 
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
-    policies = [_default_deny(ns) for ns in managed] if options.baseline == NAMESPACE_BASELINE else [_cluster_baseline(options)]
+    policies = (
+        [_default_deny(ns) for ns in managed]
+        if options.baseline == NAMESPACE_BASELINE
+        else [_cluster_baseline(options)]
+    )
     traffic: dict[tuple[str, str], dict[str, list]] = {}
     for row in ruled.itertuples(index=False):
         for side, direction in (("server", "ingress"), ("client", "egress")):

@@ -65,7 +65,10 @@ def test_a_pod_in_a_namespace_never_observed_is_denied_under_the_baseline_only(o
     per_namespace = [plan.manifest for plan in api.recommend(observed).proposal.policies]
     cluster_wide = [plan.manifest for plan in api.recommend(observed, BASELINE_OPTIONS).proposal.policies]
     job, admin = Pod("unseen", "job", {"app": "job"}), Pod("unseen", "admin", {"app": "admin"})
-    coredns, agent = Pod("kube-system", "coredns", {"k8s-app": "kube-dns"}), Pod("kube-system", "agent", {"app": "agent"})
+    coredns, agent = (
+        Pod("kube-system", "coredns", {"k8s-app": "kube-dns"}),
+        Pod("kube-system", "agent", {"app": "agent"}),
+    )
     world = ExternalPeer("203.0.113.7", Entity.WORLD)
     without, under = _evaluator(per_namespace), _evaluator(cluster_wide)
     for client, server, protocol, port in [

@@ -13,6 +13,7 @@ from collectors.inventory import snapshot_json
 from collectors.records import POD
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
+from recommender.baseline import BASELINES, NAMESPACE_BASELINE
 from recommender.cli_options import (
     OUTPUT,
     ClusterSource,
@@ -28,7 +29,6 @@ from recommender.cli_options import (
     user_errors,
 )
 from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
-from recommender.baseline import BASELINES, NAMESPACE_BASELINE
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.report import GAP

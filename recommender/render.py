@@ -12,15 +12,16 @@ from typing import Any
 
 import yaml
 
-from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.baseline import CLUSTER_BASELINE_NAME
+from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
 OWN_STEMS = ("kustomization", "findings", CLUSTER_BASELINE_NAME)
 """The names of the folder's own files (kustomization.yaml; findings.md and findings.json; the cluster-scoped
-baseline's), without extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no namespace file has."""
+baseline's), without extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no
+namespace file has."""
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A namespace name: an RFC 1123 label, as Kubernetes validates it."""
 

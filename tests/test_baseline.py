@@ -94,7 +94,8 @@ def test_bookinfo_under_the_baseline_has_full_recall_and_the_per_namespace_exces
     assert cluster_wide.check.excess.equals(per_namespace.check.excess)
     dns = cluster_wide.check.dns_allowance  # apart: pods no egress policy decides may resolve, over TCP too
     assert set(dns["server"]) == {"kube-system/coredns"} and set(dns["port"]) == {53}
-    assert {("bookinfo/details-v1", "TCP"), ("bookinfo/details-v1", "UDP")} <= set(zip(dns["client"], dns["protocol"]))
+    resolving = set(zip(dns["client"], dns["protocol"], strict=True))
+    assert {("bookinfo/details-v1", "TCP"), ("bookinfo/details-v1", "UDP")} <= resolving
     assert per_namespace.check.dns_allowance is None
     names = [(plan.namespace, plan.name) for plan in cluster_wide.proposal.policies]
     assert ("", CLUSTER_BASELINE_NAME) in names

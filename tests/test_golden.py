@@ -119,6 +119,8 @@ def case_outputs(case: Case, work: Path) -> dict[str, str]:
                     output_format,
                 )
 
+    if case.recommend_options:  # the report takes none of them: it would repeat the case without them
+        return outputs
     store, report = work / "store", work / "report"
     record("report.md", "report", *files, *case.options, "--store", str(store), "-o", str(report))
     for path in sorted(report.iterdir()):

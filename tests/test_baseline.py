@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recommender import api
 from recommender.baseline import CLUSTER_BASELINE, CLUSTER_BASELINE_NAME, cluster_baseline
@@ -117,3 +119,25 @@ def test_the_folder_holds_the_baseline_file_in_the_kustomization(bookinfo_files,
     stream = CliRunner().invoke(main, ["recommend", *bookinfo_files, "--baseline", CLUSTER_BASELINE, "-q"])
     kinds = [document["kind"] for document in yaml.safe_load_all(stream.stdout)]
     assert kinds[0] == "ClusterNetworkPolicy" and kinds.count("ClusterNetworkPolicy") == 1
+
+
+NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(namespaces=st.lists(NAMES, min_size=1, max_size=5, unique=True), data=st.data())
+def test_exactly_the_pods_of_namespaces_not_excluded_are_denied_by_default(namespaces, data):
+    excluded = data.draw(st.lists(st.sampled_from(namespaces), unique=True))
+    evaluator = Evaluator(
+        [cluster_baseline(excluded, MANAGED_BY)],
+        [Namespace(name) for name in namespaces],
+        [Pod(name, "app", {"app": "app"}) for name in namespaces],
+        profile=KUBERNETES,
+    )
+    world = ExternalPeer("203.0.113.7", Entity.WORLD)
+    for name in namespaces:
+        pod = Pod(name, "app", {"app": "app"})
+        assert evaluator.evaluate(pod, world, "TCP", 443).allowed == (name in excluded)
+        for other in namespaces:
+            client = Pod(other, "app", {"app": "app"})
+            assert evaluator.evaluate(client, pod, "TCP", 80).allowed == (name in excluded and other in excluded)

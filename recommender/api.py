@@ -164,6 +164,7 @@ class Recommendation:
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
+            *_dns_allowance_rows(self.check),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
             ("unresolved endpoints", str(count(listed, FindingKind.UNRESOLVED))),
@@ -174,6 +175,13 @@ class Recommendation:
             fate = "podSelector {}, reach in excess" if self.options.allow_empty_selector else "no rule"
             rows.append(("workloads without a stable selector", f"{without_selector} ({fate})"))
         return rows
+
+
+def _dns_allowance_rows(check: Check) -> list[tuple[str, str]]:
+    """With a cluster baseline: what its DNS rule allows beyond the observed, apart from excess."""
+    if check.dns_allowance is None:
+        return []
+    return [("DNS allowance (baseline allow-dns, never observed)", str(len(check.dns_allowance)))]
 
 
 def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:

@@ -26,6 +26,7 @@ from collectors.records import (
     UNKNOWN,
     labels_from_text,
 )
+from recommender.baseline import CLUSTER_BASELINE_NAME, NAMESPACE_BASELINE, cluster_baseline
 from recommender.graph import build_edges
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors, label_to_select
 
@@ -44,6 +45,9 @@ class SynthesisOptions:
     allow_empty_selector: bool = False
     """Select a workload without stable labels with `podSelector: {}` (its whole namespace; the reach is
     counted as excess) instead of leaving its traffic without rules."""
+    baseline: str = NAMESPACE_BASELINE
+    """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
+    (`recommender.baseline`)."""
 
 
 POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
@@ -95,9 +99,9 @@ class RuleEvidence:
 class PolicyPlan:
     """One proposed NetworkPolicy and the evidence for each of its rules."""
 
-    namespace: str
+    namespace: str  # "" for the cluster-scoped baseline
     name: str
-    workload: str  # the workload key, "" for the default-deny
+    workload: str  # the workload key, "" for the default deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
@@ -246,7 +250,11 @@ def synthesize(
 
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
-    policies = [_default_deny(ns) for ns in managed]
+    policies = (
+        [_default_deny(ns) for ns in managed]
+        if options.baseline == NAMESPACE_BASELINE
+        else [_cluster_baseline(options)]
+    )
     traffic: dict[tuple[str, str], dict[str, list]] = {}
     for row in ruled.itertuples(index=False):
         for side, direction in (("server", "ingress"), ("client", "egress")):
@@ -361,6 +369,11 @@ def _default_deny(namespace: str) -> PolicyPlan:
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
     }
     return PolicyPlan(namespace, DEFAULT_DENY, "", manifest)
+
+
+def _cluster_baseline(options: SynthesisOptions) -> PolicyPlan:
+    """The cluster-scoped default deny: a plan without namespace."""
+    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(options.exclude_namespaces, MANAGED_BY))
 
 
 def _workload_policy(

@@ -18,6 +18,7 @@ import pandas as pd
 from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
 from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
+from recommender.baseline import without_dns_allowance
 from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
@@ -34,7 +35,6 @@ from recommender.semantics import (
     Profile,
     Protocol,
     RuleRef,
-    parse_policies,
     parse_policy_set,
 )
 from recommender.semantics.cilium import compile_cilium
@@ -155,11 +155,12 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
 
 
 def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
-    """Every (rule, pod) where an ipBlock of `policies` contains an address evidence gives a pod: a
-    recommendation must select pods by labels, never by address."""
+    """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
+    gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
+    deny every address on purpose)."""
     found = []
     addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
-    for policy in parse_policies(policies):
+    for policy in parse_policy_set(policies).network_policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             for index, rule in enumerate(policy.rules(direction)):
                 for peer in rule.peers:
@@ -432,6 +433,8 @@ class Check:
 
     replayed: Replay
     excess: pd.DataFrame
+    dns_allowance: pd.DataFrame | None = None
+    """With a cluster baseline: the tuples only its DNS rule allows (never observed), not in `excess`."""
 
     @property
     def recall(self) -> float:
@@ -468,4 +471,12 @@ def check_proposal(
     replayed = replay(policies, observed, rows[meant], model=model)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
-    return Check(replayed, excess(replayed, observed, model, named_ports(policies)))
+    ports = named_ports(policies)
+    allowed = excess(replayed, observed, model, ports)
+    without_dns = without_dns_allowance(policies)
+    if without_dns is None:
+        return Check(replayed, allowed)
+    rest = excess(replay(without_dns, observed, rows[meant], model=model), observed, model, ports)
+    kept = set(rest.itertuples(index=False, name=None))
+    dns = allowed[[row not in kept for row in allowed.itertuples(index=False, name=None)]]
+    return Check(replayed, rest, dns.reset_index(drop=True))

@@ -28,6 +28,7 @@ from collectors.names import (
 from collectors.sources import GzipLines, TruncatedInput
 from recommender import api
 from recommender.cli import main
+from recommender.errors import PolicyFileError
 from recommender.verification import UNSEEN_POD
 from tests.conftest import write_lines
 
@@ -428,3 +429,18 @@ def test_a_cut_gzip_yields_whole_lines_of_its_content_then_the_break(text, cut):
         assert text.startswith(b"".join(lines))
     else:
         assert at == len(packed) and b"".join(lines) == text
+
+
+@pytest.mark.parametrize("kind", ["NetworkPolicy", "CiliumNetworkPolicy"])
+def test_a_policy_port_whose_protocol_is_not_a_string_is_refused_naming_the_field(tmp_path, kind):
+    spec = (
+        {"podSelector": {}, "egress": [{"ports": [{"protocol": ["TCP"], "port": 5432}]}]}
+        if kind == "NetworkPolicy"
+        else {"endpointSelector": {}, "egress": [{"toPorts": [{"ports": [{"protocol": ["TCP"], "port": "5432"}]}]}]}
+    )
+    api_version = "networking.k8s.io/v1" if kind == "NetworkPolicy" else "cilium.io/v2"
+    policy = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "p", "namespace": "shop"}, "spec": spec}
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    with pytest.raises(PolicyFileError, match=r"policy\.json: .*protocol"):
+        api.load_policies(str(path))

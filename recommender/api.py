@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import pandas as pd
@@ -43,6 +43,7 @@ __all__ = [
     "Replay",
     "SynthesisOptions",
     "collect",
+    "default_cni",
     "diff",
     "edges",
     "graph",
@@ -116,6 +117,14 @@ def graph(observed: ObservationSet) -> nx.DiGraph:
     return build_graph(edges(observed), observed.dns_names)
 
 
+REPLAYED_AS = {
+    "networkpolicy": "NetworkPolicy, spec semantics",
+    "cilium": "NetworkPolicy equivalent, spec semantics",
+}
+"""What the proof of a target replays (the CNP rules are the NetworkPolicy rules, entities and FQDNs as
+ipBlocks of their observed IPs)."""
+
+
 @dataclass
 class Recommendation:
     """A proposal, the observations it was made from, and the replay that proves it."""
@@ -131,7 +140,7 @@ class Recommendation:
         findings = proposal.findings
         observations = self.observed.observations
         dropped = int(observations.loc[observations["verdict"] == DROPPED, "count"].sum())
-        rules = sum(len(p.manifest["spec"].get(d, [])) for p in proposal.policies for d in ("ingress", "egress"))
+        rules = sum(len(plan.rules) for plan in proposal.policies)
         unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved").sum()
         rows = [
             ("sources", str(len(stats.sources))),
@@ -147,15 +156,19 @@ class Recommendation:
                 f"{dropped:,}" + (" (allowed)" if self.options.include_dropped else " (reported only)"),
             ),
             *_resolution_rows(observations, stats.resolution),
+            ("target", self.options.target),
+            ("CNI profile", f"{self.options.cni}" + (" (cidr-match-nodes)" if self.options.cidr_match_nodes else "")),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
             ("edges allowed", str(len(proposal.edges))),
             ("policies", str(len(proposal.policies))),
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
+            ("replayed as", REPLAYED_AS[self.options.target]),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
+            ("edges the target cannot express on the CNI (no rule)", str(len(findings.unexpressible))),
             ("unresolved endpoints", str(int(unresolved))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]
@@ -188,14 +201,25 @@ def recommend(
 
     With an `inventory`, workloads and labels come from the cluster, selectors are exact against
     every pod of a namespace, the excess counts every pod, and the evidence names container ports.
+
+    `options.cni` None means the input's CNI (`default_cni`). Edges the target cannot express on that
+    CNI get no rule and are listed in `proposal.findings.unexpressible`: the proposal is incomplete.
     """
     options = options or SynthesisOptions()
+    if options.cni is None:
+        options = replace(options, cni=default_cni(observed))
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
     proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options, _port_names(inventory))
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
     check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options, inventory)
     return Recommendation(observed, proposal, options, check)
+
+
+def default_cni(observed: ObservationSet) -> str:
+    """The CNI profile an input implies: "cilium" for Hubble flows, "kubernetes" (the spec) for conntrack
+    dumps (the only inputs that name their IPs with an inventory)."""
+    return "kubernetes" if observed.stats.resolution else "cilium"
 
 
 def _port_names(inventory: Inventory | None) -> dict[tuple[str, str, str, int], str]:

@@ -11,12 +11,23 @@ from rich.table import Table
 from collectors.inventory import snapshot_json
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_options import (
+    ClusterSource,
+    Sources,
+    cluster_options,
+    dataplane_options,
+    source_options,
+    stderr,
+    target_option,
+    user_errors,
+)
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 stdout = Console()
+INCOMPLETE = 5
+"""Exit status of `recommend` when observed edges could not be expressed for the target on the CNI."""
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 
 
@@ -65,6 +76,8 @@ def main() -> None:
     "giving any replaces the default list.",
 )
 @click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
+@target_option
+@dataplane_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 @cluster_options
 def recommend(
@@ -76,6 +89,9 @@ def recommend(
     force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
+    target: str,
+    cni: str | None,
+    cidr_match_nodes: bool,
     quiet: bool,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
@@ -89,8 +105,18 @@ def recommend(
         netpol-recommender recommend capture.json -o policies/ --explain
 
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
+
+    Exits with status 5 when some observed edges cannot be expressed for the --target on the --cni
+    (e.g. the API server or other nodes on Cilium with NetworkPolicies): the policies are written
+    without them, and each is named with why and how to fix it.
     """
-    options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
+    options = SynthesisOptions(
+        exclude_namespaces=tuple(ns for ns in exclude if ns),
+        include_dropped=include_dropped,
+        target=target,
+        cni=cni,
+        cidr_match_nodes=cidr_match_nodes,
+    )
     with user_errors():
         inventory = cluster.load()
         result = api.recommend(sources.load(inventory), options, inventory)
@@ -105,6 +131,20 @@ def recommend(
             stderr.print(f"wrote {len(written)} files to {output}")
     if not quiet:
         _print_summary(result)
+    unexpressible = result.proposal.findings.unexpressible
+    for edge in unexpressible:
+        stderr.print(
+            f"not expressible: {edge.client} -> {edge.server} {edge.protocol}/{edge.port} ({edge.count} flows): "
+            f"{edge.reason}. Fix: {edge.fix}.",
+            markup=False,
+            highlight=False,
+        )
+    if unexpressible:
+        stderr.print(
+            f"incomplete: {len(unexpressible)} observed edges have no rule and would be denied once the policies "
+            f"are enforced on {result.options.cni} (exit status {INCOMPLETE})"
+        )
+        sys.exit(INCOMPLETE)
 
 
 @main.command()

@@ -24,6 +24,7 @@ from collectors.relay import DEFAULT_SERVER, RelayOptions, RelayProgress, parse_
 from collectors.sources import STDIN, expand_inputs
 from recommender import api
 from recommender.errors import RecommenderError
+from recommender.synthesis import CNI_PROFILES, TARGETS
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 stderr = Console(stderr=True, soft_wrap=True)
@@ -272,6 +273,38 @@ def cluster_options(command: Callable) -> Callable:
     for option in reversed(options):
         with_cluster = option(with_cluster)
     return with_cluster
+
+
+def dataplane_options(command: Callable) -> Callable:
+    """--cni and --cidr-match-nodes: the dataplane that enforces the policies (handed over as `cni=`,
+    None for the input's own, and `cidr_match_nodes=`)."""
+    options = [
+        click.option(
+            "--cni",
+            type=click.Choice(CNI_PROFILES),
+            help="The CNI that enforces the policies, with its deviations from the NetworkPolicy spec "
+            "(default: cilium when the input came from Hubble, kubernetes otherwise).",
+        ),
+        click.option(
+            "--cidr-match-nodes",
+            is_flag=True,
+            help="The Cilium agent runs with policy-cidr-match-mode=nodes: ipBlocks match node IPs.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def target_option(command: Callable) -> Callable:
+    """--target: the kind of policy written (handed over as `target=`)."""
+    return click.option(
+        "--target",
+        type=click.Choice(TARGETS),
+        default=TARGETS[0],
+        show_default=True,
+        help="Write Kubernetes NetworkPolicies, or CiliumNetworkPolicies (entities, FQDNs, ICMP).",
+    )(command)
 
 
 @contextmanager

@@ -6,6 +6,13 @@ to its observed servers. Peers with identical port sets share one rule (a rule i
 this is exact). Pods are always selected by labels, never by IP; world, node and API server peers by
 exact ipBlocks of the observed IPs, adjacent blocks collapsed exactly. Every rule carries its
 evidence. What NetworkPolicy cannot or need not express is reported in `Findings`, never dropped.
+
+The peers depend on the target and the CNI profile (`SynthesisOptions`): on Cilium, NetworkPolicy
+cannot reach the node, other nodes, the API server or Cilium Ingress (no ipBlock matches them), so
+those edges become `UnexpressiblePeer` findings instead of dead ipBlocks. With `target="cilium"` they
+are entity peers, world IPs with DNS names are FQDN peers and ICMP is expressible; the CiliumNetworkPolicy
+renderer (`render_cilium`) reads the same `Rule`s. A rule then has peers of one kind only (Cilium
+refuses to combine L3 selectors of different kinds in one rule).
 """
 
 from __future__ import annotations
@@ -21,11 +28,16 @@ from collectors.records import (
     DROPPED,
     HEALTH,
     HOST,
+    INGRESS,
+    KUBE_APISERVER,
     POD,
+    REMOTE_NODE,
     SEEN_VERDICTS,
     UNKNOWN,
+    WORLD,
     labels_from_text,
 )
+from recommender.errors import RecommenderError
 from recommender.graph import build_edges
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
 
@@ -33,6 +45,11 @@ DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-recommender"}
 DEFAULT_DENY = "default-deny"
+TARGETS = ("networkpolicy", "cilium")
+CNI_PROFILES = ("kubernetes", "cilium", "calico")
+CILIUM_ENTITIES = (HOST, REMOTE_NODE, KUBE_APISERVER, INGRESS)
+"""Cluster entities Cilium gives their own identity: only `toEntities`/`fromEntities` select them."""
+ICMP_PROTOCOLS = ("ICMPv4", "ICMPv6")
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,19 @@ class SynthesisOptions:
     """Namespaces left without policies; their workloads stay usable as peers."""
     include_dropped: bool = False
     """Treat flows a policy DROPPED as wanted traffic (by default they are only reported)."""
+    target: str = "networkpolicy"
+    """The policy kind written: "networkpolicy" (Kubernetes) or "cilium" (CiliumNetworkPolicy)."""
+    cni: str | None = None
+    """The dataplane that enforces the policies: "kubernetes" (the spec), "cilium" or "calico"; None:
+    the one the input implies (`recommend` settles it: Cilium for Hubble flows)."""
+    cidr_match_nodes: bool = False
+    """The Cilium agent runs with `policy-cidr-match-mode=nodes`: ipBlocks match node IPs."""
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise RecommenderError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
+        if self.cni is not None and self.cni not in CNI_PROFILES:
+            raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
 
 
 POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "DROP_REASON_UNKNOWN")
@@ -87,16 +117,64 @@ class RuleEvidence:
 
 @dataclass
 class PolicyPlan:
-    """One proposed NetworkPolicy and the evidence for each of its rules."""
+    """One proposed NetworkPolicy, its rules as data, and the evidence for each of its rules."""
 
     namespace: str
     name: str
     workload: str  # the workload key, "" for the default-deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    """The rules the manifest is made of, in the order of `evidence` (what other renderers read)."""
 
     def evidence_for(self, direction: str) -> list[RuleEvidence]:
         return [item for item in self.evidence if item.direction == direction]
+
+
+@dataclass(frozen=True)
+class UnexpressiblePeer:
+    """An observed edge NetworkPolicy cannot allow on the CNI: no rule is written for it."""
+
+    client: str
+    server: str
+    protocol: str
+    port: int
+    count: int
+    entity: str
+    """The Cilium entity on the far side (the policy's peer)."""
+    direction: str
+    """The direction of the managed workload's policy that would need the rule."""
+    reason: str
+    fix: str
+
+
+_UNEXPRESSIBLE = {
+    HOST: "Cilium never matches an ipBlock against the pod's own node (the host entity; cilium#13081)",
+    REMOTE_NODE: "Cilium never matches an ipBlock against another node (the remote-node entity; cilium#46571)",
+    KUBE_APISERVER: "Cilium matches the in-cluster API server only as the kube-apiserver entity, never by "
+    "ipBlock (cilium#20550, cilium#33525)",
+    INGRESS: "Cilium Ingress traffic carries the ingress identity, which no ipBlock matches (cilium commit 04f19e9)",
+}
+_NODE_ENTITIES = (HOST, REMOTE_NODE, KUBE_APISERVER)
+"""Entities at node IPs: ipBlocks match them when the agent runs with `policy-cidr-match-mode=nodes`
+(Cilium language.rst, "Selecting nodes with CIDR / ipBlock"; the API server since cilium#39573)."""
+
+
+def unexpressible_reason(entity: str, options: SynthesisOptions) -> str:
+    """Why a NetworkPolicy peer cannot select `entity` under the options' CNI profile ("" when it can)."""
+    if options.target != "networkpolicy" or options.cni != "cilium" or entity not in _UNEXPRESSIBLE:
+        return ""
+    if options.cidr_match_nodes and entity in _NODE_ENTITIES:
+        return ""
+    return _UNEXPRESSIBLE[entity]
+
+
+def _fix(entity: str, direction: str) -> str:
+    key = "toEntities" if direction == "egress" else "fromEntities"
+    fix = f"--target cilium writes it as a CiliumNetworkPolicy ({key}: [{entity}])"
+    if entity in _NODE_ENTITIES:
+        fix += "; or run the Cilium agent with policy-cidr-match-mode=nodes and pass --cidr-match-nodes"
+    return fix
 
 
 @dataclass
@@ -111,6 +189,8 @@ class Findings:
     """Edges with DROPPED flows (wanted only with `include_dropped`)."""
     ambiguous_selectors: list[Selector]
     """Workloads whose selector also selects other workloads (extra reach)."""
+    unexpressible: list[UnexpressiblePeer] = field(default_factory=list)
+    """Edges of managed workloads the target cannot allow under the CNI profile: the proposal is incomplete."""
 
 
 @dataclass
@@ -121,19 +201,33 @@ class Proposal:
     edges: pd.DataFrame
     """The wanted edges the policies are built from (the traffic replay must find allowed)."""
     managed_namespaces: list[str]
+    target: str = "networkpolicy"
+    """The policy kind to render: with "cilium", `manifest` is the NetworkPolicy equivalent the
+    replay checks (entity and FQDN peers as ipBlocks of their observed IPs, no ICMP)."""
 
 
 # -- peers -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
-class _Peer:
-    """A rule peer: a workload by selector, or an IP. Ordered for deterministic output."""
+PEER_KINDS = ("pods", "pods", "cidr", "entities", "fqdn")
+"""The kind of peer of each `Peer.order`: Cilium allows one kind per rule."""
 
-    order: int  # 0 same-namespace pods, 1 other-namespace pods, 2 IPs
+
+@dataclass(frozen=True, order=True)
+class Peer:
+    """A rule peer: a workload by selector, an IP, a Cilium entity or DNS names. Ordered for
+    deterministic output."""
+
+    order: int  # 0 same-namespace pods, 1 other-namespace pods, 2 IPs, 3 entities, 4 DNS names
     namespace: str
     workload: str
     ip: str
+    entity: str = ""
+    names: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return PEER_KINDS[self.order]
 
     def as_dict(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
         selector = selectors[(self.namespace, self.workload)].as_dict()
@@ -145,22 +239,44 @@ class _Peer:
         }
 
 
-def _peer(row: Any, side: str, policy_namespace: str) -> _Peer:
-    """The peer one side of an edge row names in a rule of a policy of `policy_namespace`."""
-    if getattr(row, f"{side}_entity") == POD:
+@dataclass(frozen=True)
+class Rule:
+    """One allow rule: every peer × every (protocol, port); an ICMP "port" is 0, the echo request."""
+
+    direction: str
+    peers: tuple[Peer, ...]
+    ports: tuple[tuple[str, int], ...]
+    ips: tuple[str, ...]
+    """The observed IPs of the peers that are not pods (what an ipBlock of the rule holds)."""
+
+
+def _peer(row: Any, side: str, policy_namespace: str, target: str, fqdn: Mapping[str, tuple[str, ...]]) -> Peer:
+    """The peer one side of an edge row names in a rule of a policy of `policy_namespace`; `fqdn`
+    names the world IPs to select by DNS name."""
+    entity = getattr(row, f"{side}_entity")
+    if entity == POD:
         namespace = getattr(row, f"{side}_namespace")
-        return _Peer(0 if namespace == policy_namespace else 1, namespace, getattr(row, f"{side}_workload"), "")
-    return _Peer(2, "", "", getattr(row, f"{side}_ip"))
+        return Peer(0 if namespace == policy_namespace else 1, namespace, getattr(row, f"{side}_workload"), "")
+    ip = getattr(row, f"{side}_ip")
+    if target == "cilium" and entity in CILIUM_ENTITIES:
+        return Peer(3, "", "", "", entity)
+    if entity == WORLD and fqdn.get(ip):
+        return Peer(4, "", "", "", names=fqdn[ip])
+    return Peer(2, "", "", ip)
+
+
+def exact_cidrs(ips: Iterable[str]) -> list[str]:
+    """Exact CIDRs: /32 and /128 per address, adjacent blocks collapsed (an exact union); IPv4 first."""
+    addresses = [ipaddress.ip_network(ip) for ip in ips]
+    cidrs = []
+    for version in (4, 6):
+        same = [a for a in addresses if a.version == version]
+        cidrs += [str(net) for net in ipaddress.collapse_addresses(same)]
+    return cidrs
 
 
 def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
-    """Exact ipBlocks: /32 and /128 per address, adjacent blocks collapsed (an exact union)."""
-    addresses = [ipaddress.ip_network(ip) for ip in ips]
-    blocks = []
-    for version in (4, 6):
-        same = [a for a in addresses if a.version == version]
-        blocks += [{"ipBlock": {"cidr": str(net)}} for net in ipaddress.collapse_addresses(same)]
-    return blocks
+    return [{"ipBlock": {"cidr": cidr}} for cidr in exact_cidrs(ips)]
 
 
 # -- synthesis ---------------------------------------------------------------------------------
@@ -184,9 +300,14 @@ def synthesize(
     edges = build_edges(wanted_observations(observations, options))
     selectors = choose_selectors(_selector_members(observations, pods))
 
-    expressible = edges["protocol"].isin(POLICY_PROTOCOLS)
+    protocols = POLICY_PROTOCOLS + (ICMP_PROTOCOLS if options.target == "cilium" else ())
+    expressible = edges["protocol"].isin(protocols)
     reasons = pd.Series("", index=edges.index, dtype=object)
-    reasons[~expressible] = "protocol not expressible in NetworkPolicy (only TCP, UDP and SCTP)"
+    reasons[~expressible] = (
+        "protocol not expressible in NetworkPolicy (only TCP, UDP and SCTP)"
+        if options.target == "networkpolicy"
+        else "protocol not expressible in CiliumNetworkPolicy (only TCP, UDP, SCTP and ICMP)"
+    )
     for side in ("client", "server"):
         entity = edges[f"{side}_entity"]
         reasons[(reasons == "") & (entity == HEALTH)] = f"{side} is the Cilium health endpoint"
@@ -194,10 +315,11 @@ def synthesize(
         unresolved = (entity == POD) & (edges[f"{side}_workload"] == "")
         reasons[(reasons == "") & unresolved] = f"{side} pod's workload unresolved (labels only)"
     host_ingress = (reasons == "") & (edges["client_entity"] == HOST) & (edges["server_entity"] == POD)
-    ruled = edges[(reasons == "") & ~host_ingress]
 
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
+    unexpressible = _unexpressible(edges[(reasons == "") & ~host_ingress], managed, options)
+    ruled = edges[(reasons == "") & ~host_ingress & ~edges.index.isin(list(unexpressible))]
     policies = [_default_deny(ns) for ns in managed]
     traffic: dict[tuple[str, str], dict[str, list]] = {}
     for row in ruled.itertuples(index=False):
@@ -207,15 +329,32 @@ def synthesize(
                 workload = (namespace, getattr(row, f"{side}_workload"))
                 traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
     for (namespace, workload), rows in sorted(traffic.items()):
-        policies.append(_workload_policy(namespace, workload, rows, selectors, names))
+        policies.append(_workload_policy(namespace, workload, rows, selectors, names, options.target))
 
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
         not_expressed=edges[reasons != ""].assign(reason=reasons[reasons != ""]).reset_index(drop=True),
         dropped=all_edges[all_edges["verdicts"].str.contains(DROPPED)].reset_index(drop=True),
         ambiguous_selectors=[s for key, s in sorted(selectors.items()) if not s.exact and key[0] in managed],
+        unexpressible=list(unexpressible.values()),
     )
-    return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed)
+    return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed, options.target)
+
+
+def _unexpressible(edges: pd.DataFrame, managed: list[str], options: SynthesisOptions) -> dict[Any, UnexpressiblePeer]:
+    """The edges (by index) a managed workload's policy would need a peer for that the target cannot
+    select under the CNI profile."""
+    found = {}
+    for index, row in zip(edges.index, edges.itertuples(index=False), strict=True):
+        for side, peer_side, direction in (("client", "server", "egress"), ("server", "client", "ingress")):
+            entity = getattr(row, f"{peer_side}_entity")
+            reason = unexpressible_reason(entity, options)
+            if reason and getattr(row, f"{side}_entity") == POD and getattr(row, f"{side}_namespace") in managed:
+                found[index] = UnexpressiblePeer(
+                    row.client, row.server, row.protocol, int(row.port), int(row.count), entity, direction, reason,
+                    _fix(entity, direction),
+                )  # fmt: skip
+    return found
 
 
 def _selector_members(observations: pd.DataFrame, pods: pd.DataFrame | None) -> list[tuple[str, str, dict]]:
@@ -267,16 +406,21 @@ def _workload_policy(
     rows: Mapping[str, list],
     selectors: Mapping[tuple[str, str], Selector],
     names: _Names,
+    target: str,
 ) -> PolicyPlan:
     """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}."""
     spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
     evidence: list[RuleEvidence] = []
+    plan_rules: list[Rule] = []
     for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
         if rows[direction]:
-            rules, rule_evidence = _rules(rows[direction], peer_side, peer_key, direction, namespace, selectors, names)
-            spec[direction] = rules
+            fqdn = names.dns if target == "cilium" and direction == "egress" and _uses_dns(rows[direction]) else {}
+            rules, rule_evidence = _rules(rows[direction], peer_side, direction, namespace, names, target, fqdn)
+            spec[direction] = [_networkpolicy_rule(rule, peer_key, selectors) for rule in rules]
+            spec[direction] = [rule for rule in spec[direction] if rule["ports"]]
             spec["policyTypes"].append(direction.capitalize())
             evidence += rule_evidence
+            plan_rules += rules
     some_row = (rows["ingress"] or rows["egress"])[0]
     kind = some_row.server_kind if rows["ingress"] else some_row.client_kind
     manifest = {
@@ -287,34 +431,49 @@ def _workload_policy(
         ),
         "spec": spec,
     }
-    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence)
+    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, plan_rules)
+
+
+def _uses_dns(rows: list) -> bool:
+    """Whether the workload was seen asking DNS servers (pods on port 53): Cilium's DNS proxy then
+    sees its lookups, which `toFQDNs` needs."""
+    return any(row.server_entity == POD and int(row.port) == 53 for row in rows)
+
+
+def _networkpolicy_rule(rule: Rule, peer_key: str, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+    """A rule as NetworkPolicy writes it: pods by selector, every other peer by ipBlocks of its IPs."""
+    pod_peers = [peer.as_dict(selectors) for peer in rule.peers if peer.kind == "pods"]
+    ports = [{"protocol": p, "port": n} for p, n in rule.ports if p in POLICY_PROTOCOLS]
+    return {peer_key: pod_peers + _ip_blocks(rule.ips), "ports": ports}
 
 
 def _rules(
     rows: list,
     peer_side: str,
-    peer_key: str,
     direction: str,
     namespace: str,
-    selectors: Mapping[tuple[str, str], Selector],
     names: _Names,
-) -> tuple[list[dict[str, Any]], list[RuleEvidence]]:
-    """One rule per distinct port set; its peers are every peer observed on exactly those ports."""
-    rows_of: dict[_Peer, list] = {}
+    target: str,
+    fqdn: Mapping[str, tuple[str, ...]],
+) -> tuple[list[Rule], list[RuleEvidence]]:
+    """One rule per distinct port set (and, for Cilium, peer kind); its peers are every peer
+    observed on exactly those ports."""
+    rows_of: dict[Peer, list] = {}
     for row in rows:
-        rows_of.setdefault(_peer(row, peer_side, namespace), []).append(row)
-    groups: dict[tuple[tuple[str, int], ...], list[_Peer]] = {}
+        rows_of.setdefault(_peer(row, peer_side, namespace, target, fqdn), []).append(row)
+    groups: dict[tuple[tuple[tuple[str, int], ...], str], list[Peer]] = {}
     for peer, peer_rows in rows_of.items():
         ports = tuple(sorted({(row.protocol, int(row.port)) for row in peer_rows}))
-        groups.setdefault(ports, []).append(peer)
+        groups.setdefault((ports, peer.kind if target == "cilium" else ""), []).append(peer)
 
     rules, evidence = [], []
-    for index, (ports, peers) in enumerate(sorted(groups.items(), key=lambda item: (item[0], sorted(item[1])))):
+    for index, ((ports, _kind), peers) in enumerate(
+        sorted(groups.items(), key=lambda item: (item[0], sorted(item[1])))
+    ):
         peers.sort()
-        pod_peers = [peer.as_dict(selectors) for peer in peers if peer.order < 2]
-        ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
-        rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
         rule_rows = [row for peer in peers for row in rows_of[peer]]
+        ips = {getattr(row, f"{peer_side}_ip") for peer in peers if peer.kind != "pods" for row in rows_of[peer]}
+        rules.append(Rule(direction, tuple(peers), ports, tuple(sorted(ips))))
         evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, names))
     return rules, evidence
 

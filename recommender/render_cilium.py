@@ -4,9 +4,10 @@ Per managed namespace a `default-deny` CNP (every endpoint of the namespace, def
 per workload one `allow-<workload>` CNP with its `endpointSelector` and one Cilium rule per synthesis
 rule: pods as `fromEndpoints`/`toEndpoints` (other namespaces through `k8s:io.kubernetes.pod.namespace`),
 cluster entities as `fromEntities`/`toEntities`, world IPs as `fromCIDR`/`toCIDR` or, where the capture
-resolved their DNS names, `toFQDNs` with `matchName`. A workload with FQDN peers sends its lookups to
-the DNS proxy (`rules.dns` on its port-53 rule towards the DNS servers), without which `toFQDNs`
-matches nothing. Ports are exact `toPorts`; ICMP is `icmps` (echo requests, what the capture keeps).
+resolved their DNS names, `toFQDNs` with `matchName`. Port 53 towards pods (the DNS servers) carries
+the DNS rule (`rules.dns`) that sends the lookups through Cilium's DNS proxy: `toFQDNs` matches
+nothing without it, and it is what lets Hubble see the names. Ports are exact `toPorts`; ICMP is
+`icmps` (echo requests, what the capture keeps).
 """
 
 from __future__ import annotations
@@ -53,16 +54,15 @@ def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector]
     else:
         namespace, workload = plan.workload.split("/", 1)
         spec = {"endpointSelector": selectors[(namespace, workload)].as_dict()}
-        dns_proxy = any(peer.kind == "fqdn" for rule in plan.rules for peer in rule.peers)
         for direction in ("ingress", "egress"):
             rules = [rule for rule in plan.rules if rule.direction == direction]
             if rules:
-                spec[direction] = [_rule(rule, namespace, selectors, dns_proxy) for rule in rules]
+                spec[direction] = [_rule(rule, namespace, selectors) for rule in rules]
     manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
     return PolicyPlan(plan.namespace, plan.name, plan.workload, manifest, plan.evidence, plan.rules)
 
 
-def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Selector], dns_proxy: bool) -> dict:
+def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Selector]) -> dict:
     """One Cilium rule: the peers (all of one kind) and the ports of a synthesis rule."""
     kind = rule.peers[0].kind
     peers: list[Any]
@@ -76,7 +76,8 @@ def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Select
         peers = exact_cidrs(rule.ips)
     cilium_rule: dict[str, Any] = {_PEER_KEYS[(rule.direction, kind)]: peers}
     ports = [(protocol, port) for protocol, port in rule.ports if protocol in POLICY_PROTOCOLS]
-    dns = [(protocol, port) for protocol, port in ports if port == DNS_PORT] if dns_proxy and kind == "pods" else []
+    to_dns = rule.direction == "egress" and kind == "pods"
+    dns = [(protocol, port) for protocol, port in ports if port == DNS_PORT] if to_dns else []
     to_ports = []
     if dns:
         to_ports.append({"ports": _ports(dns), "rules": DNS_PROXY_RULES})

@@ -607,11 +607,7 @@ def conntrack_dump(
     cluster_ips = {
         f"{w.namespace}/{w.name}": _service_name_and_ip(w, index)[1] for index, w in enumerate(topology.workloads)
     }
-    made = [
-        c
-        for c in topology.connections
-        if not c.dropped and c.server not in _ENTITIES and c.client in ("host", *_workload_keys(topology))
-    ]
+    made = [c for c in without_entities(topology).connections if not c.dropped]
     weights = [c.weight for c in made]
     used_ports: dict[str, int] = {}
     for index in range(connections):
@@ -621,8 +617,11 @@ def conntrack_dump(
                 yield f"{line} use=1" if fmt == "list" else f"ipv4     2 {line} zone=0 use=2"
 
 
-def _workload_keys(topology: Topology) -> set[str]:
-    return {f"{w.namespace}/{w.name}" for w in topology.workloads}
+def without_entities(topology: Topology) -> Topology:
+    """The topology without the traffic of Cilium's entities other than kubelet probes (what a
+    conntrack dump of the nodes and its inventory describe alike)."""
+    kept = [c for c in topology.connections if c.server not in _ENTITIES and c.client not in ("remote-node", "ingress")]
+    return Topology(topology.workloads, kept, topology.nodes)
 
 
 def _conntrack_entries(

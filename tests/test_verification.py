@@ -176,9 +176,7 @@ def test_a_proposal_that_breaks_traffic_fails_the_run(monkeypatch, bookinfo_file
 
     def lose_the_first_rule(rows, *args):
         rules, evidence = real(rows, *args)
-        return rules[1:] or [
-            {"from" if args[1] == "from" else "to": [], "ports": [{"protocol": "TCP", "port": 1}]}
-        ], evidence
+        return rules[1:] or [synthesis.Rule(args[1], (), (("TCP", 1),), ())], evidence
 
     monkeypatch.setattr(synthesis, "_rules", lose_the_first_rule)
     with pytest.raises(ReplayError, match=r"the proposal would break \d+ observed connection"):

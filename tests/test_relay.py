@@ -443,16 +443,16 @@ def test_contradictory_options_are_refused(options: dict[str, Any], message: str
 def test_policies_made_live_equal_those_made_from_the_same_fixtures_as_files_byte_for_byte(start_relay, tmp_path):
     from click.testing import CliRunner
 
-    from recommender.cli import main
+    from recommender.cli import INCOMPLETE, main
 
     _relay, address = start_relay()
     runner = CliRunner()
     live = runner.invoke(
         main, ["recommend", "--server", address, "--streams", "2", "--timeout", "3", "-o", str(tmp_path / "live"), "-q"]
     )
-    assert live.exit_code == 0, live.output
+    assert live.exit_code == INCOMPLETE, live.output  # remote-node -> ratings has no rule on Cilium
     files = runner.invoke(main, ["recommend", *FIXTURE_FILES, "-o", str(tmp_path / "files"), "-q"])
-    assert files.exit_code == 0, files.output
+    assert files.exit_code == INCOMPLETE, files.output
     written = sorted(path.name for path in (tmp_path / "files").iterdir())
     assert written == sorted(path.name for path in (tmp_path / "live").iterdir()) and "kustomization.yaml" in written
     for name in written:
@@ -463,7 +463,7 @@ def test_policies_made_live_equal_those_made_from_the_same_fixtures_as_files_byt
 def test_collect_saves_observations_that_recommend_reads_back(start_relay, tmp_path):
     from click.testing import CliRunner
 
-    from recommender.cli import main
+    from recommender.cli import INCOMPLETE, main
 
     _relay, address = start_relay()
     saved = tmp_path / "window.parquet"

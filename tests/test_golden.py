@@ -91,6 +91,12 @@ def case_outputs(case: Case, work: Path) -> dict[str, str]:
     record("recommend.yaml", "recommend", *files, *case.options, "-o", "yaml")
     record("recommend-explain.yaml", "recommend", *files, *case.options, "-o", "yaml", "--explain", "-q")
     record("recommend.json", "recommend", *files, *case.options, "-o", "json", "-q")
+    cilium = ("--target", "cilium")
+    record("recommend-cilium.yaml", "recommend", *files, *case.options, *cilium, "-o", "yaml")
+    record(
+        "recommend-cilium-explain.yaml", "recommend", *files, *case.options, *cilium, "-o", "yaml", "--explain", "-q"
+    )
+    record("recommend-cilium.json", "recommend", *files, *case.options, *cilium, "-o", "json", "-q")
     folder = work / "policies"
     record("recommend-folder.txt", "recommend", *files, *case.options, "-o", str(folder), "-q")
     for path in sorted(folder.iterdir()):

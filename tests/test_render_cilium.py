@@ -8,6 +8,7 @@ edges of that workload, no more, no fewer), and byte for byte across runs.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 
 import pytest
@@ -319,3 +320,10 @@ def test_any_topology_gives_exact_cnps_and_no_dead_ipblocks(topology):
     found = networkpolicy.proposal.findings.unexpressible
     assert {(entity_key(e.client), entity_key(e.server), e.protocol, e.port) for e in found} == entity_rows
     assert "172.18.0." not in api.render_yaml(networkpolicy.proposal)
+
+
+@pytest.mark.parametrize("golden", sorted((REPO / "tests" / "golden").glob("*/recommend-cilium.json")), ids=str)
+def test_every_golden_cnp_validates_against_the_upstream_crd(golden):
+    items = json.loads(golden.read_text())["items"]
+    assert items and {item["kind"] for item in items} == {"CiliumNetworkPolicy"}
+    assert [error for item in items for error in schema_errors(item)] == []

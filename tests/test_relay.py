@@ -463,7 +463,7 @@ def test_policies_made_live_equal_those_made_from_the_same_fixtures_as_files_byt
 def test_collect_saves_observations_that_recommend_reads_back(start_relay, tmp_path):
     from click.testing import CliRunner
 
-    from recommender.cli import INCOMPLETE, main
+    from recommender.cli import main
 
     _relay, address = start_relay()
     saved = tmp_path / "window.parquet"

@@ -31,7 +31,7 @@ EXCLUDED = (
 
 
 def recommend(*args: str) -> tuple[int, str]:
-    """Run `recommend` on the example, on the spec's semantics (on Cilium some of its edges have no rule: exit 5)."""
+    """Run `recommend` on the example, on the spec's semantics (on Cilium some of its edges have no rule: exit 6)."""
     outcome = CliRunner().invoke(main, ["recommend", EXAMPLE, "-q", "--cni", "kubernetes", *args])
     return outcome.exit_code, outcome.output
 

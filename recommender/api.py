@@ -30,7 +30,7 @@ from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
-from recommender.synthesis import Proposal, SynthesisOptions, synthesize
+from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 __all__ = [
@@ -162,7 +162,10 @@ class Recommendation:
             ),
             *_resolution_rows(observations, stats.resolution),
             ("target", self.options.target),
-            ("CNI profile", f"{self.options.cni}" + (" (cidr-match-nodes)" if self.options.cidr_match_nodes else "")),
+            (
+                "CNI profile",
+                f"{self.options.cni}" + (f" ({CIDR_MATCH_NODES})" if self.options.cidr_match_nodes else ""),
+            ),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
             ("edges allowed", str(len(proposal.edges))),

@@ -32,7 +32,7 @@ from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.report import GAP
-from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
+from recommender.synthesis import CIDR_MATCH_NODES, DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 TABLE_HELP = "table: a table on a terminal, one plain line per row in a pipe; or json, markdown."
@@ -143,7 +143,7 @@ def recommend(
     include_dropped: bool,
     target: str,
     cni: str | None,
-    cidr_match_nodes: bool,
+    cni_options: tuple[str, ...],
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -167,7 +167,7 @@ def recommend(
         include_dropped=include_dropped,
         target=target,
         cni=cni,
-        cidr_match_nodes=cidr_match_nodes,
+        cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
     )
     with user_errors():
         inventory = cluster.load()

@@ -26,7 +26,7 @@ from collectors.sources import STDIN, expand_inputs
 from recommender import api
 from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
 from recommender.errors import RecommenderError
-from recommender.synthesis import CNI_PROFILES, TARGETS
+from recommender.synthesis import CIDR_MATCH_NODES, CNI_PROFILES, TARGETS
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
@@ -475,8 +475,8 @@ def file_target(output: str, suffixes: tuple[str, ...], what: str) -> str:
 
 
 def dataplane_options(command: Callable) -> Callable:
-    """--cni and --cidr-match-nodes: the dataplane that enforces the policies (handed over as `cni=`,
-    None for the input's own, and `cidr_match_nodes=`)."""
+    """--cni and --cni-option: the dataplane that enforces the policies (handed over as `cni=`, None for
+    the input's own, and `cni_options=`)."""
     options = [
         option(
             OPTIONS,
@@ -487,9 +487,12 @@ def dataplane_options(command: Callable) -> Callable:
         ),
         option(
             OPTIONS,
-            "--cidr-match-nodes",
-            is_flag=True,
-            help="The Cilium agent runs with policy-cidr-match-mode=nodes: ipBlocks match node IPs.",
+            "--cni-option",
+            "cni_options",
+            multiple=True,
+            type=click.Choice([CIDR_MATCH_NODES]),
+            help="A CNI setting that changes verdicts: cidr-match-nodes (Cilium policy-cidr-match-mode=nodes: "
+            "ipBlocks match node IPs).",
         ),
     ]
     for decorator in reversed(options):

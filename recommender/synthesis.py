@@ -47,6 +47,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-recommender"}
 DEFAULT_DENY = "default-deny"
 TARGETS = ("networkpolicy", "cilium")
 CNI_PROFILES = ("kubernetes", "cilium", "calico")
+CIDR_MATCH_NODES = "cidr-match-nodes"
+"""The Cilium agent option (`policy-cidr-match-mode=nodes`) under which ipBlocks match node IPs."""
 CILIUM_ENTITIES = (HOST, REMOTE_NODE, KUBE_APISERVER, INGRESS)
 """Cluster entities Cilium gives their own identity: only `toEntities`/`fromEntities` select them."""
 ICMP_PROTOCOLS = ("ICMPv4", "ICMPv6")
@@ -173,7 +175,7 @@ def _fix(entity: str, direction: str) -> str:
     key = "toEntities" if direction == "egress" else "fromEntities"
     fix = f"--target cilium writes it as a CiliumNetworkPolicy ({key}: [{entity}])"
     if entity in _NODE_ENTITIES:
-        fix += "; or run the Cilium agent with policy-cidr-match-mode=nodes and pass --cidr-match-nodes"
+        fix += f"; or run the Cilium agent with policy-cidr-match-mode=nodes and pass --cni-option {CIDR_MATCH_NODES}"
     return fix
 
 

@@ -13,6 +13,7 @@ nothing without it, and it is what lets Hubble see the names. Ports are exact `t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from recommender.selectors import Selector
@@ -59,7 +60,7 @@ def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector]
             if rules:
                 spec[direction] = [_rule(rule, namespace, selectors) for rule in rules]
     manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
-    return PolicyPlan(plan.namespace, plan.name, plan.workload, manifest, plan.evidence, plan.rules)
+    return replace(plan, manifest=manifest)
 
 
 def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Selector]) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -75,8 +75,9 @@ class SynthesisOptions:
             raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
 
 
-POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "DROP_REASON_UNKNOWN")
-"""Drop reasons that mean a policy refused the traffic; other drops (bad packets) are never wanted."""
+POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
+"""Drop reasons that mean a policy refused the traffic; other drops (bad packets such as
+INVALID_SOURCE_IP, and drops without a known reason) are never wanted."""
 
 
 def wanted_observations(observations: pd.DataFrame, options: SynthesisOptions) -> pd.DataFrame:
@@ -103,6 +104,8 @@ class RuleEvidence:
     example_client: str
     example_server: str
     dns_names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
 
     def comment(self) -> str:
         def when(moment: pd.Timestamp | None) -> str:
@@ -126,6 +129,8 @@ class PolicyPlan:
     workload: str  # the workload key, "" for the default-deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
     rules: list[Rule] = field(default_factory=list)
     """The rules the manifest is made of, in the order of `evidence` (what other renderers read)."""
 
@@ -333,11 +338,14 @@ def synthesize(
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names, options.target))
 
+    used = _peers(ruled)
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
         not_expressed=edges[reasons != ""].assign(reason=reasons[reasons != ""]).reset_index(drop=True),
         dropped=all_edges[all_edges["verdicts"].str.contains(DROPPED)].reset_index(drop=True),
-        ambiguous_selectors=[s for key, s in sorted(selectors.items()) if not s.exact and key[0] in managed],
+        ambiguous_selectors=[
+            s for key, s in sorted(selectors.items()) if not s.exact and (key[0] in managed or key in used)
+        ],
         unexpressible=list(unexpressible.values()),
     )
     return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed, options.target)
@@ -356,6 +364,15 @@ def _unexpressible(edges: pd.DataFrame, managed: list[str], options: SynthesisOp
                     row.client, row.server, row.protocol, int(row.port), int(row.count), entity, direction, reason,
                     _fix(entity, direction),
                 )  # fmt: skip
+    return found
+
+
+def _peers(edges: pd.DataFrame) -> set[tuple[str, str]]:
+    """(namespace, workload) of every pod end of `edges`: the workloads rules select."""
+    found = set()
+    for side in ("client", "server"):
+        pods = edges[edges[f"{side}_entity"] == POD]
+        found |= set(zip(pods[f"{side}_namespace"], pods[f"{side}_workload"], strict=True))
     return found
 
 
@@ -417,7 +434,9 @@ def _workload_policy(
     for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
         if rows[direction]:
             fqdn = names.dns if target == "cilium" and direction == "egress" and _uses_dns(rows[direction]) else {}
-            rules, rule_evidence = _rules(rows[direction], peer_side, direction, namespace, names, target, fqdn)
+            rules, rule_evidence = _rules(
+                rows[direction], peer_side, direction, namespace, selectors, names, target, fqdn
+            )
             spec[direction] = [_networkpolicy_rule(rule, peer_key, selectors) for rule in rules]
             spec[direction] = [rule for rule in spec[direction] if rule["ports"]]
             spec["policyTypes"].append(direction.capitalize())
@@ -433,7 +452,10 @@ def _workload_policy(
         ),
         "spec": spec,
     }
-    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, plan_rules)
+    warnings = selector_warnings(selectors[(namespace, workload)])
+    return PolicyPlan(
+        namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, warnings, plan_rules
+    )
 
 
 def _uses_dns(rows: list) -> bool:
@@ -449,11 +471,23 @@ def _networkpolicy_rule(rule: Rule, peer_key: str, selectors: Mapping[tuple[str,
     return {peer_key: pod_peers + _ip_blocks(rule.ips), "ports": ports}
 
 
+def selector_warnings(selector: Selector) -> tuple[str, ...]:
+    """Why a workload's podSelector selects more than the workload: `{}`, or labels other workloads share."""
+    name = f"{selector.namespace}/{selector.workload}"
+    also = f" (also {', '.join(selector.also_selects)})" if selector.also_selects else ""
+    if not selector.match_labels:
+        return (f"the podSelector of {name} is {{}}: it selects every pod of namespace {selector.namespace}{also}",)
+    if not selector.exact:
+        return (f"the podSelector of {name} is ambiguous: it also selects {', '.join(selector.also_selects)}",)
+    return ()
+
+
 def _rules(
     rows: list,
     peer_side: str,
     direction: str,
     namespace: str,
+    selectors: Mapping[tuple[str, str], Selector],
     names: _Names,
     target: str,
     fqdn: Mapping[str, tuple[str, ...]],
@@ -476,7 +510,13 @@ def _rules(
         rule_rows = [row for peer in peers for row in rows_of[peer]]
         ips = {getattr(row, f"{peer_side}_ip") for peer in peers if peer.kind != "pods" for row in rows_of[peer]}
         rules.append(Rule(direction, tuple(peers), ports, tuple(sorted(ips))))
-        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, names))
+        warnings = tuple(
+            warning
+            for peer in peers
+            if peer.order < 2
+            for warning in selector_warnings(selectors[(peer.namespace, peer.workload)])
+        )
+        evidence.append(replace(_evidence(direction, index, rule_rows, peer_side, ports, names), warnings=warnings))
     return rules, evidence
 
 

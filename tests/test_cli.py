@@ -44,7 +44,9 @@ def test_directory_output_with_json_files(tmp_path):
     outcome = run("recommend", EXAMPLE, "-o", str(tmp_path / "out"), "--format", "json", "-q", "--cni", "kubernetes")
     assert outcome.exit_code == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == [MANIFEST, "kustomization.yaml", "monitoring.json", "payments.json", "shop.json"]
+    assert names == [
+        MANIFEST, "findings.json", "findings.md", "kustomization.yaml", "monitoring.json", "payments.json", "shop.json"
+    ]  # fmt: skip
     kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
     assert kustomization["resources"] == ["monitoring.json", "payments.json", "shop.json"]
 

@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from recommender import api
-from recommender.cli import INCOMPLETE, main
+from recommender.cli import main
 from recommender.output_folder import MANIFEST
 from recommender.selectors import is_volatile
 
@@ -98,10 +98,17 @@ def test_two_runs_give_byte_identical_files(bookinfo_files, tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         outcome = runner.invoke(main, ["recommend", *bookinfo_files, "-o", str(out), "--explain", "-q"])
-        assert outcome.exit_code == INCOMPLETE, outcome.output  # remote-node -> ratings has no rule on Cilium
+        assert outcome.exit_code == 0, outcome.output
         outputs.append({path.name: path.read_bytes() for path in sorted(out.iterdir())})
     assert outputs[0] == outputs[1]
-    assert sorted(outputs[0]) == [MANIFEST, "bookinfo.yaml", "jaeger.yaml", "kustomization.yaml"]
+    assert sorted(outputs[0]) == [
+        MANIFEST,
+        "bookinfo.yaml",
+        "findings.json",
+        "findings.md",
+        "jaeger.yaml",
+        "kustomization.yaml",
+    ]
 
 
 @pytest.mark.parametrize("explain", [False, True])
@@ -109,7 +116,7 @@ def test_every_generated_file_validates_against_kubernetes_1_30_strict(bookinfo_
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     out = tmp_path / "policies"
     args = ["recommend", *bookinfo_files, "-o", str(out), "-q"] + (["--explain"] if explain else [])
-    assert CliRunner().invoke(main, args).exit_code == INCOMPLETE  # written, without remote-node -> ratings
+    assert CliRunner().invoke(main, args).exit_code == 0
     documents = 0
     for path in sorted(out.glob("*.yaml")):
         if path.name == "kustomization.yaml":

@@ -239,8 +239,10 @@ def test_follow_streams_new_flows_until_the_duration_ends(start_relay, streams) 
     live = [flow_at(stamp, port, node=f"node-{port % 2}") for port in range(40000, 40020)]
     relay, address = start_relay([], live=live)
     started = time.monotonic()
-    _observed, summary = observe_relay(RelayOptions(server=address, follow=True, duration=2.5, streams=streams))
-    assert 2.4 < time.monotonic() - started < 8
+    # The duration counts from the start of the run, worker start-up included: long enough that
+    # stream processes started on a loaded machine still connect within it.
+    _observed, summary = observe_relay(RelayOptions(server=address, follow=True, duration=8, streams=streams))
+    assert 7.9 < time.monotonic() - started < 20
     assert all(request.follow and request.number == 0 for request in relay.requests)
     assert (summary.stopped_by, summary.flows, len(summary.streams)) == ("duration", 20, streams)
 
@@ -443,16 +445,16 @@ def test_contradictory_options_are_refused(options: dict[str, Any], message: str
 def test_policies_made_live_equal_those_made_from_the_same_fixtures_as_files_byte_for_byte(start_relay, tmp_path):
     from click.testing import CliRunner
 
-    from recommender.cli import INCOMPLETE, main
+    from recommender.cli import main
 
     _relay, address = start_relay()
     runner = CliRunner()
     live = runner.invoke(
         main, ["recommend", "--server", address, "--streams", "2", "--timeout", "3", "-o", str(tmp_path / "live"), "-q"]
     )
-    assert live.exit_code == INCOMPLETE, live.output  # remote-node -> ratings has no rule on Cilium
+    assert live.exit_code == 0, live.output
     files = runner.invoke(main, ["recommend", *FIXTURE_FILES, "-o", str(tmp_path / "files"), "-q"])
-    assert files.exit_code == INCOMPLETE, files.output
+    assert files.exit_code == 0, files.output
     written = sorted(path.name for path in (tmp_path / "files").iterdir())
     assert written == sorted(path.name for path in (tmp_path / "live").iterdir()) and "kustomization.yaml" in written
     for name in written:

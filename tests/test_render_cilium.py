@@ -252,10 +252,7 @@ def test_bookinfo_cnps_allow_exactly_the_observed_connections(bookinfo_files):
             "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [{"matchPattern": "*"}]}}],
         }
     ]
-    ratings = next(p for p in target_policies(result.proposal) if p.name == "allow-ratings-v1").manifest["spec"]
-    assert {"fromEntities": ["remote-node"], "toPorts": [{"ports": [{"port": "9080", "protocol": "TCP"}]}]} in ratings[
-        "ingress"
-    ]
+    assert result.proposal.findings.unexpressible == []  # its one remote-node address is a pod's (identity)
 
 
 def test_observed_icmp_becomes_icmps():

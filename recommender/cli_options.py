@@ -26,7 +26,8 @@ from collectors.sources import STDIN, expand_inputs
 from recommender import api
 from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
 from recommender.errors import RecommenderError
-from recommender.synthesis import CIDR_MATCH_NODES, CNI_PROFILES, TARGETS
+from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
+from recommender.synthesis import TARGETS
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
@@ -475,15 +476,13 @@ def file_target(output: str, suffixes: tuple[str, ...], what: str) -> str:
 
 
 def dataplane_options(command: Callable) -> Callable:
-    """--cni and --cni-option: the dataplane that enforces the policies (handed over as `cni=`, None for
-    the input's own, and `cni_options=`)."""
+    """--cni and --cni-option: how the CNI enforces the policies (see `api.dataplane_profile`)."""
     options = [
         option(
             OPTIONS,
             "--cni",
-            type=click.Choice(CNI_PROFILES),
-            help="The CNI that enforces the policies, with its deviations from the NetworkPolicy spec "
-            "(default: cilium when the input came from Hubble, kubernetes otherwise).",
+            type=click.Choice(PROFILE_NAMES),
+            help="The CNI that enforces the policies (default: cilium for Hubble input, kubernetes otherwise).",
         ),
         option(
             OPTIONS,
@@ -491,12 +490,11 @@ def dataplane_options(command: Callable) -> Callable:
             "cni_options",
             multiple=True,
             type=click.Choice([CIDR_MATCH_NODES]),
-            help="A CNI setting that changes verdicts: cidr-match-nodes (Cilium policy-cidr-match-mode=nodes: "
-            "ipBlocks match node IPs).",
+            help="A CNI setting that changes verdicts: cidr-match-nodes (Cilium policy-cidr-match-mode=nodes).",
         ),
     ]
-    for decorator in reversed(options):
-        command = decorator(command)
+    for add in reversed(options):
+        command = add(command)
     return command
 
 

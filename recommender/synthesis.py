@@ -40,15 +40,14 @@ from collectors.records import (
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
+from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-recommender"}
 DEFAULT_DENY = "default-deny"
 TARGETS = ("networkpolicy", "cilium")
-CNI_PROFILES = ("kubernetes", "cilium", "calico")
-CIDR_MATCH_NODES = "cidr-match-nodes"
-"""The Cilium agent option (`policy-cidr-match-mode=nodes`) under which ipBlocks match node IPs."""
+CNI_PROFILES = PROFILE_NAMES
 CILIUM_ENTITIES = (HOST, REMOTE_NODE, KUBE_APISERVER, INGRESS)
 """Cluster entities Cilium gives their own identity: only `toEntities`/`fromEntities` select them."""
 ICMP_PROTOCOLS = ("ICMPv4", "ICMPv6")

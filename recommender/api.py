@@ -30,7 +30,7 @@ from recommender.errors import RecommenderError
 from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
-from recommender.render import proposal_text, write_proposal
+from recommender.render import proposal_text, target_policies, write_proposal
 from recommender.semantics import Profile, profile_named
 from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
@@ -126,14 +126,6 @@ def graph(observed: ObservationSet) -> nx.DiGraph:
     return build_graph(edges(observed), observed.dns_names)
 
 
-REPLAYED_AS = {
-    "networkpolicy": "NetworkPolicy, spec semantics",
-    "cilium": "NetworkPolicy equivalent, spec semantics",
-}
-"""What the proof of a target replays (the CNP rules are the NetworkPolicy rules, entities and FQDNs as
-ipBlocks of their observed IPs)."""
-
-
 @dataclass
 class Recommendation:
     """A proposal, the observations it was made from, and the replay that proves it."""
@@ -177,7 +169,7 @@ class Recommendation:
             ("policies", str(len(proposal.policies))),
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
-            ("replayed as", REPLAYED_AS[self.options.target]),
+            ("replayed as", f"the {self.options.target} policies written, {self.options.cni} profile"),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
@@ -234,7 +226,9 @@ def recommend(
         observed = apply_inventory(observed, inventory)
     proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options, _port_names(inventory))
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
-    check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options, inventory)
+    profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
+    policies = [plan.manifest for plan in target_policies(proposal)]
+    check = check_proposal(policies, observed, edges, options, inventory, profile)
     return Recommendation(observed, proposal, options, check)
 
 

@@ -208,8 +208,8 @@ class Proposal:
     """The wanted edges the policies are built from (the traffic replay must find allowed)."""
     managed_namespaces: list[str]
     target: str = "networkpolicy"
-    """The policy kind to render: with "cilium", `manifest` is the NetworkPolicy equivalent the
-    replay checks (entity and FQDN peers as ipBlocks of their observed IPs, no ICMP)."""
+    """The policy kind to render (`render.target_policies`): with "cilium", `manifest` is only the
+    NetworkPolicy equivalent of the rules (entity and FQDN peers as ipBlocks of their observed IPs)."""
 
 
 # -- peers -------------------------------------------------------------------------------------

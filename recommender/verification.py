@@ -34,7 +34,6 @@ from recommender.semantics import (
     Profile,
     Protocol,
     RuleRef,
-    parse_policies,
     parse_policy_set,
 )
 from recommender.semantics.cilium import compile_cilium
@@ -154,10 +153,11 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
 
 def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
     """Every (rule, pod) where an ipBlock of `policies` contains an address evidence gives a pod: a
-    recommendation must select pods by labels, never by address."""
+    recommendation must select pods by labels, never by address (NetworkPolicies; a CNP's toCIDR is not
+    checked here)."""
     found = []
     addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
-    for policy in parse_policies(policies):
+    for policy in parse_policy_set(policies).network_policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             for index, rule in enumerate(policy.rules(direction)):
                 for peer in rule.peers:
@@ -442,8 +442,10 @@ def check_proposal(
     edges: pd.DataFrame,
     options: SynthesisOptions,
     inventory: Inventory | None = None,
+    profile: Profile = KUBERNETES,
 ) -> Check:
-    """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks."""
+    """Replay the traffic a proposal was built to allow (`edges`) as the dataplane of `profile` enforces
+    `policies`; raise `ReplayError` if any breaks."""
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(
@@ -454,7 +456,7 @@ def check_proposal(
     if misread:
         raise ReplayError(misread, "the proposal selects pods by address ({count} ipBlock/pod pair(s)); a bug")
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
-    replayed = replay(policies, observed, rows[meant], model=model)
+    replayed = replay(policies, observed, rows[meant], model=model, profile=profile)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
     return Check(replayed, excess(replayed, observed, model, named_ports(policies)))

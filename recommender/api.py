@@ -169,11 +169,11 @@ class Recommendation:
             ("policies", str(len(proposal.policies))),
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
-            ("replayed as", f"the {self.options.target} policies written, {self.options.cni} profile"),
+            ("replayed as", f"{self.options.target} on {self.options.cni}"),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
-            ("edges the target cannot express on the CNI (no rule)", str(len(findings.unexpressible))),
+            ("edges not expressible on the CNI (no rule)", str(len(findings.unexpressible))),
             ("unresolved endpoints", str(int(unresolved))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]

@@ -159,7 +159,7 @@ def test_discovery_shows_world_egress_evidence_and_proof(executed: dict[str, Not
     proof = text(tagged(notebook, "proof"))
     assert "recall: 100%" in proof and "excess: 0 " in proof
     verified = text(tagged(notebook, "verify"))
-    assert "recall 65%, denied 9" in verified  # the entity edges: no rule (a dead ipBlock on Cilium)
+    assert "recall 62%, denied 10" in verified  # the entity edges: no rule (a dead ipBlock on Cilium)
     unexpressible = text(tagged(notebook, "unexpressible"))
     assert "kube-apiserver:172.18.0.5" in unexpressible and "--target cilium" in unexpressible
     cilium = text(tagged(notebook, "cilium"))
@@ -183,7 +183,7 @@ def test_review_names_what_would_break_and_what_is_unused(executed: dict[str, No
     unobserved = text(tagged(notebook, "unobserved"))
     assert "world:203.0.113.10" in unobserved and "shop/frontend" in unobserved
     comparison = text(tagged(notebook, "comparison")).splitlines()
-    assert comparison[1].split()[-2:] == ["2", "9"]  # would break: existing 2, recommended 9 (Cilium's entities)
+    assert comparison[1].split()[-2:] == ["2", "10"]  # would break: existing 2, recommended 10 (Cilium's entities)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -87,7 +87,7 @@ def test_the_manifest_names_the_files_written_and_is_ignored_by_kubectl_and_poli
         "findings.json",
     ]
     assert not MANIFEST.endswith((".yaml", ".yml", ".json"))  # `kubectl apply -f DIR` reads only those
-    outcome = CliRunner().invoke(main, ["verify", EXAMPLE, "--policies", str(out), "-o", "json"])
+    outcome = CliRunner().invoke(main, ["verify", EXAMPLE, "--policies", str(out), "-o", "json", "--cni", "kubernetes"])
     assert outcome.exit_code == 0, outcome.output
 
 

@@ -25,15 +25,20 @@ from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
 from recommender import pictures
+from recommender.coverage import Coverage, observation_coverage
+from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
 from recommender.synthesis import Proposal, SynthesisOptions, synthesize
+from recommender.unobserved import UnobservedMode
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 __all__ = [
     "Check",
+    "Coverage",
+    "DnsMode",
     "Drift",
     "Inventory",
     "ObservationSet",
@@ -42,6 +47,7 @@ __all__ = [
     "RelayOptions",
     "Replay",
     "SynthesisOptions",
+    "UnobservedMode",
     "collect",
     "diff",
     "edges",
@@ -124,6 +130,7 @@ class Recommendation:
     proposal: Proposal
     options: SynthesisOptions
     check: Check
+    coverage: Coverage
 
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""
@@ -158,8 +165,40 @@ class Recommendation:
             ("edges not expressed", str(len(findings.not_expressed))),
             ("unresolved endpoints", str(int(unresolved))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
+            *self._switch_on_rows(),
         ]
         return rows
+
+    def _switch_on_rows(self) -> list[tuple[str, str]]:
+        """The DNS allowance, the unobserved workloads and the observation coverage."""
+        dns, proof, unobserved = self.proposal.dns, self.check.dns, self.proposal.unobserved
+        rows = [("observation window", self.coverage.describe_window())]
+        rows.append(("flows per namespace", self.coverage.describe_flows()))
+        if dns.active and proof is not None:
+            rows += [
+                ("DNS allowance (UDP and TCP 53)", f"{len(dns.namespaces)} namespaces to {dns.describe()}"),
+                ("DNS lookups proven (synthetic, every pod)", f"{proof.lookups:,}"),
+                ("DNS allowance (allowed, never observed)", str(len(proof.unobserved))),
+            ]
+        else:
+            rows.append(
+                (
+                    "DNS allowance",
+                    f"none (--dns {dns.mode})" if dns.mode != DnsMode.ALLOW else "none (no DNS server known)",
+                )
+            )
+        if unobserved.known:
+            isolated = sum(item.isolated for item in unobserved.workloads)
+            rows.append(("unobserved workloads (no allow rule)", f"{len(unobserved.workloads)} ({isolated} isolated)"))
+        else:
+            rows.append(("unobserved workloads", "unknown without an inventory (--inventory FILE or --cluster)"))
+        return rows
+
+    def notes(self) -> list[str]:
+        """Lines to read after the summary: coverage warnings and the unobserved workloads."""
+        lines = [f"warning: {warning.message}" for warning in self.coverage.warnings]
+        lines += [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
+        return lines
 
 
 def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:
@@ -190,12 +229,27 @@ def recommend(
     every pod of a namespace, the excess counts every pod, and the evidence names container ports.
     """
     options = options or SynthesisOptions()
+    if inventory is None and options.unobserved is not UnobservedMode.ISOLATE:
+        raise RecommenderError(
+            f"--unobserved {options.unobserved} needs the inventory (--inventory FILE or --cluster): without it the "
+            "workloads nobody saw cannot be known"
+        )
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
-    proposal = synthesize(observed.observations, observed.pods, observed.dns_names, options, _port_names(inventory))
+    proposal = synthesize(
+        observed.observations,
+        observed.pods,
+        observed.dns_names,
+        options,
+        _port_names(inventory),
+        dns_servers=inventory_dns_servers(inventory) if inventory is not None else (),
+        complete_pods=inventory is not None,
+    )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
-    check = check_proposal([plan.manifest for plan in proposal.policies], observed, edges, options, inventory)
-    return Recommendation(observed, proposal, options, check)
+    policies = [plan.manifest for plan in proposal.policies]
+    check = check_proposal(policies, observed, edges, options, inventory, proposal.dns, proposal.unobserved)
+    coverage = observation_coverage(observed, proposal.managed_namespaces)
+    return Recommendation(observed, proposal, options, check, coverage)
 
 
 def _port_names(inventory: Inventory | None) -> dict[tuple[str, str, str, int], str]:

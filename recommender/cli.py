@@ -11,7 +11,15 @@ from rich.table import Table
 from collectors.inventory import snapshot_json
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_options import (
+    ClusterSource,
+    Sources,
+    cluster_options,
+    dns_options,
+    source_options,
+    stderr,
+    user_errors,
+)
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
@@ -65,6 +73,7 @@ def main() -> None:
     "giving any replaces the default list.",
 )
 @click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
+@dns_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 @cluster_options
 def recommend(
@@ -76,6 +85,8 @@ def recommend(
     force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
+    dns: str,
+    unobserved: str,
     quiet: bool,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
@@ -90,7 +101,12 @@ def recommend(
 
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
     """
-    options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
+    options = SynthesisOptions(
+        exclude_namespaces=tuple(ns for ns in exclude if ns),
+        include_dropped=include_dropped,
+        dns=api.DnsMode(dns),
+        unobserved=api.UnobservedMode(unobserved),
+    )
     with user_errors():
         inventory = cluster.load()
         result = api.recommend(sources.load(inventory), options, inventory)
@@ -268,6 +284,8 @@ def _print_summary(result: api.Recommendation) -> None:
     stderr.print(table)
     for example in result.observed.stats.bad.examples:
         stderr.print(f"skipped: {example}", markup=False, highlight=False)
+    for line in result.notes():
+        stderr.print(line, markup=False, highlight=False)
 
 
 main.add_command(report)

@@ -274,6 +274,32 @@ def cluster_options(command: Callable) -> Callable:
     return with_cluster
 
 
+def dns_options(command: Callable) -> Callable:
+    """--dns and --unobserved: what the proposal does for name resolution and for workloads nobody saw."""
+    options = [
+        click.option(
+            "--dns",
+            type=click.Choice([mode.value for mode in api.DnsMode]),
+            default=api.DnsMode.ALLOW.value,
+            show_default=True,
+            help="allow: one allow-dns per namespace lets every pod reach the cluster's DNS servers on UDP and TCP 53; "
+            "observed: DNS only as observed, in the workloads' policies; off: no DNS rules (lookups are left to "
+            "another policy and reported).",
+        ),
+        click.option(
+            "--unobserved",
+            type=click.Choice([mode.value for mode in api.UnobservedMode]),
+            default=api.UnobservedMode.ISOLATE.value,
+            show_default=True,
+            help="Workloads of the inventory no allow rule names: isolate them (listed), allow-as-is (the "
+            "default-deny does not select them) or skip (their namespace gets no default-deny). Needs an inventory.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause into a one-line message and exit status 1."""

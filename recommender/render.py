@@ -46,9 +46,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
         return text
     header = f"# {plan.namespace}/{plan.name}: "
     header += (
-        "deny all ingress and egress not allowed by another policy"
-        if not plan.workload
-        else (f"what {plan.workload} was observed doing")
+        plan.purpose
+        or (f"what {plan.workload} was observed doing" if plan.workload else "")
+        or "deny all ingress and egress not allowed by another policy"
     )
     lines = [header]
     direction = None

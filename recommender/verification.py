@@ -16,6 +16,7 @@ import pandas as pd
 
 from collectors.inventory import Inventory
 from collectors.records import HOST, POD, ObservationSet, labels_from_text, labels_to_text
+from recommender.dns_allowance import DnsAllowance, DnsProof, prove_allowance
 from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
@@ -32,6 +33,7 @@ from recommender.semantics import (
 )
 from recommender.semantics.policies import Direction, NetworkPolicy
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
+from recommender.unobserved import Unobserved, prove_left_as_is
 
 LOCAL_NODE = "ALLOWED: traffic between a pod and its own node is always allowed (Kubernetes NetworkPolicy)"
 CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
@@ -331,6 +333,11 @@ class Check:
 
     replayed: Replay
     excess: pd.DataFrame
+    """Allowed but never observed, the DNS allowance's part apart (in `dns`)."""
+    dns: DnsProof | None = None
+    """The synthetic DNS lookups of every pod, proven allowed, and what the allowance opens unobserved."""
+    left_as_is: int = 0
+    """Synthetic connections proving the unobserved workloads left as is are not isolated."""
 
     @property
     def recall(self) -> float:
@@ -343,8 +350,12 @@ def check_proposal(
     edges: pd.DataFrame,
     options: SynthesisOptions,
     inventory: Inventory | None = None,
+    dns: DnsAllowance | None = None,
+    unobserved: Unobserved | None = None,
 ) -> Check:
-    """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks."""
+    """Replay the traffic a proposal was built to allow (`edges`), every pod's lookups under the `dns`
+    allowance, and connections of the `unobserved` workloads it leaves as is; raise `ReplayError` if
+    any is denied."""
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(
@@ -355,4 +366,7 @@ def check_proposal(
     replayed = replay(policies, observed, rows[meant], model=model)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
-    return Check(replayed, excess(replayed, observed, model, named_ports(policies)))
+    found = excess(replayed, observed, model, named_ports(policies))
+    proof, found = prove_allowance(replayed.evaluator, model.workload_of, dns, found) if dns else (None, found)
+    left_as_is = prove_left_as_is(replayed.evaluator, model.workload_of, unobserved) if unobserved else 0
+    return Check(replayed, found, proof, left_as_is)

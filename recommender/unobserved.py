@@ -1,0 +1,171 @@
+"""Unobserved workloads: the pods a namespace's default-deny isolates although no allow rule names them.
+
+A nightly job or a rarely used admin tool sends nothing during the window, so the proposal has no
+rule for it, and its namespace's default-deny cuts it off. With an inventory (every pod of the
+cluster) these workloads are listed per managed namespace, and `--unobserved` decides:
+
+- `isolate`: the default-deny isolates them (listed, so that someone decides);
+- `allow-as-is`: the default-deny's (and allow-dns's) pod selector excludes them, with a
+  `matchExpressions` NotIn on one of their labels that no other pod of the namespace carries;
+- `skip`: their namespace gets no default-deny at all.
+
+Without an inventory only the pods seen are known, so unobserved workloads cannot be named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import pandas as pd
+
+from collectors.records import labels_from_text
+from recommender.errors import ReplayError
+from recommender.selectors import Selector, is_volatile, key_rank
+from recommender.semantics import Evaluator, ExternalPeer, Pod
+
+PROBE_PEER = "192.0.2.1"
+"""A documentation address (RFC 5737): the synthetic peer that proves a workload is left unisolated."""
+PROBE_PORT = 1
+
+
+class UnobservedMode(StrEnum):
+    """`--unobserved`: what the proposal does with workloads it has no allow rule for."""
+
+    ISOLATE = "isolate"
+    ALLOW_AS_IS = "allow-as-is"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class UnobservedWorkload:
+    """A workload of a managed namespace with no allow policy of its own, and what became of it."""
+
+    namespace: str
+    workload: str
+    kind: str
+    pods: tuple[str, ...]
+    exempt_by: tuple[str, str] | None = None
+    """The label (key, value) the default-deny's NotIn exempts it by (`allow-as-is`)."""
+    isolated: bool = True
+    outcome: str = "isolated without an allow rule"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.workload}"
+
+    def describe(self) -> str:
+        pods = ", ".join(self.pods[:3]) + (", …" if len(self.pods) > 3 else "")
+        count = f"{len(self.pods)} pod{'s' if len(self.pods) != 1 else ''}"
+        return f"{self.key} ({self.kind or 'Workload'}, {count}: {pods}): {self.outcome}"
+
+
+@dataclass(frozen=True)
+class Unobserved:
+    """The unobserved workloads of a proposal (`known` only with an inventory)."""
+
+    mode: UnobservedMode
+    known: bool
+    workloads: tuple[UnobservedWorkload, ...] = ()
+
+    def in_namespace(self, namespace: str) -> list[UnobservedWorkload]:
+        return [item for item in self.workloads if item.namespace == namespace]
+
+    @property
+    def skipped_namespaces(self) -> tuple[str, ...]:
+        """Namespaces left without a default-deny (`skip`)."""
+        if self.mode is not UnobservedMode.SKIP:
+            return ()
+        return tuple(sorted({item.namespace for item in self.workloads}))
+
+    def pod_selector(self, namespace: str) -> dict[str, Any]:
+        """The default-deny's pod selector: every pod, but the workloads left as is."""
+        values: dict[str, set[str]] = {}
+        for item in self.in_namespace(namespace):
+            if item.exempt_by is not None:
+                values.setdefault(item.exempt_by[0], set()).add(item.exempt_by[1])
+        if not values:
+            return {}
+        expressions = [{"key": key, "operator": "NotIn", "values": sorted(values[key])} for key in sorted(values)]
+        return {"matchExpressions": expressions}
+
+
+def find_unobserved(
+    mode: UnobservedMode,
+    pods: pd.DataFrame | None,
+    known: bool,
+    managed: Iterable[str],
+    with_policy: Iterable[tuple[str, str]],
+    selectors: Mapping[tuple[str, str], Selector],
+) -> Unobserved:
+    """The workloads of `managed` namespaces among `pods` (every pod, when `known`) that have no
+    allow policy (`with_policy`: their (namespace, workload)), and what `mode` does with them."""
+    if not known or pods is None:
+        return Unobserved(mode, known=False)
+    managed, covered = set(managed), set(with_policy)
+    pods = pods[pods["namespace"].isin(managed) & (pods["workload"] != "")]
+    found = []
+    for (namespace, workload), rows in pods.groupby(["namespace", "workload"], sort=True):
+        if (namespace, workload) in covered:
+            continue
+        found.append((namespace, workload, rows))
+    unobserved_keys = {(namespace, workload) for namespace, workload, _rows in found}
+    workloads = []
+    for namespace, workload, rows in found:
+        exempt = None
+        if mode is UnobservedMode.ALLOW_AS_IS:
+            others = pods[pods["namespace"] == namespace]
+            exempt = _exempting_label(rows, others, unobserved_keys, selectors.get((namespace, workload)))
+        kind = next((kind for kind in rows["kind"] if kind), "")
+        workloads.append(UnobservedWorkload(namespace, workload, kind, tuple(sorted(rows["pod"])), exempt,
+                                            *_outcome(mode, exempt)))  # fmt: skip
+    return Unobserved(mode, known=True, workloads=tuple(workloads))
+
+
+def _outcome(mode: UnobservedMode, exempt: tuple[str, str] | None) -> tuple[bool, str]:
+    """(isolated, what became of the workload) under `mode`."""
+    if mode is UnobservedMode.SKIP:
+        return False, "left as is: its namespace gets no default-deny"
+    if exempt is not None:
+        return False, f"left as is: the default-deny does not select {exempt[0]}={exempt[1]}"
+    if mode is UnobservedMode.ALLOW_AS_IS:
+        return True, "isolated without an allow rule: no label sets it apart from the observed workloads"
+    return True, "isolated without an allow rule"
+
+
+def _exempting_label(
+    rows: pd.DataFrame, namespace_pods: pd.DataFrame, unobserved: set[tuple[str, str]], selector: Selector | None
+) -> tuple[str, str] | None:
+    """A label every pod of the workload has and only pods of unobserved workloads carry: its selector's
+    labels first, then its other stable labels. None when no label sets it apart."""
+    labels = [labels_from_text(text) for text in rows["labels"]]
+    common = {key: value for key, value in labels[0].items() if all(other.get(key) == value for other in labels)}
+    ordered = [item for item in (selector.match_labels if selector else ()) if item in common.items()]
+    ordered += sorted((item for item in common.items() if item not in ordered and not is_volatile(item[0])),
+                      key=lambda item: key_rank(item[0]))  # fmt: skip
+    pods = [(labels_from_text(text), key) for text, key in zip(namespace_pods["labels"],
+            zip(namespace_pods["namespace"], namespace_pods["workload"], strict=True), strict=True)]  # fmt: skip
+    for key, value in ordered:
+        if all(workload in unobserved for labels, workload in pods if labels.get(key) == value):
+            return key, value
+    return None
+
+
+def prove_left_as_is(evaluator: Evaluator, workload_of: Mapping[Pod, str], unobserved: Unobserved) -> int:
+    """Replay a synthetic connection to and from every pod of each workload left as is (a peer no
+    rule names, on a port no rule names): it must be allowed. Raises `ReplayError`; returns the count."""
+    left = {item.key for item in unobserved.workloads if not item.isolated}
+    peer, denied, replayed = ExternalPeer(PROBE_PEER), [], 0
+    for pod in sorted((pod for pod, key in workload_of.items() if key in left), key=str):
+        for decision in (
+            evaluator.evaluate(peer, pod, "TCP", PROBE_PORT),
+            evaluator.evaluate(pod, peer, "TCP", PROBE_PORT),
+        ):
+            replayed += 1
+            if not decision.allowed:
+                denied.append(f"unobserved workload left as is: {decision}")
+    if denied:
+        raise ReplayError(denied)
+    return replayed

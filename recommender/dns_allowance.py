@@ -157,16 +157,12 @@ def plan_allowance(
     """The allowance for `mode`: the candidate servers whose own ingress the proposal leaves open
     (pods of unmanaged namespaces with a selector, IPs), given to every managed namespace."""
     managed = tuple(sorted(managed))
-    servers = tuple(
-        sorted(
-            {
-                server
-                for server in candidates
-                if not server.workload
-                or (server.namespace not in managed and (server.namespace, server.workload) in selectors)
-            }
-        )
-    )
+    kept = {
+        server
+        for server in candidates
+        if not server.workload or (server.namespace not in managed and (server.namespace, server.workload) in selectors)
+    }
+    servers = tuple(sorted(kept, key=lambda server: (bool(server.ip), server)))  # pods first, as in every rule
     return DnsAllowance(mode, servers, managed if mode is DnsMode.ALLOW and servers else ())
 
 

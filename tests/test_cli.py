@@ -30,6 +30,7 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
     assert {d["kind"] for d in documents} == {"NetworkPolicy"}
     assert [d["metadata"]["name"] for d in documents if d["metadata"]["namespace"] == "payments"] == [
         "default-deny",
+        "allow-dns",
         "allow-payments",
     ]
 
@@ -37,7 +38,7 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
 def test_json_on_stdout_is_a_list():
     outcome = run("recommend", EXAMPLE, "-o", "json", "-q")
     document = json.loads(outcome.stdout)
-    assert document["kind"] == "List" and len(document["items"]) == 7
+    assert document["kind"] == "List" and len(document["items"]) == 9
 
 
 def test_directory_output_with_json_files(tmp_path):

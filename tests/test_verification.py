@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 
 from benchmarks.generate import Connection, Topology, Workload, write_capture
 from collectors.inventory import Inventory
-from collectors.records import ObservationSet, ReadStats
 from recommender import api
 from recommender.cli import main
 from recommender.errors import RecommenderError, ReplayError
 from recommender.synthesis import SynthesisOptions
-from tests.builders import observations
+from tests.builders import observation_set, observations
 
 DEFAULT_DENY = {
     "apiVersion": "networking.k8s.io/v1",
@@ -187,19 +186,9 @@ def test_a_proposal_that_breaks_traffic_fails_the_run(monkeypatch, bookinfo_file
 
 def test_excess_counts_what_an_ambiguous_selector_opens():
     rows = (("shop/a:tier=x", "shop/db", "TCP", 5432), ("shop/b:tier=x", "shop/cache", "TCP", 6379))
-    result = api.recommend(_observed(observations(*rows)), SynthesisOptions())
+    result = api.recommend(observation_set(observations(*rows)), SynthesisOptions())
     excess = set(map(tuple, result.check.excess[["client", "server", "protocol", "port"]].values.tolist()))
     assert excess == {("shop/a", "shop/cache", "TCP", 6379), ("shop/b", "shop/db", "TCP", 5432)}
-
-
-def _observed(frame) -> ObservationSet:
-    return ObservationSet(
-        frame,
-        frame.iloc[0:0][[]].assign(cluster="", namespace="", pod="", workload="", kind="", labels=""),
-        frame.iloc[0:0],
-        {},
-        ReadStats(),
-    )
 
 
 NAMESPACES = ["shop", "data", "kube-system"]
@@ -227,6 +216,6 @@ def topologies(draw):
 def test_synthesize_then_replay_is_exact(edges):
     if not edges:
         return
-    result = api.recommend(_observed(observations(*edges)))
+    result = api.recommend(observation_set(observations(*edges)))
     assert result.check.recall == 1.0
     assert result.check.excess.empty, result.check.excess

@@ -197,6 +197,12 @@ class Recommendation:
     def notes(self) -> list[str]:
         """Lines to read after the summary: coverage warnings and the unobserved workloads."""
         lines = [f"warning: {warning.message}" for warning in self.coverage.warnings]
+        dns = self.proposal.dns
+        if dns.mode is DnsMode.ALLOW and not dns.active and self.proposal.managed_namespaces:
+            lines.append(
+                "warning: no DNS server was observed or found in an inventory, so the proposal lets no pod resolve "
+                "names; give the inventory (--inventory FILE or --cluster) to find kube-dns"
+            )
         lines += [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
         return lines
 

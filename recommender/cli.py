@@ -277,7 +277,7 @@ def inventory_command(output: str, kubeconfig: str | None, context: str | None) 
 
 def _print_summary(result: api.Recommendation) -> None:
     table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
-    table.add_column("what")
+    table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right")
     for label, value in result.summary():
         table.add_row(label, value)

@@ -105,19 +105,27 @@ def find_unobserved(
     if not known or pods is None:
         return Unobserved(mode, known=False)
     managed, covered = set(managed), set(with_policy)
-    pods = pods[pods["namespace"].isin(managed) & (pods["workload"] != "")]
-    found = []
-    for (namespace, workload), rows in pods.groupby(["namespace", "workload"], sort=True):
-        if (namespace, workload) in covered:
-            continue
-        found.append((namespace, workload, rows))
+    in_managed = pods[pods["namespace"].isin(managed)]
+    carriers: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+    """(namespace, label key, label value) → the workloads whose pods carry that label."""
+    for namespace, workload, text in zip(in_managed["namespace"], in_managed["workload"], in_managed["labels"],
+                                         strict=True):  # fmt: skip
+        for key, value in labels_from_text(text).items():
+            carriers.setdefault((namespace, key, value), set()).add((namespace, workload))
+    found = [
+        (namespace, workload, rows)
+        for (namespace, workload), rows in in_managed[in_managed["workload"] != ""].groupby(["namespace", "workload"])
+        if (namespace, workload) not in covered
+    ]
     unobserved_keys = {(namespace, workload) for namespace, workload, _rows in found}
     workloads = []
     for namespace, workload, rows in found:
         exempt = None
         if mode is UnobservedMode.ALLOW_AS_IS:
-            others = pods[pods["namespace"] == namespace]
-            exempt = _exempting_label(rows, others, unobserved_keys, selectors.get((namespace, workload)))
+            for key, value in _candidate_labels(rows, selectors.get((namespace, workload))):
+                if carriers[(namespace, key, value)] <= unobserved_keys:
+                    exempt = (key, value)
+                    break
         kind = next((kind for kind in rows["kind"] if kind), "")
         workloads.append(UnobservedWorkload(namespace, workload, kind, tuple(sorted(rows["pod"])), exempt,
                                             *_outcome(mode, exempt)))  # fmt: skip
@@ -135,22 +143,14 @@ def _outcome(mode: UnobservedMode, exempt: tuple[str, str] | None) -> tuple[bool
     return True, "isolated without an allow rule"
 
 
-def _exempting_label(
-    rows: pd.DataFrame, namespace_pods: pd.DataFrame, unobserved: set[tuple[str, str]], selector: Selector | None
-) -> tuple[str, str] | None:
-    """A label every pod of the workload has and only pods of unobserved workloads carry: its selector's
-    labels first, then its other stable labels. None when no label sets it apart."""
+def _candidate_labels(rows: pd.DataFrame, selector: Selector | None) -> list[tuple[str, str]]:
+    """The labels every pod of a workload has, to exempt it by: its selector's first, then its other
+    stable ones. One only pods of unobserved workloads carry exempts exactly those pods."""
     labels = [labels_from_text(text) for text in rows["labels"]]
     common = {key: value for key, value in labels[0].items() if all(other.get(key) == value for other in labels)}
     ordered = [item for item in (selector.match_labels if selector else ()) if item in common.items()]
-    ordered += sorted((item for item in common.items() if item not in ordered and not is_volatile(item[0])),
-                      key=lambda item: key_rank(item[0]))  # fmt: skip
-    pods = [(labels_from_text(text), key) for text, key in zip(namespace_pods["labels"],
-            zip(namespace_pods["namespace"], namespace_pods["workload"], strict=True), strict=True)]  # fmt: skip
-    for key, value in ordered:
-        if all(workload in unobserved for labels, workload in pods if labels.get(key) == value):
-            return key, value
-    return None
+    rest = [item for item in common.items() if item not in ordered and not is_volatile(item[0])]
+    return ordered + sorted(rest, key=lambda item: (key_rank(item[0]), item[1]))
 
 
 def prove_left_as_is(evaluator: Evaluator, workload_of: Mapping[Pod, str], unobserved: Unobserved) -> int:

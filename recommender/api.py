@@ -176,7 +176,10 @@ class Recommendation:
         rows.append(("flows per namespace", self.coverage.describe_flows()))
         if dns.active and proof is not None:
             rows += [
-                ("DNS allowance (UDP and TCP 53)", f"{len(dns.namespaces)} namespaces to {dns.describe()}"),
+                (
+                    "DNS allowance (UDP and TCP 53)",
+                    f"{len(dns.namespaces)} namespace{'s' if len(dns.namespaces) != 1 else ''} to {dns.describe()}",
+                ),
                 ("DNS lookups proven (synthetic, every pod)", f"{proof.lookups:,}"),
                 ("DNS allowance (allowed, never observed)", str(len(proof.unobserved))),
             ]
@@ -199,9 +202,13 @@ class Recommendation:
         lines = [f"warning: {warning.message}" for warning in self.coverage.warnings]
         dns = self.proposal.dns
         if dns.mode is DnsMode.ALLOW and not dns.active and self.proposal.managed_namespaces:
+            where = (
+                "the inventory (no Service kube-dns with pods, no node-local-dns)"
+                if self.proposal.unobserved.known
+                else "an inventory (give one: --inventory FILE or --cluster)"
+            )
             lines.append(
-                "warning: no DNS server was observed or found in an inventory, so the proposal lets no pod resolve "
-                "names; give the inventory (--inventory FILE or --cluster) to find kube-dns"
+                f"warning: the proposal lets no pod resolve names: no DNS server was observed or found in {where}"
             )
         lines += [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
         return lines

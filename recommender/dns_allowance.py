@@ -31,6 +31,7 @@ from recommender.semantics import Evaluator, ExternalPeer, Pod
 
 DNS_PORT = 53
 DNS_PROTOCOLS = ("UDP", "TCP")
+DNS_PORTS = tuple((protocol, DNS_PORT) for protocol in DNS_PROTOCOLS)
 DNS_POLICY = "allow-dns"
 KUBE_DNS_SERVICE = "kube-dns"
 NODE_LOCAL_DNS_LABEL = ("k8s-app", "node-local-dns")
@@ -100,7 +101,7 @@ class DnsAllowance:
         """The egress rule: to every server, UDP and TCP 53."""
         return {
             "to": [server.peer(selectors) for server in self.servers],
-            "ports": [{"protocol": protocol, "port": DNS_PORT} for protocol in DNS_PROTOCOLS],
+            "ports": [{"protocol": protocol, "port": port} for protocol, port in DNS_PORTS],
         }
 
     def describe(self) -> str:

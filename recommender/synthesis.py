@@ -26,7 +26,15 @@ from collectors.records import (
     UNKNOWN,
     labels_from_text,
 )
-from recommender.dns_allowance import DNS_POLICY, DnsAllowance, DnsMode, DnsServer, observed_dns_servers, plan_allowance
+from recommender.dns_allowance import (
+    DNS_POLICY,
+    DNS_PORTS,
+    DnsAllowance,
+    DnsMode,
+    DnsServer,
+    observed_dns_servers,
+    plan_allowance,
+)
 from recommender.graph import build_edges
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
 from recommender.unobserved import Unobserved, UnobservedMode, find_unobserved
@@ -309,12 +317,11 @@ def _dns_policies(
     note = f"DNS allowance: every pod may resolve names over UDP and TCP 53 ({dns.describe()})"
     for namespace in dns.namespaces:
         rows = list(lookups[lookups["client_namespace"] == namespace].itertuples(index=False))
-        ports = tuple((protocol, 53) for protocol in ("UDP", "TCP"))
         if namespace in unobserved.skipped_namespaces:
             for plan in policies:
                 egress = plan.manifest["spec"].get("egress")
                 if plan.namespace == namespace and egress is not None:
-                    evidence = _dns_evidence(len(egress), [], ports, names, note)
+                    evidence = _dns_evidence(len(egress), [], names, note)
                     egress.append(dns.rule(selectors))
                     plan.evidence.append(evidence)
             continue
@@ -327,14 +334,14 @@ def _dns_policies(
         }
         manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                     "metadata": _metadata(namespace, name), "spec": spec}  # fmt: skip
-        evidence = [_dns_evidence(0, rows, ports, names, note)]
+        evidence = [_dns_evidence(0, rows, names, note)]
         found.append(PolicyPlan(namespace, name, "", manifest, evidence, purpose="let every pod resolve names"))
     return found
 
 
-def _dns_evidence(index: int, rows: list, ports: tuple[tuple[str, int], ...], names: _Names, note: str) -> RuleEvidence:
+def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvidence:
     if rows:
-        return replace(_evidence("egress", index, rows, "server", ports, names), note=note)
+        return replace(_evidence("egress", index, rows, "server", DNS_PORTS, names), note=note)
     return RuleEvidence("egress", index, (), (), 0, None, None, "", "", note=note)
 
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.generate import inventory_snapshot, shop_topology
 from collectors.inventory import inventory_from_objects, snapshot_json
+from collectors.records import labels_from_text
 from recommender import api
 from recommender.cli import main
 from recommender.errors import RecommenderError
+from recommender.selectors import choose_selectors
 from recommender.semantics import Evaluator, ExternalPeer, parse_policies
+from recommender.semantics.selectors import parse_label_selector
 from recommender.synthesis import SynthesisOptions
-from recommender.unobserved import UnobservedMode
+from recommender.unobserved import UnobservedMode, find_unobserved
 from recommender.verification import cluster_model
 from tests.conftest import REPO
 
@@ -147,3 +153,33 @@ def test_the_cli_prints_the_unobserved_workloads_and_refuses_modes_it_cannot_hon
     assert "left as is: the default-deny does not select app.kubernetes.io/name=nightly-report" in outcome.stderr
     refused = runner.invoke(main, ["recommend", EXAMPLE, "--unobserved", "skip"])
     assert refused.exit_code == 1 and "needs the inventory" in refused.output
+
+
+@st.composite
+def namespaces_of_pods(draw):
+    """A namespace of workloads whose pods draw labels from a small pool, so that labels collide."""
+    keys, values = ["app", "tier", "team"], ["a", "b", "c"]
+    rows = []
+    for index in range(draw(st.integers(1, 6))):
+        labels = draw(st.dictionaries(st.sampled_from(keys), st.sampled_from(values), min_size=1))
+        for pod in range(draw(st.integers(1, 2))):
+            extra = draw(st.dictionaries(st.sampled_from(keys), st.sampled_from(values)))
+            text = ",".join(f"{k}={v}" for k, v in sorted({**extra, **labels}.items()))
+            rows.append(("", "ns", f"w{index}-{pod}", f"w{index}", "Deployment", text))
+    observed = draw(st.sets(st.sampled_from(sorted({row[3] for row in rows}))))
+    return pd.DataFrame(rows, columns=["cluster", "namespace", "pod", "workload", "kind", "labels"]), observed
+
+
+@given(namespaces_of_pods())
+@settings(max_examples=200, deadline=None)
+def test_allow_as_is_selects_every_pod_but_exactly_those_of_the_workloads_left_as_is(case):
+    pods, observed = case
+    members = [(row.namespace, row.workload, labels_from_text(row.labels)) for row in pods.itertuples()]
+    found = find_unobserved(
+        UnobservedMode.ALLOW_AS_IS, pods, True, ["ns"], {("ns", w) for w in observed}, choose_selectors(members)
+    )
+    selector = parse_label_selector(found.pod_selector("ns"), "podSelector")
+    left = {item.workload for item in found.workloads if not item.isolated}
+    assert {item.workload for item in found.workloads} == set(pods["workload"]) - observed
+    for row in pods.itertuples():
+        assert selector.matches(labels_from_text(row.labels)) == (row.workload not in left), row

@@ -117,19 +117,36 @@ def find_unobserved(
         for (namespace, workload), rows in in_managed[in_managed["workload"] != ""].groupby(["namespace", "workload"])
         if (namespace, workload) not in covered
     ]
-    unobserved_keys = {(namespace, workload) for namespace, workload, _rows in found}
+    labels = {(namespace, workload): _candidate_labels(rows, selectors.get((namespace, workload)))
+              for namespace, workload, rows in found}  # fmt: skip
+    exempt = _exemptions(labels, carriers) if mode is UnobservedMode.ALLOW_AS_IS else {}
     workloads = []
     for namespace, workload, rows in found:
-        exempt = None
-        if mode is UnobservedMode.ALLOW_AS_IS:
-            for key, value in _candidate_labels(rows, selectors.get((namespace, workload))):
-                if carriers[(namespace, key, value)] <= unobserved_keys:
-                    exempt = (key, value)
-                    break
+        label = exempt.get((namespace, workload))
         kind = next((kind for kind in rows["kind"] if kind), "")
-        workloads.append(UnobservedWorkload(namespace, workload, kind, tuple(sorted(rows["pod"])), exempt,
-                                            *_outcome(mode, exempt)))  # fmt: skip
+        workloads.append(UnobservedWorkload(namespace, workload, kind, tuple(sorted(rows["pod"])), label,
+                                            *_outcome(mode, label)))  # fmt: skip
     return Unobserved(mode, known=True, workloads=tuple(workloads))
+
+
+def _exemptions(
+    labels: Mapping[tuple[str, str], list[tuple[str, str]]],
+    carriers: Mapping[tuple[str, str, str], set[tuple[str, str]]],
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """The label each unobserved workload is exempted by, such that the pods carrying any chosen label
+    are exactly the pods of the exempted workloads. A workload with no label that only exempted
+    workloads carry stays isolated, which can take the label away from another: repeat until stable."""
+    exempted = set(labels)
+    while True:
+        chosen = {}
+        for (namespace, workload), candidates in labels.items():
+            if (namespace, workload) in exempted:
+                label = next((item for item in candidates if carriers[(namespace, *item)] <= exempted), None)
+                if label is not None:
+                    chosen[(namespace, workload)] = label
+        if set(chosen) == exempted:
+            return chosen
+        exempted = set(chosen)
 
 
 def _outcome(mode: UnobservedMode, exempt: tuple[str, str] | None) -> tuple[bool, str]:

@@ -183,3 +183,14 @@ def test_allow_as_is_selects_every_pod_but_exactly_those_of_the_workloads_left_a
     assert {item.workload for item in found.workloads} == set(pods["workload"]) - observed
     for row in pods.itertuples():
         assert selector.matches(labels_from_text(row.labels)) == (row.workload not in left), row
+
+
+def test_a_label_shared_with_a_workload_that_stays_isolated_exempts_nothing():
+    rows = [("w0", "app=a"), ("w1", "app=a"), ("w1", "app=a,tier=a"), ("w2", "tier=a")]
+    pods = pd.DataFrame(
+        [("", "ns", f"{w}-{i}", w, "Deployment", text) for i, (w, text) in enumerate(rows)],
+        columns=["cluster", "namespace", "pod", "workload", "kind", "labels"],
+    )
+    found = find_unobserved(UnobservedMode.ALLOW_AS_IS, pods, True, ["ns"], {("ns", "w0")}, {})
+    assert [(item.workload, item.isolated) for item in found.workloads] == [("w1", True), ("w2", True)]
+    assert found.pod_selector("ns") == {}

@@ -20,6 +20,7 @@ from collectors.conntrack_observations import UNREPLIED, resolution_counts
 from collectors.cpus import available_cpus
 from collectors.enrich import apply_inventory
 from collectors.errors import OnError
+from collectors.flow_filter import FlowFilter
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
@@ -40,6 +41,7 @@ __all__ = [
     "Coverage",
     "DnsMode",
     "Drift",
+    "FlowFilter",
     "Inventory",
     "ObservationSet",
     "Proposal",
@@ -74,6 +76,7 @@ def load_observations(
     engine: str = "local",
     scheduler: str | None = None,
     inventory: Inventory | None = None,
+    flow_filter: FlowFilter | None = None,
 ) -> ObservationSet:
     """Read observation sources: Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip,
     `-` for stdin, globs), conntrack dumps of the nodes (any format; their IPs are named with
@@ -84,7 +87,8 @@ def load_observations(
     cgroup quota counted); the result does not depend on it.
     `engine="dask"` reads Hubble files, local or at fsspec URLs (`s3://bucket/hubble/*.json.gz`), on the
     Dask cluster at `scheduler` (an address such as `tcp://scheduler:8786`), or on a local cluster of
-    `jobs` workers when there is none; the result is the same.
+    `jobs` workers when there is none; the result is the same. `flow_filter` keeps what matches the
+    `hubble observe` filters (namespace, verdict, time window, pods, protocol, port).
     """
     jobs = jobs if jobs is not None else available_cpus()
     return read_observations(
@@ -95,6 +99,7 @@ def load_observations(
         engine=engine,
         scheduler=scheduler,
         inventory=inventory,
+        flow_filter=flow_filter,
     )
 
 
@@ -197,9 +202,9 @@ class Recommendation:
             rows.append(("unobserved workloads", "unknown without an inventory (--inventory FILE or --cluster)"))
         return rows
 
-    def notes(self) -> list[str]:
-        """Lines to read after the summary: coverage warnings and the unobserved workloads."""
-        lines = [f"warning: {warning.message}" for warning in self.coverage.warnings]
+    def warnings(self) -> list[str]:
+        """What the input or the proposal cannot support: coverage warnings, and no DNS server known."""
+        lines = [warning.message for warning in self.coverage.warnings]
         dns = self.proposal.dns
         if dns.mode is DnsMode.ALLOW and not dns.active and self.proposal.managed_namespaces:
             where = (
@@ -207,11 +212,12 @@ class Recommendation:
                 if self.proposal.unobserved.known
                 else "an inventory (give one: --inventory FILE or --cluster)"
             )
-            lines.append(
-                f"warning: the proposal lets no pod resolve names: no DNS server was observed or found in {where}"
-            )
-        lines += [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
+            lines.append(f"the proposal lets no pod resolve names: no DNS server was observed or found in {where}")
         return lines
+
+    def notes(self) -> list[str]:
+        """Lines to read after the summary: the unobserved workloads and what became of them."""
+        return [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
 
 
 def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ from collectors.records import labels_from_text
 from recommender import api
 from recommender.cli import main
 from recommender.errors import RecommenderError
+from recommender.findings import FindingKind
 from recommender.selectors import choose_selectors
 from recommender.semantics import Evaluator, ExternalPeer, parse_policies
 from recommender.semantics.selectors import parse_label_selector
@@ -87,6 +88,8 @@ def test_isolate_names_the_workload_and_the_replay_shows_it_cut_off(observed, in
     assert item.pods == (f"{NIGHTLY}-6b7c9d-1x2", f"{NIGHTLY}-6b7c9d-2x2")
     assert f"unobserved: shop/{NIGHTLY} (Deployment, 2 pods" in "\n".join(result.notes())
     assert ("unobserved workloads (no allow rule)", "1 (1 isolated)") in result.summary()
+    (finding,) = [f for f in result.findings() if f.kind == FindingKind.UNOBSERVED_WORKLOAD]
+    assert (finding.subject, finding.evidence) == (f"shop/{NIGHTLY}", item.pods)
     evaluator, pods = evaluator_of(result, inventory, tmp_path)
     assert len(pods) == 2 and synthetic_connections_allowed(evaluator, pods) == [False] * 4
 

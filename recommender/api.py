@@ -171,6 +171,7 @@ class Recommendation:
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
+            *_dns_allowance_rows(self.check),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
             ("unresolved endpoints", str(int(unresolved))),
@@ -223,6 +224,13 @@ class Recommendation:
     def notes(self) -> list[str]:
         """Lines to read after the summary: the unobserved workloads and what became of them."""
         return [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
+
+
+def _dns_allowance_rows(check: Check) -> list[tuple[str, str]]:
+    """With a cluster baseline: what its DNS rule allows beyond the observed, apart from excess."""
+    if check.baseline_dns is None:
+        return []
+    return [("cluster baseline DNS rule (allowed, never observed)", str(len(check.baseline_dns)))]
 
 
 def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:

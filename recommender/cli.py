@@ -13,6 +13,7 @@ from collectors.inventory import snapshot_json
 from collectors.records import POD
 from collectors.relay import RelayConnectionError
 from recommender import api, pictures, tables
+from recommender.baseline import BASELINES, NAMESPACE_BASELINE
 from recommender.cli_options import (
     OUTPUT,
     ClusterSource,
@@ -127,6 +128,14 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     "giving any replaces the default list; --exclude-namespace '' excludes none.",
 )
 @click.option(
+    "--baseline",
+    type=click.Choice(BASELINES),
+    default=NAMESPACE_BASELINE,
+    show_default=True,
+    help="The default deny: a default-deny NetworkPolicy per managed namespace, or one ClusterNetworkPolicy of "
+    "tier Baseline for every namespace not excluded (DNS to kube-dns allowed; file cluster-baseline.yaml).",
+)
+@click.option(
     "--include-dropped",
     is_flag=True,
     help="Allow traffic a policy DROPPED (by default only reported; other drops never).",
@@ -149,6 +158,7 @@ def recommend(
     explain: bool,
     force: bool,
     exclude: tuple[str, ...],
+    baseline: str,
     include_dropped: bool,
     findings_file: str | None,
     dns: str,
@@ -172,6 +182,7 @@ def recommend(
         include_dropped=include_dropped,
         dns=api.DnsMode(dns),
         unobserved=api.UnobservedMode(unobserved),
+        baseline=baseline,
     )
     with user_errors():
         inventory = cluster.load()

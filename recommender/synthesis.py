@@ -26,6 +26,7 @@ from collectors.records import (
     UNKNOWN,
     labels_from_text,
 )
+from recommender.baseline import CLUSTER_BASELINE_NAME, NAMESPACE_BASELINE, cluster_baseline
 from recommender.dns_allowance import (
     DNS_POLICY,
     DNS_PORTS,
@@ -55,6 +56,9 @@ class SynthesisOptions:
     """How pods resolve names: the shared DNS allowance, DNS only as observed, or no DNS rules."""
     unobserved: UnobservedMode = UnobservedMode.ISOLATE
     """What to do with workloads (known from an inventory) that no allow rule names."""
+    baseline: str = NAMESPACE_BASELINE
+    """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
+    (`recommender.baseline`)."""
 
 
 POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
@@ -111,9 +115,9 @@ class RuleEvidence:
 class PolicyPlan:
     """One proposed NetworkPolicy and the evidence for each of its rules."""
 
-    namespace: str
+    namespace: str  # "" for the cluster-scoped baseline
     name: str
-    workload: str  # the workload key, "" for the default-deny
+    workload: str  # the workload key, "" for the default deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
     purpose: str = ""
@@ -250,7 +254,10 @@ def synthesize(
                 traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
     unobserved = find_unobserved(options.unobserved, pods, complete_pods, managed, traffic, selectors)
     skipped = unobserved.skipped_namespaces
-    policies = [_default_deny(ns, unobserved.pod_selector(ns)) for ns in managed if ns not in skipped]
+    if options.baseline == NAMESPACE_BASELINE:
+        policies = [_default_deny(ns, unobserved.pod_selector(ns)) for ns in managed if ns not in skipped]
+    else:
+        policies = [_cluster_baseline(options)]
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names))
     policies += _dns_policies(dns, ruled[lookups], policies, unobserved, selectors, names)
@@ -360,6 +367,11 @@ def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvide
     if rows:
         return replace(_evidence("egress", index, rows, "server", DNS_PORTS, names), note=note)
     return RuleEvidence("egress", index, (), (), 0, None, None, "", "", note=note)
+
+
+def _cluster_baseline(options: SynthesisOptions) -> PolicyPlan:
+    """The cluster-scoped default deny: a plan without namespace."""
+    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(options.exclude_namespaces, MANAGED_BY))
 
 
 def _workload_policy(

@@ -18,6 +18,7 @@ import pandas as pd
 from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
 from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
+from recommender.baseline import without_dns_allowance
 from recommender.dns_allowance import DnsAllowance, DnsProof, prove_allowance
 from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
@@ -35,7 +36,6 @@ from recommender.semantics import (
     Profile,
     Protocol,
     RuleRef,
-    parse_policies,
     parse_policy_set,
 )
 from recommender.semantics.cilium import compile_cilium
@@ -155,11 +155,12 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
 
 
 def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
-    """Every (rule, pod) where an ipBlock of `policies` contains an address evidence gives a pod: a
-    recommendation must select pods by labels, never by address."""
+    """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
+    gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
+    deny every address on purpose)."""
     found = []
     addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
-    for policy in parse_policies(policies):
+    for policy in parse_policy_set(policies).network_policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             for index, rule in enumerate(policy.rules(direction)):
                 for peer in rule.peers:
@@ -437,6 +438,8 @@ class Check:
     """The synthetic DNS lookups of every pod, proven allowed, and what the allowance opens unobserved."""
     left_as_is: int = 0
     """Synthetic connections proving the unobserved workloads left as is are not isolated."""
+    baseline_dns: pd.DataFrame | None = None
+    """With a cluster baseline: the tuples only its DNS rule allows (never observed), not in `excess`."""
 
     @property
     def recall(self) -> float:
@@ -468,7 +471,15 @@ def check_proposal(
     replayed = replay(policies, observed, rows[meant], model=model)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
-    found = excess(replayed, observed, model, named_ports(policies))
+    ports = named_ports(policies)
+    found = excess(replayed, observed, model, ports)
+    baseline_dns = None
+    without_dns = without_dns_allowance(policies)
+    if without_dns is not None:  # a cluster baseline: its DNS rule's reach is counted apart
+        rest = excess(replay(without_dns, observed, rows[meant], model=model), observed, model, ports)
+        kept = set(rest.itertuples(index=False, name=None))
+        only_dns = [row not in kept for row in found.itertuples(index=False, name=None)]
+        baseline_dns, found = found[only_dns].reset_index(drop=True), rest
     proof, found = prove_allowance(replayed.evaluator, model.workload_of, dns, found) if dns else (None, found)
     left_as_is = prove_left_as_is(replayed.evaluator, model.workload_of, unobserved) if unobserved else 0
-    return Check(replayed, found, proof, left_as_is)
+    return Check(replayed, found, proof, left_as_is, baseline_dns)

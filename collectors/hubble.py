@@ -207,6 +207,7 @@ class HubbleIngest:
         if dst.__class__ is not tuple:
             dst = self.resolver.resolve(destination, ip.destination)
         if flow.destination_names or flow.source_names or flow.l7 is not None:
+            self.stats.l7_events += flow.l7 is not None
             self._learn_names(flow, ip)
         seen = flow.time or fallback_time
         if self.window is not None and not self.window.in_window(seen):

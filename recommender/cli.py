@@ -21,6 +21,7 @@ from recommender.cli_options import (
     Sources,
     cluster_options,
     dataplane_options,
+    dns_options,
     file_target,
     folder_or_format_options,
     option,
@@ -28,7 +29,7 @@ from recommender.cli_options import (
     source_options,
     user_errors,
 )
-from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
+from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity, warn
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.report import GAP
@@ -147,6 +148,7 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     help="Write every item behind the summary's counts (dropped, not expressed, unresolved, ...) to this file: "
     "JSON for a .json name, Markdown otherwise. An --output folder gets findings.md and findings.json anyway.",
 )
+@dns_options
 @cluster_options
 def recommend(
     sources: Sources,
@@ -159,6 +161,8 @@ def recommend(
     baseline: str,
     include_dropped: bool,
     findings_file: str | None,
+    dns: str,
+    unobserved: str,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -174,7 +178,11 @@ def recommend(
     """
     folder, output_format = output_target(output, output_format, ("yaml", "json"))
     options = SynthesisOptions(
-        exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped, baseline=baseline
+        exclude_namespaces=tuple(ns for ns in exclude if ns),
+        include_dropped=include_dropped,
+        dns=api.DnsMode(dns),
+        unobserved=api.UnobservedMode(unobserved),
+        baseline=baseline,
     )
     with user_errors():
         inventory = cluster.load()
@@ -419,7 +427,7 @@ def completion(shell: str) -> None:
 
 def _print_summary(result: api.Recommendation) -> None:
     table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
-    table.add_column("what")
+    table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right")
     for label, value in result.summary():
         table.add_row(escape(label), escape(value))
@@ -427,6 +435,10 @@ def _print_summary(result: api.Recommendation) -> None:
         stderr.print(table)
     for example in result.observed.stats.bad.examples:
         say(f"skipped: {example}")
+    for line in result.notes():
+        say(line)
+    for message in result.warnings():
+        warn(message)
 
 
 main.add_command(report)

@@ -53,9 +53,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
         return f"{header}\n{warning}\n{text}"
     header = f"# {plan.namespace}/{plan.name}: "
     header += (
-        "deny all ingress and egress not allowed by another policy"
-        if not plan.workload
-        else (f"what {plan.workload} was observed doing")
+        plan.purpose
+        or (f"what {plan.workload} was observed doing" if plan.workload else "")
+        or "deny all ingress and egress not allowed by another policy"
     )
     lines = [header, *(f"# WARNING: {warning}" for warning in plan.warnings)]
     direction = None

@@ -11,7 +11,7 @@ evidence. What NetworkPolicy cannot or need not express is reported in `Findings
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,8 +27,18 @@ from collectors.records import (
     labels_from_text,
 )
 from recommender.baseline import CLUSTER_BASELINE_NAME, NAMESPACE_BASELINE, cluster_baseline
+from recommender.dns_allowance import (
+    DNS_POLICY,
+    DNS_PORTS,
+    DnsAllowance,
+    DnsMode,
+    DnsServer,
+    observed_dns_servers,
+    plan_allowance,
+)
 from recommender.graph import build_edges
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
+from recommender.unobserved import Unobserved, UnobservedMode, find_unobserved
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -42,6 +52,10 @@ class SynthesisOptions:
     """Namespaces left without policies; their workloads stay usable as peers."""
     include_dropped: bool = False
     """Treat flows a policy DROPPED as wanted traffic (by default they are only reported)."""
+    dns: DnsMode = DnsMode.ALLOW
+    """How pods resolve names: the shared DNS allowance, DNS only as observed, or no DNS rules."""
+    unobserved: UnobservedMode = UnobservedMode.ISOLATE
+    """What to do with workloads (known from an inventory) that no allow rule names."""
     baseline: str = NAMESPACE_BASELINE
     """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
     (`recommender.baseline`)."""
@@ -76,6 +90,8 @@ class RuleEvidence:
     example_client: str
     example_server: str
     dns_names: tuple[str, ...] = ()
+    note: str = ""
+    """Why a rule exists beyond its observed traffic (the DNS allowance)."""
     warnings: tuple[str, ...] = ()
     """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
 
@@ -83,7 +99,10 @@ class RuleEvidence:
         def when(moment: pd.Timestamp | None) -> str:
             return "unknown" if moment is None or pd.isna(moment) else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-        text = (
+        if self.note and not self.count:
+            return self.note
+        text = f"{self.note}; observed: " if self.note else ""
+        text += (
             f"{self.count} flows from {when(self.first_seen)} to {when(self.last_seen)}; "
             f"e.g. {self.example_client} -> {self.example_server} ({', '.join(self.ports)})"
         )
@@ -101,6 +120,8 @@ class PolicyPlan:
     workload: str  # the workload key, "" for the default deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    purpose: str = ""
+    """What the policy is for, when it is neither a default-deny nor a workload's (the DNS allowance)."""
     warnings: tuple[str, ...] = ()
     """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
 
@@ -130,6 +151,10 @@ class Proposal:
     edges: pd.DataFrame
     """The wanted edges the policies are built from (the traffic replay must find allowed)."""
     managed_namespaces: list[str]
+    dns: DnsAllowance = field(default_factory=lambda: DnsAllowance(DnsMode.OBSERVED))
+    """The DNS allowance: its servers and namespaces (rendered as `allow-dns` policies)."""
+    unobserved: Unobserved = field(default_factory=lambda: Unobserved(UnobservedMode.ISOLATE, known=False))
+    """Workloads of managed namespaces with no allow rule (known with an inventory)."""
 
 
 # -- peers -------------------------------------------------------------------------------------
@@ -185,8 +210,15 @@ def synthesize(
     dns_names: Mapping[str, tuple[str, ...]] | None = None,
     options: SynthesisOptions | None = None,
     port_names: PortNames | None = None,
+    *,
+    dns_servers: Sequence[DnsServer] = (),
+    complete_pods: bool = False,
 ) -> Proposal:
-    """Propose the NetworkPolicies that allow exactly the wanted observed traffic."""
+    """Propose the NetworkPolicies that allow exactly the wanted observed traffic.
+
+    `dns_servers` are the cluster's DNS servers known besides those observed (the inventory's);
+    `complete_pods` says `pods` lists every pod (an inventory's), so unobserved workloads are known.
+    """
     options = options or SynthesisOptions()
     names = _Names(dns_names or {}, port_names or {})
     all_edges = build_edges(observations)
@@ -202,25 +234,33 @@ def synthesize(
         reasons[(reasons == "") & (entity == UNKNOWN)] = f"{side} identity unknown"
         unresolved = (entity == POD) & (edges[f"{side}_workload"] == "")
         reasons[(reasons == "") & unresolved] = f"{side} pod's workload unresolved (labels only)"
+    namespaces = _observed_namespaces(observations, pods)
+    managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
+    dns = plan_allowance(options.dns, [*dns_servers, *observed_dns_servers(edges[reasons == ""])], managed, selectors)
+    if options.dns is DnsMode.OFF:
+        reasons[(reasons == "") & dns.covers(edges)] = "DNS lookup left to another policy (--dns off)"
     host_ingress = (reasons == "") & (edges["client_entity"] == HOST) & (edges["server_entity"] == POD)
     ruled = edges[(reasons == "") & ~host_ingress]
 
-    namespaces = _observed_namespaces(observations, pods)
-    managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
-    policies = (
-        [_default_deny(ns) for ns in managed]
-        if options.baseline == NAMESPACE_BASELINE
-        else [_cluster_baseline(options)]
-    )
+    lookups = dns.covers(ruled) & ruled["client_namespace"].isin(dns.namespaces)
     traffic: dict[tuple[str, str], dict[str, list]] = {}
-    for row in ruled.itertuples(index=False):
+    for row, lookup in zip(ruled.itertuples(index=False), lookups, strict=True):
         for side, direction in (("server", "ingress"), ("client", "egress")):
+            if lookup and direction == "egress":
+                continue  # the DNS allowance allows it
             namespace = getattr(row, f"{side}_namespace")
             if getattr(row, f"{side}_entity") == POD and namespace in managed:
                 workload = (namespace, getattr(row, f"{side}_workload"))
                 traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
+    unobserved = find_unobserved(options.unobserved, pods, complete_pods, managed, traffic, selectors)
+    skipped = unobserved.skipped_namespaces
+    if options.baseline == NAMESPACE_BASELINE:
+        policies = [_default_deny(ns, unobserved.pod_selector(ns)) for ns in managed if ns not in skipped]
+    else:
+        policies = [_cluster_baseline(options)]
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names))
+    policies += _dns_policies(dns, ruled[lookups], policies, unobserved, selectors, names)
 
     used = _peers(ruled)
     findings = Findings(
@@ -231,7 +271,7 @@ def synthesize(
             s for key, s in sorted(selectors.items()) if not s.exact and (key[0] in managed or key in used)
         ],
     )
-    return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed)
+    return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed, dns, unobserved)
 
 
 def _peers(edges: pd.DataFrame) -> set[tuple[str, str]]:
@@ -276,14 +316,57 @@ def _metadata(namespace: str, name: str, annotations: dict[str, str] | None = No
     return metadata
 
 
-def _default_deny(namespace: str) -> PolicyPlan:
+def _default_deny(namespace: str, pod_selector: dict[str, Any]) -> PolicyPlan:
     manifest = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(namespace, DEFAULT_DENY),
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress", "Egress"]},
     }
     return PolicyPlan(namespace, DEFAULT_DENY, "", manifest)
+
+
+def _dns_policies(
+    dns: DnsAllowance,
+    lookups: pd.DataFrame,
+    policies: list[PolicyPlan],
+    unobserved: Unobserved,
+    selectors: Mapping[tuple[str, str], Selector],
+    names: _Names,
+) -> list[PolicyPlan]:
+    """One `allow-dns` per namespace of the allowance, selecting what its default-deny selects. A
+    namespace without a default-deny gets the rule in each of its egress policies instead (a policy
+    selecting every pod would isolate them all)."""
+    found = []
+    note = f"DNS allowance: every pod may resolve names over UDP and TCP 53 ({dns.describe()})"
+    for namespace in dns.namespaces:
+        rows = list(lookups[lookups["client_namespace"] == namespace].itertuples(index=False))
+        if namespace in unobserved.skipped_namespaces:
+            for plan in policies:
+                egress = plan.manifest["spec"].get("egress")
+                if plan.namespace == namespace and egress is not None:
+                    evidence = _dns_evidence(len(egress), [], names, note)
+                    egress.append(dns.rule(selectors))
+                    plan.evidence.append(evidence)
+            continue
+        taken = {plan.name for plan in policies if plan.namespace == namespace}
+        name = DNS_POLICY if DNS_POLICY not in taken else f"netpol-recommender-{DNS_POLICY}"
+        spec = {
+            "podSelector": unobserved.pod_selector(namespace),
+            "policyTypes": ["Egress"],
+            "egress": [dns.rule(selectors)],
+        }
+        manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": _metadata(namespace, name), "spec": spec}  # fmt: skip
+        evidence = [_dns_evidence(0, rows, names, note)]
+        found.append(PolicyPlan(namespace, name, "", manifest, evidence, purpose="let every pod resolve names"))
+    return found
+
+
+def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvidence:
+    if rows:
+        return replace(_evidence("egress", index, rows, "server", DNS_PORTS, names), note=note)
+    return RuleEvidence("egress", index, (), (), 0, None, None, "", "", note=note)
 
 
 def _cluster_baseline(options: SynthesisOptions) -> PolicyPlan:

@@ -30,6 +30,7 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
     assert {d["kind"] for d in documents} == {"NetworkPolicy"}
     assert [d["metadata"]["name"] for d in documents if d["metadata"]["namespace"] == "payments"] == [
         "default-deny",
+        "allow-dns",
         "allow-payments",
     ]
 
@@ -37,7 +38,7 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
 def test_json_on_stdout_is_a_list():
     outcome = run("recommend", EXAMPLE, "-o", "json", "-q")
     document = json.loads(outcome.stdout)
-    assert document["kind"] == "List" and len(document["items"]) == 7
+    assert document["kind"] == "List" and len(document["items"]) == 9
 
 
 def test_directory_output_with_json_files(tmp_path):
@@ -53,9 +54,10 @@ def test_explain_puts_evidence_above_every_rule():
     text = run("recommend", EXAMPLE, "-o", "yaml", "--explain", "-q").stdout
     rules = sum(1 for line in text.splitlines() if line.startswith(("    - from:", "    - to:")))
     comments = [line for line in text.splitlines() if line.startswith("    # ")]
-    assert rules == len(comments) == 13
+    assert rules == len(comments) == 10
     assert any("DNS names: api.payments.example.com" in line for line in comments)
     assert all(" flows from " in line and " e.g. " in line for line in comments)
+    assert sum(line.startswith("    # DNS allowance: every pod may resolve names") for line in comments) == 2
 
 
 def test_summary_table_goes_to_stderr():

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.generate import shop_topology, write_capture
 
     sizes = [] if args.profile else sorted(int(size) for size in args.sizes.split(","))
-    largest = max(args.flows, *sizes)
+    largest = max([args.flows, *sizes])
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         needed = (largest + args.flows) * BYTES_PER_FLOW

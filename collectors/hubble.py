@@ -37,7 +37,7 @@ from collectors.aggregate import (
 )
 from collectors.errors import CollectorError, OnError
 from collectors.hubble_identity import EndpointResolver
-from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, schema_for
+from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, envelope_time, schema_for
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
 from collectors.records import (
     DROPPED,
@@ -110,7 +110,7 @@ class HubbleIngest:
     def add_line(self, line: Any) -> None:
         """One decoded envelope (GetFlowsResponse or ExportEvent) with a flow or another event."""
         if line.flow is not None:
-            self.add_flow(line.flow, line.time)
+            self.add_flow(line.flow, None if line.flow.time is not None else envelope_time(line))
         elif line.lost_events is not None:
             self.add_lost_events(int(line.lost_events.num_events_lost or 0))
         else:
@@ -205,13 +205,15 @@ class HubbleIngest:
             self._learn_names(flow, ip)
         seen = flow.time or fallback_time
         if direction == UNDECIDED:
-            self._hold(
-                (src[0], dst[0], protocol, sport, dport, verdict, ip.source, ip.destination),
-                seen,
-                src[1],
-                dst[1],
-            )
-            return
+            direction, rule = self.correlator.correlate((protocol, ip.source, sport, ip.destination, dport))
+            if direction == UNDECIDED:
+                self._hold(
+                    (src[0], dst[0], protocol, sport, dport, verdict, ip.source, ip.destination),
+                    seen,
+                    src[1],
+                    dst[1],
+                )
+                return
 
         self.stats.orientation[rule] += 1
         recent = self.correlator.recent
@@ -241,14 +243,20 @@ class HubbleIngest:
 
     def _learn_names(self, flow: Any, ip: Any) -> None:
         """DNS names of IPs: from `destination_names`/`source_names` and from DNS answers."""
-        pairs = [(ip.destination, name) for name in flow.destination_names]
-        pairs += [(ip.source, name) for name in flow.source_names]
+        if flow.destination_names:
+            self._add_names(ip.destination, flow.destination_names)
+        if flow.source_names:
+            self._add_names(ip.source, flow.source_names)
         dns = flow.l7.dns if flow.l7 is not None else None
         if dns is not None and dns.query:
-            pairs += [(answer, dns.query) for answer in dns.ips]
-        for address, name in pairs:
-            if name:
-                self.dns_names.setdefault(address, set()).add(name.rstrip("."))
+            for answer in dns.ips:
+                self._add_names(answer, (dns.query,))
+
+    def _add_names(self, address: str, names: Iterable[str]) -> None:
+        known = self.dns_names.get(address)
+        if known is None:
+            known = self.dns_names[address] = set()
+        known.update(name.rstrip(".") for name in names if name)
 
     def _hold(self, key: tuple, seen: datetime | None, src_pod: str, dst_pod: str) -> None:
         """Keep an undecided event until the rest of the stream can decide it."""
@@ -556,8 +564,9 @@ def _read_stream(
                 decode = schema.line.decode
                 ingest.resolver.decode = schema.endpoint.decode
             line = decode(raw)
-            if line.flow is not None:
-                add_flow(line.flow, line.time)
+            flow = line.flow
+            if flow is not None:
+                add_flow(flow, None if flow.time is not None else envelope_time(line))
             else:
                 problem = _read_other(line, raw, schema, ingest)
                 if problem:

@@ -48,7 +48,7 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import STDIN, display_name, expand_inputs, open_input
+from collectors.sources import READ_BUFFER, STDIN, display_name, expand_inputs, open_input
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -471,7 +471,7 @@ def read_chunk(chunk: Chunk, on_error: OnError) -> PartialIngest:
     if chunk.end is None:
         with open_input(chunk.path) as stream:
             return read_lines(stream, name, on_error)
-    with open(chunk.path, "rb") as handle:
+    with open(chunk.path, "rb", buffering=READ_BUFFER) as handle:
         lines = lines_starting_in(handle, chunk.start, chunk.end)
         return read_lines(lines, name, on_error, lambda: lines_starting_before(chunk.path, chunk.start))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import pandas as pd
@@ -24,13 +25,15 @@ from collectors.inventory import Inventory, inventory_from_cluster, load_invento
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
-from recommender import pictures
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
 from recommender.synthesis import Proposal, SynthesisOptions, synthesize
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+
+if TYPE_CHECKING:
+    from recommender import pictures
 
 __all__ = [
     "Check",
@@ -257,6 +260,8 @@ def picture(
     """A picture of the traffic: `kind` "graph" (the workload graph), "matrix" (namespace by
     namespace) or "workload" (one `workload` with its clients and servers). With `policies`, edges
     are coloured as allowed, would-break or unobserved (allowed but never seen)."""
+    from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
     status = diff(policies, observed, inventory).status() if policies is not None else None
     traffic = edges(apply_inventory(observed, inventory) if inventory is not None else observed)
     if kind == "matrix":

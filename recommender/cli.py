@@ -10,7 +10,7 @@ from rich.table import Table
 
 from collectors.inventory import snapshot_json
 from collectors.relay import RelayConnectionError
-from recommender import api, pictures, tables
+from recommender import api, tables
 from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
 from recommender.cli_report import report
 from recommender.render import proposal_text
@@ -230,6 +230,8 @@ def graph(
         observed = sources.load(inventory)
         try:
             figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=inventory)
+            from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
             pictures.save(figure, output)
         except ValueError as exc:  # an unknown workload, an image format we cannot write
             raise click.ClickException(str(exc)) from exc

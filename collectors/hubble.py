@@ -405,10 +405,15 @@ def read_hubble_files(
 
     With `jobs` > 1, files (and large plain files by byte ranges on line boundaries) are read by that
     many processes and their partial results combined: the result is the same as with one process
-    (inputs smaller than `MIN_CHUNK_BYTES` are read in this process).
+    (inputs smaller than `MIN_CHUNK_BYTES` are read in this process). A single gzip file is
+    decompressed in this process and ingested in another.
     """
     paths = expand_inputs(specs)
     chunks = plan_chunks(paths, jobs)
+    if jobs > 1 and len(chunks) == 1 and chunks[0].size >= MIN_GZIP_BYTES and _is_gzip(chunks[0].path):
+        combined = finish_partials([read_gzip_in_two_processes(chunks[0].path, on_error, progress)])
+        combined.stats.sources = [display_name(path) for path in paths]
+        return combined
     if jobs <= 1 or len(chunks) <= 1 or sum(chunk.size for chunk in chunks) < MIN_CHUNK_BYTES:
         ingest = HubbleIngest()
         ingest.stats.bad.on_error = on_error
@@ -443,6 +448,8 @@ class Chunk:
 
 
 MIN_CHUNK_BYTES = 16 << 20
+MIN_GZIP_BYTES = 1 << 20
+"""A gzip file from this size (compressed; about 20 MiB of flows) is decompressed and ingested in two processes."""
 
 
 def plan_chunks(paths: Sequence[str], jobs: int, min_chunk: int | None = None) -> list[Chunk]:
@@ -488,6 +495,62 @@ def read_lines(
     except (OSError, EOFError, zlib.error) as exc:
         raise CollectorError(f"{name}: cannot read: {exc}") from exc
     return ingest.partial()
+
+
+def read_gzip_in_two_processes(
+    path: str, on_error: OnError, progress: Callable[[int], None] | None = None
+) -> PartialIngest:
+    """Ingest a gzip file with decompression (about as costly as the ingest) in this process and the
+    ingest in a forked one, fed the decompressed bytes through a pipe: the same lines in the same
+    order as one process reads them, so the same result, on two cores."""
+    context = multiprocessing.get_context("fork")
+    read_end, write_end = os.pipe()
+    results = context.SimpleQueue()
+    arguments = (read_end, write_end, display_name(path), on_error, results)
+    worker = context.Process(target=_ingest_pipe, args=arguments, daemon=True)
+    worker.start()
+    os.close(read_end)
+    try:
+        with open(write_end, "wb", buffering=0) as pipe:
+            _decompress_into(path, pipe, progress)
+        result = results.get()
+    except BaseException:
+        worker.terminate()  # it may be blocked giving a result nobody will read
+        raise
+    finally:
+        worker.join()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | None) -> None:
+    """Write the decompressed bytes of `path` into `pipe`, until the end or until its reader stops."""
+    with open_input(path) as stream:
+        compressed = stream.fileobj  # type: ignore[attr-defined]
+        reported = 0
+        try:
+            while block := stream.read(READ_BUFFER):
+                pipe.write(block)
+                if progress is not None:
+                    position = compressed.tell()
+                    progress(position - reported)
+                    reported = position
+        except BrokenPipeError:
+            return  # the reader stopped at a bad line: it reports it
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
+
+
+def _ingest_pipe(read_end: int, write_end: int, name: str, on_error: OnError, results: Any) -> None:
+    """The worker of `read_gzip_in_two_processes`: ingest the lines arriving on `read_end`."""
+    os.close(write_end)  # the parent's, inherited: the pipe ends when the parent closes it
+    try:
+        with open(read_end, "rb", buffering=READ_BUFFER) as stream:
+            result: PartialIngest | BaseException = read_lines(stream, name, on_error)
+    except BaseException as exc:  # given to the parent, which raises it
+        result = exc
+    results.put(result)
 
 
 def lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:

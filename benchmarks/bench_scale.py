@@ -42,6 +42,7 @@ from benchmarks.bench_ingest import decode_lines
 from benchmarks.generate import shop_topology, write_capture
 from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
 from collectors.records import ObservationSet
+from collectors.sources import READ_BUFFER
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ def timed(function: Callable[[], T]) -> tuple[float, T]:
 
 def decode_range(chunk: Chunk) -> int:
     """Decode the lines of a chunk into typed structs (`bench_ingest`'s floor), nothing else done."""
-    with open(chunk.path, "rb") as handle:
+    with open(chunk.path, "rb", buffering=READ_BUFFER) as handle:
         return decode_lines(lines_starting_in(handle, chunk.start, chunk.end))
 
 
@@ -72,7 +73,7 @@ def decode_in_processes(path: str, processes: int) -> int:
 
 def read_floor(path: str) -> None:
     """Every line of the file, not decoded: what any line-based reader has to do."""
-    with open(path, "rb") as lines:
+    with open(path, "rb", buffering=READ_BUFFER) as lines:
         for _line in lines:
             pass
 

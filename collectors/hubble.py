@@ -339,6 +339,7 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
     stats = ReadStats()
     pods: dict[tuple[str, str, str], Endpoint] = {}
     dns_names: dict[str, set[str]] = {}
+    anything_pending = any(part.pending for part in parts)
     for part in parts:
         ids = [aggregator.endpoint_id(endpoint) for endpoint in part.endpoints]
         for (client, server, *rest), record in part.records.items():
@@ -351,7 +352,8 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
                 merge_record(correlator.pending[key], record)
             else:
                 correlator.pending[key] = list(record)
-        correlator.recent |= part.remembered
+        if anything_pending:  # the decided 5-tuples are there only to decide undecided events
+            correlator.recent |= part.remembered
         pods.update(part.pods)
         for ip, names in part.dns_names.items():
             dns_names.setdefault(ip, set()).update(names)

@@ -17,8 +17,9 @@ shared machine does not favour one of them), and the best time counts:
   decode loop only, without the interpreter's start (a floor stricter than the commands' wall clock);
 - the ingest alone (`read_hubble_files`, one process and `--jobs 2`), in-process seconds, which tell
   how much of `recommend` is ingest.
-Peak RSS (VmHWM) of a whole `recommend --jobs 1` at each of `--sizes` flows. The load average at the
-start and at the end says whether other work shared the cores.
+The same ingest on the capture gzip-compressed, in one process and with `--jobs 2` (decompression in
+one process, the ingest in another). Peak RSS (VmHWM) of a whole `recommend --jobs 1` at each of
+`--sizes` flows. The load average at the start and at the end says whether other work shared the cores.
 
 `--profile` samples a `recommend --jobs 1` with py-spy (installed into `benchmarks/.venvs/` too) and
 prints the functions and lines ranked by their own share of the samples taken inside the ingest.
@@ -27,6 +28,7 @@ prints the functions and lines ranked by their own share of the samples taken in
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -126,6 +128,27 @@ def compare(path: str, peer: Path, rounds: int, tmp: str) -> dict:
     }
 
 
+def gzip_ingest(path: str, rounds: int, tmp: str) -> dict:
+    """The ingest of the same capture gzip-compressed (level 1): one process, and `--jobs 2`
+    (decompressed in one process, ingested in another), best of `rounds`."""
+    compressed = os.path.join(tmp, "capture.json.gz")
+    with open(path, "rb") as source, gzip.open(compressed, "wb", compresslevel=1) as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+    try:
+        best = {
+            way: min(in_fresh_process(way, compressed)["seconds"] for _ in range(rounds))
+            for way in ("one_process", "jobs_2")
+        }
+        return {
+            "gzip_mb": round(os.path.getsize(compressed) / 2**20),
+            "gzip_ingest_1_process_s": round(best["one_process"], 2),
+            "gzip_ingest_jobs_2_s": round(best["jobs_2"], 2),
+            "gzip_speedup_jobs_2": round(best["one_process"] / best["jobs_2"], 2),
+        }
+    finally:
+        os.remove(compressed)
+
+
 def growth(capture: str, sizes: list[int], largest: int, tmp: str) -> dict:
     """Peak RSS and wall clock of a whole `recommend --jobs 1` at each size."""
     rows = []
@@ -207,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
                 figures = {"flows": args.flows, "file_mb": round(os.path.getsize(path) / 2**20)}
                 figures["peer"] = f"{PEER}=={PEER_VERSION}"
                 figures["comparison"] = compare(path, peer, args.rounds, tmp)
+                figures["gzip"] = gzip_ingest(path, args.rounds, tmp)
         if sizes:
             figures["memory"] = growth(capture, sizes, largest, tmp)
     figures["cpus"] = os.cpu_count()

@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.bench_scale import BYTES_PER_FLOW, first_lines, in_fresh_process
+from benchmarks.bench_scale import first_lines, generated_capture, in_fresh_process, print_figures
 
 PEER = "hubble-audit2policy"
 PEER_VERSION = "0.18.5"
@@ -210,18 +208,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top", type=int, default=25, help="rows of the profile")
     parser.add_argument("--tmp", help="where to write the captures (default: the system's temporary folder)")
     args = parser.parse_args(argv)
-    from benchmarks.generate import shop_topology, write_capture
-
     sizes = [] if args.profile else sorted(int(size) for size in args.sizes.split(","))
     largest = max([args.flows, *sizes])
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        needed = (largest + args.flows) * BYTES_PER_FLOW
-        free = shutil.disk_usage(tmp).free
-        if free < needed:
-            sys.exit(f"{tmp}: {free / 1e9:.1f} GB free, {needed / 1e9:.1f} GB needed: use --tmp or smaller --sizes")
-        capture = os.path.join(tmp, "capture.json")
-        write_capture(capture, shop_topology(), largest)
+    with generated_capture(largest, args.flows, args.tmp) as (tmp, capture):
         with first_lines(capture, args.flows, largest) as path:
             if args.profile:
                 figures: dict[str, object] = {"flows": args.flows, "profile": profile(path, tmp, args.top)}
@@ -233,11 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
                 figures["gzip"] = gzip_ingest(path, args.rounds, tmp)
         if sizes:
             figures["memory"] = growth(capture, sizes, largest, tmp)
-    figures["cpus"] = os.cpu_count()
-    figures["load_average_start"] = [round(load, 2) for load in load_start]
-    figures["load_average_end"] = [round(load, 2) for load in os.getloadavg()]
-    print(json.dumps(figures, indent=2))
-    return figures
+    return print_figures(figures, load_start)
 
 
 if __name__ == "__main__":

@@ -45,16 +45,16 @@ PY_SPY_VERSION = "0.4.3"
 VENVS = Path(__file__).resolve().parent / ".venvs"
 ROOT = Path(__file__).resolve().parent.parent
 
-# The CLI run as its console script does; prints its peak RSS (VmHWM, kB) to stderr when it exits.
+# The CLI as its console script (`recommender.cli_main:run`) runs it; prints its peak RSS (VmHWM, kB) on exit.
 _RECOMMEND = (
     "import atexit, sys\n"
     "def _peak():\n"
     "    status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
     "    print(f'VmHWM {status}', file=sys.stderr)\n"
     "atexit.register(_peak)\n"
-    "from recommender.cli import main\n"
+    "from recommender.cli_main import run\n"
     "sys.argv[0] = 'netpol-recommender'\n"
-    "main()\n"
+    "run()\n"
 )
 
 

@@ -36,6 +36,7 @@ from collectors.aggregate import (
     new_record,
 )
 from collectors.errors import CollectorError, OnError
+from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from collectors.hubble_identity import EndpointResolver
 from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, envelope_time, schema_for
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
@@ -95,8 +96,12 @@ class HubbleIngest:
     DROPPED flows are kept with their verdict; the recommender decides whether they are wanted.
     """
 
-    def __init__(self, *, dedup_window: int = 65536, correlation_capacity: int = 1 << 15) -> None:
+    def __init__(
+        self, *, dedup_window: int = 65536, correlation_capacity: int = 1 << 15, window: FlowFilter | None = None
+    ) -> None:
         self.stats = ReadStats()
+        self.window = window if window is not None and window.windowed else None
+        """--since/--until: flows seen outside are skipped and counted."""
         self.aggregator = ObservationAggregator()
         self.unoriented = ObservationAggregator()
         self.unoriented.endpoints = self.aggregator.endpoints  # one endpoint table for both
@@ -204,6 +209,9 @@ class HubbleIngest:
         if flow.destination_names or flow.source_names or flow.l7 is not None:
             self._learn_names(flow, ip)
         seen = flow.time or fallback_time
+        if self.window is not None and not self.window.in_window(seen):
+            self.stats.skipped[OUTSIDE_WINDOW] += 1
+            return
         if direction == UNDECIDED:
             direction, rule = self.correlator.correlate((protocol, ip.source, sport, ip.destination, dport))
             if direction == UNDECIDED:
@@ -397,6 +405,7 @@ def read_hubble_files(
     on_error: OnError = OnError.FAIL,
     progress: Callable[[int], None] | None = None,
     jobs: int = 1,
+    window: FlowFilter | None = None,
 ) -> ObservationSet:
     """Read Hubble JSON files (globs, `-` for stdin, gzip) into aggregated observations.
 
@@ -408,23 +417,24 @@ def read_hubble_files(
     With `jobs` > 1, files (and large plain files by byte ranges on line boundaries) are read by that
     many processes and their partial results combined: the result is the same as with one process
     (inputs smaller than `MIN_CHUNK_BYTES` are read in this process). A single gzip file is
-    decompressed in this process and ingested in another.
+    decompressed in this process and ingested in another. `window`'s --since/--until keep the flows
+    seen in that time.
     """
     paths = expand_inputs(specs)
     chunks = plan_chunks(paths, jobs)
     if jobs > 1 and len(chunks) == 1 and chunks[0].size >= MIN_GZIP_BYTES and _is_gzip(chunks[0].path):
-        combined = finish_partials([read_gzip_in_two_processes(chunks[0].path, on_error, progress)])
+        combined = finish_partials([read_gzip_in_two_processes(chunks[0].path, on_error, progress, window)])
         combined.stats.sources = [display_name(path) for path in paths]
         return combined
     if jobs <= 1 or len(chunks) <= 1 or sum(chunk.size for chunk in chunks) < MIN_CHUNK_BYTES:
-        ingest = HubbleIngest()
+        ingest = HubbleIngest(window=window)
         ingest.stats.bad.on_error = on_error
         for path in paths:
             _read_file(path, ingest, progress)
         return ingest.finish()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(read_chunk, chunk, on_error) for chunk in chunks]
+        futures = [pool.submit(read_chunk, chunk, on_error, window) for chunk in chunks]
         parts = []
         for chunk, future in zip(chunks, futures, strict=True):
             parts.append(future.result())
@@ -474,23 +484,28 @@ def _is_gzip(path: str) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
-def read_chunk(chunk: Chunk, on_error: OnError) -> PartialIngest:
+def read_chunk(chunk: Chunk, on_error: OnError, window: FlowFilter | None = None) -> PartialIngest:
     """Ingest one chunk (in a worker process) and return its partial state."""
     name = display_name(chunk.path)
     if chunk.end is None:
         with open_input(chunk.path) as stream:
-            return read_lines(stream, name, on_error)
+            return read_lines(stream, name, on_error, window=window)
     with open(chunk.path, "rb", buffering=READ_BUFFER) as handle:
         lines = lines_starting_in(handle, chunk.start, chunk.end)
-        return read_lines(lines, name, on_error, lambda: lines_starting_before(chunk.path, chunk.start))
+        return read_lines(lines, name, on_error, lambda: lines_starting_before(chunk.path, chunk.start), window=window)
 
 
 def read_lines(
-    lines: Iterable[bytes], name: str, on_error: OnError, lines_before: Callable[[], int] | None = None
+    lines: Iterable[bytes],
+    name: str,
+    on_error: OnError,
+    lines_before: Callable[[], int] | None = None,
+    *,
+    window: FlowFilter | None = None,
 ) -> PartialIngest:
     """Ingest the lines of file `name`, or of a part of it that `lines_before()` lines precede (asked
     only to name a bad line), into a partial state: the unit of work of processes and Dask partitions."""
-    ingest = HubbleIngest()
+    ingest = HubbleIngest(window=window)
     ingest.stats.bad.on_error = on_error
     try:
         _read_stream(lines, name, ingest, None, lines_before)
@@ -500,7 +515,10 @@ def read_lines(
 
 
 def read_gzip_in_two_processes(
-    path: str, on_error: OnError, progress: Callable[[int], None] | None = None
+    path: str,
+    on_error: OnError,
+    progress: Callable[[int], None] | None = None,
+    window: FlowFilter | None = None,
 ) -> PartialIngest:
     """Ingest a gzip file with decompression (about as costly as the ingest) in this process and the
     ingest in a forked one, fed the decompressed bytes through a pipe: the same lines in the same
@@ -508,7 +526,7 @@ def read_gzip_in_two_processes(
     context = multiprocessing.get_context("fork")
     read_end, write_end = os.pipe()
     results = context.SimpleQueue()
-    arguments = (read_end, write_end, display_name(path), on_error, results)
+    arguments = (read_end, write_end, display_name(path), on_error, window, results)
     worker = context.Process(target=_ingest_pipe, args=arguments, daemon=True)
     worker.start()
     os.close(read_end)
@@ -544,12 +562,14 @@ def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | Non
             raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
 
 
-def _ingest_pipe(read_end: int, write_end: int, name: str, on_error: OnError, results: Any) -> None:
+def _ingest_pipe(
+    read_end: int, write_end: int, name: str, on_error: OnError, window: FlowFilter | None, results: Any
+) -> None:
     """The worker of `read_gzip_in_two_processes`: ingest the lines arriving on `read_end`."""
     os.close(write_end)  # the parent's, inherited: the pipe ends when the parent closes it
     try:
         with open(read_end, "rb", buffering=READ_BUFFER) as stream:
-            result: PartialIngest | BaseException = read_lines(stream, name, on_error)
+            result: PartialIngest | BaseException = read_lines(stream, name, on_error, window=window)
     except BaseException as exc:  # given to the parent, which raises it
         result = exc
     results.put(result)

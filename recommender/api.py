@@ -21,6 +21,7 @@ from collectors.conntrack_observations import UNREPLIED, resolution_counts
 from collectors.cpus import available_cpus
 from collectors.enrich import apply_inventory
 from collectors.errors import OnError
+from collectors.flow_filter import FlowFilter
 from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Check",
     "Drift",
+    "FlowFilter",
     "Inventory",
     "ObservationSet",
     "Proposal",
@@ -71,6 +73,7 @@ def load_observations(
     engine: str = "local",
     scheduler: str | None = None,
     inventory: Inventory | None = None,
+    flow_filter: FlowFilter | None = None,
 ) -> ObservationSet:
     """Read observation sources: Hubble flow files (`hubble observe -o jsonpb`, exporter logs, gzip,
     `-` for stdin, globs), conntrack dumps of the nodes (any format; their IPs are named with
@@ -81,7 +84,8 @@ def load_observations(
     cgroup quota counted); the result does not depend on it.
     `engine="dask"` reads Hubble files, local or at fsspec URLs (`s3://bucket/hubble/*.json.gz`), on the
     Dask cluster at `scheduler` (an address such as `tcp://scheduler:8786`), or on a local cluster of
-    `jobs` workers when there is none; the result is the same.
+    `jobs` workers when there is none; the result is the same. `flow_filter` keeps what matches the
+    `hubble observe` filters (namespace, verdict, time window, pods, protocol, port).
     """
     jobs = jobs if jobs is not None else available_cpus()
     return read_observations(
@@ -92,6 +96,7 @@ def load_observations(
         engine=engine,
         scheduler=scheduler,
         inventory=inventory,
+        flow_filter=flow_filter,
     )
 
 

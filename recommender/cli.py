@@ -5,19 +5,40 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
+from click.shell_completion import get_completion_class
+from rich.markup import escape
 from rich.table import Table
 
 from collectors.inventory import snapshot_json
+from collectors.records import POD
 from collectors.relay import RelayConnectionError
 from recommender import api, tables
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_options import (
+    OUTPUT,
+    ClusterSource,
+    Command,
+    Sources,
+    cluster_options,
+    file_target,
+    folder_or_format_options,
+    option,
+    output_target,
+    source_options,
+    user_errors,
+)
+from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
 from recommender.cli_report import report
 from recommender.render import proposal_text
+from recommender.report import GAP
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
-stdout = Console()
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
+TABLE_HELP = "table: a table on a terminal, one plain line per row in a pipe; or json, markdown."
+DENIED = 5
+"""Exit status of `verify` when an observed connection would be denied."""
+NO_TRAFFIC = GAP
+"""Exit status when the input holds no connection to work on (as `report` for a gap)."""
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,26 +52,65 @@ def main() -> None:
     """
 
 
+main.command_class = Command
+
+
+def no_headers_option(command: click.Command) -> click.Command:
+    return option(OUTPUT, "--no-headers", is_flag=True, help="Piped table output: no titles or column names.")(command)
+
+
+def _stop(status: int, message: str) -> None:
+    """End the run with `status` and a one-line message (for outcomes that are not errors of the tool)."""
+    stderr.print(f"Error: {message}", markup=False, highlight=False)
+    sys.exit(status)
+
+
+def _require_traffic(observed: api.ObservationSet) -> None:
+    """Stop with NO_TRAFFIC when the input holds no connection: there is nothing to work on."""
+    if observed.observations.empty:
+        _stop(
+            NO_TRAFFIC,
+            f"no connections in the input ({observed.stats.flows:,} flows read): check the files, "
+            "or the relay's address and filters",
+        )
+
+
+def _require_managed_namespace(result: api.Recommendation) -> None:
+    """Stop with NO_TRAFFIC when no namespace gets policies: an empty recommendation is no answer."""
+    if result.proposal.managed_namespaces:
+        return
+    _print_summary(result)
+    observations = result.observed.observations
+    namespaces = {
+        namespace
+        for side in ("client", "server")
+        for namespace in observations.loc[observations[f"{side}_entity"] == POD, f"{side}_namespace"]
+    }
+    excluded = sorted(namespaces & set(result.options.exclude_namespaces))
+    if excluded:
+        _stop(
+            NO_TRAFFIC,
+            f"every connection is in an excluded namespace ({', '.join(excluded)}): nothing to recommend; "
+            "--exclude-namespace NAME replaces the excluded list (--exclude-namespace '' excludes none, "
+            "e.g. to include kube-system)",
+        )
+    _stop(
+        NO_TRAFFIC,
+        f"none of the {len(observations):,} connections observed gives a pod a policy (they are between "
+        "hosts, nodes and other entities, or refused; see the summary): nothing to recommend",
+    )
+
+
 @main.command()
 @source_options
-@click.option(
-    "-o",
-    "--output",
-    default="yaml",
-    show_default=True,
-    help="A directory to write one file per namespace and a kustomization.yaml into, "
-    "or 'yaml' / 'json' to print the policies on stdout.",
+@folder_or_format_options(
+    ("yaml", "json"),
+    "A folder to write one file per namespace and a kustomization.yaml into (created; see --force)",
+    "The format of the files, or of stdout.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
-    help="File format when --output is a directory.",
-)
-@click.option("--explain", is_flag=True, help="Put a comment with its evidence above every rule.")
-@click.option(
+@option(OUTPUT, "--explain", is_flag=True, help="Put a comment with its evidence above every rule.")
+@option(
+    OUTPUT,
     "--force",
     is_flag=True,
     help="Write into an --output folder that holds files netpol-recommender did not write (they are left as they are).",
@@ -62,21 +122,19 @@ def main() -> None:
     default=DEFAULT_EXCLUDED_NAMESPACES,
     show_default=True,
     help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
-    "giving any replaces the default list.",
+    "giving any replaces the default list; --exclude-namespace '' excludes none.",
 )
 @click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
-@click.option("-q", "--quiet", is_flag=True, help="No summary table.")
 @cluster_options
 def recommend(
     sources: Sources,
     cluster: ClusterSource,
-    output: str,
-    output_format: str,
+    output: str | None,
+    output_format: str | None,
     explain: bool,
     force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
-    quiet: bool,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -90,26 +148,27 @@ def recommend(
 
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
     """
+    folder, output_format = output_target(output, output_format, ("yaml", "json"))
     options = SynthesisOptions(exclude_namespaces=tuple(ns for ns in exclude if ns), include_dropped=include_dropped)
     with user_errors():
         inventory = cluster.load()
-        result = api.recommend(sources.load(inventory), options, inventory)
-        if output == "yaml":
-            click.echo(api.render_yaml(result.proposal, explain=explain), nl=False)
-        elif output == "json":
-            click.echo(proposal_text(result.proposal, "json"), nl=False)
+        observed = sources.load(inventory)
+        _require_traffic(observed)
+        result = api.recommend(observed, options, inventory)
+        _require_managed_namespace(result)
+        if folder is None:
+            click.echo(proposal_text(result.proposal, output_format, explain=explain), nl=False)
         else:
             written = api.write_policies(
-                result.proposal, output, output_format=output_format, explain=explain, force=force
+                result.proposal, folder, output_format=output_format, explain=explain, force=force
             )
-            stderr.print(f"wrote {len(written)} files to {output}")
-    if not quiet:
-        _print_summary(result)
+            say(f"wrote {len(written)} files to {folder}")
+    _print_summary(result)
 
 
 @main.command()
 @source_options
-@click.option("-o", "--output", required=True, help="The observations file to write (Parquet).")
+@option(OUTPUT, "-o", "--output", required=True, help="The observations file to write: NAME.parquet.")
 @cluster_options
 def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
     """Collect and aggregate observations, and save them for later.
@@ -124,17 +183,18 @@ def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
 
         netpol-recommender collect node-*.conntrack --inventory cluster.json -o monday.parquet
     """
+    file_target(output, (".parquet",), "the observations (Parquet)")
     with user_errors():
         try:
             observed = sources.load(cluster.load())
         except RelayConnectionError as exc:
             if exc.partial is not None:
                 api.save(exc.partial, output)
-                stderr.print(f"saved the observations collected before the error to {output}")
+                say(f"saved the observations collected before the error to {output}")
             raise
         api.save(observed, output)
     stats = observed.stats
-    stderr.print(
+    say(
         f"wrote {output}: {len(observed.observations):,} observations from {stats.flows:,} flows "
         f"({stats.events_lost:,} lost events)"
     )
@@ -143,13 +203,17 @@ def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
 @main.command()
 @source_options
 @click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
-@click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
+@option(
+    OUTPUT, "-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True, help=TABLE_HELP
+)
+@no_headers_option
 @cluster_options
-def verify(sources: Sources, cluster: ClusterSource, policies: str, output_format: str) -> None:
+def verify(sources: Sources, cluster: ClusterSource, policies: str, output_format: str, no_headers: bool) -> None:
     """Replay observed traffic against a set of NetworkPolicies.
 
     Prints every observed connection as allowed or denied, with the policy and rule that decided;
-    exits with status 1 when an observed connection would be denied.
+    exits with status 5 when an observed connection would be denied, 4 when the input holds no
+    connection.
 
     Example:
 
@@ -157,19 +221,22 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
     """
     with user_errors():
         in_force, inventory = api.load_policies(policies), cluster.load()
-        replayed = api.verify(in_force, sources.load(inventory), inventory)
+        observed = sources.load(inventory)
+        _require_traffic(observed)
+        replayed = api.verify(in_force, observed, inventory)
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
         click.echo(tables.verify_markdown(replayed), nl=False)
     else:
-        stdout.print(tables.connections_table(replayed.connections, "observed connections"))
-        denied = len(replayed.denied)
-        allowed = len(replayed.connections) - denied
-        total = len(replayed.connections)
-        stdout.print(f"{total} connections: {allowed} allowed, {denied} denied (recall {replayed.recall:.1%})")
+        denied, total = len(replayed.denied), len(replayed.connections)
+        show_tables(
+            [tables.connections_table(replayed.connections, "observed connections")],
+            f"{total} connections: {total - denied} allowed, {denied} denied (recall {replayed.recall:.1%})",
+            headers=not no_headers,
+        )
     if len(replayed.denied):
-        sys.exit(1)
+        sys.exit(DENIED)
 
 
 @main.command()
@@ -177,9 +244,12 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
 @click.option(
     "--policies", help="The policy set in force: a YAML/JSON file or a directory (default: the inventory's policies)."
 )
-@click.option("-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True)
+@option(
+    OUTPUT, "-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True, help=TABLE_HELP
+)
+@no_headers_option
 @cluster_options
-def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_format: str) -> None:
+def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_format: str, no_headers: bool) -> None:
     """Compare observed traffic with an existing policy set.
 
     Lists, per namespace, the observed connections the policies would break on enforcement, and the
@@ -192,23 +262,28 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
     """
     with user_errors():
         in_force, inventory = api.load_policies(policies) if policies else None, cluster.load()
-        result = api.diff(in_force, sources.load(inventory), inventory)
+        observed = sources.load(inventory)
+        _require_traffic(observed)
+        result = api.diff(in_force, observed, inventory)
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
         click.echo(tables.drift_markdown(result), nl=False)
     else:
-        stdout.print(tables.connections_table(result.would_break, "would break on enforcement"))
-        stdout.print(tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"))
-        stdout.print(
+        show_tables(
+            [
+                tables.connections_table(result.would_break, "would break on enforcement"),
+                tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"),
+            ],
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
-            f"{len(result.unused_rules)} of {len(result.rules)} rules never used"
+            f"{len(result.unused_rules)} of {len(result.rules)} rules never used",
+            headers=not no_headers,
         )
 
 
 @main.command()
 @source_options
-@click.option("-o", "--output", required=True, help="Image file: .svg or .png.")
+@option(OUTPUT, "-o", "--output", required=True, help="Image file: NAME.svg or NAME.png.")
 @click.option("--matrix", is_flag=True, help="A namespace-by-namespace matrix instead of the graph.")
 @click.option("--workload", help="One workload (namespace/name) with its clients and servers.")
 @click.option("--policies", help="Colour edges as allowed, would-break or unobserved under these policies.")
@@ -224,6 +299,7 @@ def graph(
     """
     if matrix and workload:
         raise click.UsageError("use either --matrix or --workload")
+    file_target(output, (".svg", ".png"), "the picture")
     kind = "matrix" if matrix else "workload" if workload else "graph"
     with user_errors():
         compared, inventory = api.load_policies(policies) if policies else None, cluster.load()
@@ -233,13 +309,19 @@ def graph(
             from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
 
             pictures.save(figure, output)
-        except ValueError as exc:  # an unknown workload, an image format we cannot write
+        except ValueError as exc:  # an unknown workload
             raise click.ClickException(str(exc)) from exc
-    stderr.print(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 @main.command("inventory")
-@click.option("-o", "--output", required=True, help="Snapshot file to write (`-` for stdout; `.gz` compresses).")
+@option(
+    OUTPUT,
+    "-o",
+    "--output",
+    required=True,
+    help="Snapshot file to write: NAME.json or NAME.json.gz (compressed); json or - prints it on stdout.",
+)
 @click.option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 @click.option("--context", help="Kubeconfig context.")
 def inventory_command(output: str, kubeconfig: str | None, context: str | None) -> None:
@@ -252,13 +334,31 @@ def inventory_command(output: str, kubeconfig: str | None, context: str | None) 
 
         netpol-recommender inventory --context prod -o cluster.json
     """
+    to_stdout = output in ("-", "json")
+    if not to_stdout:
+        file_target(output, (".json", ".json.gz"), "the snapshot (JSON)")
     with user_errors():
         snapshot = api.read_inventory(kubeconfig=kubeconfig, context=context)
-        if output == "-":
+        if to_stdout:
             click.echo(snapshot_json(snapshot), nl=False)
         else:
             api.save_inventory(snapshot, output)
-            stderr.print(f"wrote {output}: {len(snapshot.pods)} pods, {len(snapshot.network_policies)} policies")
+            say(f"wrote {output}: {len(snapshot.pods)} pods, {len(snapshot.network_policies)} policies")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    \b
+    Examples:
+      source <(netpol-recommender completion bash)            # bash, this shell
+      netpol-recommender completion zsh > "${fpath[1]}/_netpol-recommender"
+      netpol-recommender completion fish > ~/.config/fish/completions/netpol-recommender.fish
+    """
+    script = get_completion_class(shell)(main, {}, "netpol-recommender", "_NETPOL_RECOMMENDER_COMPLETE")
+    click.echo(script.source())
 
 
 def _print_summary(result: api.Recommendation) -> None:
@@ -266,13 +366,11 @@ def _print_summary(result: api.Recommendation) -> None:
     table.add_column("what")
     table.add_column("value", justify="right")
     for label, value in result.summary():
-        table.add_row(label, value)
-    stderr.print(table)
+        table.add_row(escape(label), escape(value))
+    if verbosity() >= NORMAL:
+        stderr.print(table)
     for example in result.observed.stats.bad.examples:
-        stderr.print(f"skipped: {example}", markup=False, highlight=False)
+        say(f"skipped: {example}")
 
 
 main.add_command(report)
-
-if __name__ == "__main__":
-    sys.exit(main())

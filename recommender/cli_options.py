@@ -14,19 +14,79 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
 from collectors import ENGINES
 from collectors.errors import CollectorError
+from collectors.flow_filter import FlowFilter
 from collectors.parquet import merge_observation_sets
 from collectors.relay import DEFAULT_SERVER, RelayOptions, RelayProgress, parse_duration, parse_time
 from collectors.sources import STDIN, expand_inputs
 from recommender import api
+from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
 from recommender.errors import RecommenderError
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
-stderr = Console(stderr=True, soft_wrap=True)
+
+OUTPUT, OPTIONS, SOURCES, FILTERS, RELAY, TLS, CLUSTER, GENERAL = (
+    "Output",
+    "Options",
+    "Sources",
+    "Filters (as hubble observe's, on FILES and the relay)",
+    "Hubble Relay",
+    "Hubble Relay TLS",
+    "Cluster inventory",
+    "General",
+)
+GROUP_ORDER = (OUTPUT, OPTIONS, SOURCES, FILTERS, RELAY, TLS, CLUSTER, GENERAL)
+"""The sections of `--help`, in order; an option declared with plain `click.option` is under OPTIONS."""
+
+
+class GroupedOption(click.Option):
+    """An option that `--help` lists under its `group` (one of GROUP_ORDER)."""
+
+    def __init__(self, *declarations: Any, group: str = OPTIONS, **attributes: Any) -> None:
+        super().__init__(*declarations, **attributes)
+        self.group = group
+
+
+def option(group: str, *declarations: str, **attributes: Any) -> Callable:
+    """`click.option`, listed under `group` in `--help`."""
+    return click.option(*declarations, cls=GroupedOption, group=group, **attributes)
+
+
+class Command(click.Command):
+    """A command whose `--help` groups its options (GROUP_ORDER) and which takes -q/--quiet and
+    -v/--verbose (they set `cli_output`'s verbosity before the command runs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params += [
+            GroupedOption(["-q", "--quiet"], is_flag=True, group=GENERAL, help="Only errors and warnings on stderr."),
+            GroupedOption(
+                ["-v", "--verbose"], is_flag=True, group=GENERAL, help="More detail on stderr (what was read, logs)."
+            ),
+        ]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        quiet, verbose = ctx.params.pop("quiet"), ctx.params.pop("verbose")
+        if quiet and verbose:
+            raise click.UsageError("use either -q/--quiet or -v/--verbose", ctx)
+        set_verbosity(QUIET if quiet else VERBOSE if verbose else NORMAL)
+        return super().invoke(ctx)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        help_option = self.get_help_option(ctx)
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                group = getattr(param, "group", GENERAL if param is help_option else OPTIONS)
+                sections.setdefault(group, []).append(record)
+        for group in sorted(sections, key=lambda name: GROUP_ORDER.index(name) if name in GROUP_ORDER else 1):
+            with formatter.section(group):
+                formatter.write_dl(sections[group])
 
 
 @dataclass(frozen=True)
@@ -39,6 +99,7 @@ class Sources:
     jobs: int | None = None
     engine: str = "local"
     scheduler: str | None = None
+    flow_filter: FlowFilter | None = None
 
     def load(self, inventory: api.Inventory | None = None) -> api.ObservationSet:
         """The observations; `inventory` names the IPs of conntrack dumps."""
@@ -54,20 +115,32 @@ class Sources:
                         engine=self.engine,
                         scheduler=self.scheduler,
                         inventory=inventory,
+                        flow_filter=self.flow_filter,
                     )
                 )
         if self.relay is not None:
-            sets.append(_collect(self.relay))
-        return sets[0] if len(sets) == 1 else merge_observation_sets(sets)
+            relayed = _collect(self.relay)
+            sets.append(self.flow_filter.apply(relayed) if self.flow_filter is not None else relayed)
+        observed = sets[0] if len(sets) == 1 else merge_observation_sets(sets)
+        stats = observed.stats
+        say(
+            f"read {len(stats.sources)} sources: {stats.lines:,} lines, {stats.flows:,} flows "
+            f"({stats.duplicates:,} duplicates, {stats.bad.count:,} malformed lines skipped), "
+            f"{len(observed.observations):,} observations",
+            level=VERBOSE,
+        )
+        return observed
 
 
 _RELAY_OPTIONS = [
-    click.option(
+    option(
+        RELAY,
         "--server",
         help=f"Hubble Relay address (default when no FILES are given: {DEFAULT_SERVER}, "
         "the target of `cilium hubble port-forward`).",
     ),
-    click.option(
+    option(
+        RELAY,
         "--timeout",
         "connect_timeout",
         type=float,
@@ -75,37 +148,86 @@ _RELAY_OPTIONS = [
         show_default=True,
         help="Seconds to wait for the relay to answer.",
     ),
-    click.option("--tls", is_flag=True, help="Use TLS to connect to the relay."),
-    click.option("--tls-ca-cert-files", multiple=True, help="CA certificates to verify the relay with (repeatable)."),
-    click.option("--tls-client-cert-file", default="", help="Client certificate for mTLS."),
-    click.option("--tls-client-key-file", default="", help="Client key for mTLS."),
-    click.option("--tls-server-name", default="", help="Server name to verify the relay's certificate against."),
-    click.option(
+    option(TLS, "--tls", is_flag=True, help="Use TLS to connect to the relay."),
+    option(TLS, "--tls-ca-cert-files", multiple=True, help="CA certificates to verify the relay with (repeatable)."),
+    option(TLS, "--tls-client-cert-file", default="", help="Client certificate for mTLS."),
+    option(TLS, "--tls-client-key-file", default="", help="Client key for mTLS."),
+    option(TLS, "--tls-server-name", default="", help="Server name to verify the relay's certificate against."),
+    option(
+        TLS,
         "--tls-allow-insecure",
         is_flag=True,
         help="Skip certificate verification (not possible with "
         "gRPC for Python: the error explains how to get the relay's CA).",
     ),
-    click.option("--since", help="Flows since a duration ago (1h) or an RFC 3339 time."),
-    click.option("--until", help="Flows until a duration ago or an RFC 3339 time."),
-    click.option("--last", type=int, default=0, help="The last N flows."),
-    click.option("--follow", is_flag=True, help="Keep observing new flows (until --duration or Ctrl-C)."),
-    click.option("--duration", help="How long to --follow, e.g. 10m."),
-    click.option(
-        "-n",
-        "--namespace",
-        "namespaces",
-        multiple=True,
-        help="Only flows from or to this namespace (a server-side filter; repeatable).",
-    ),
-    click.option("--verdict", "verdicts", multiple=True, help="Only flows with this verdict (repeatable)."),
-    click.option(
+    option(RELAY, "--last", type=int, default=0, help="The last N flows."),
+    option(RELAY, "--follow", is_flag=True, help="Keep observing new flows (until --duration or Ctrl-C)."),
+    option(RELAY, "--duration", help="How long to --follow, e.g. 10m."),
+    option(
+        RELAY,
         "--streams",
         type=click.IntRange(min=1),
         help="Relay streams collected in parallel, split by node, one process each (default: one per CPU this "
         "process may use, its cgroup quota counted, at most one per node); results do not depend on it.",
     ),
 ]
+_FILTER_OPTIONS = [
+    option(
+        FILTERS,
+        "-n",
+        "--namespace",
+        "namespaces",
+        multiple=True,
+        help="Only connections from or to this namespace (repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--verdict",
+        "verdicts",
+        multiple=True,
+        help="Only flows with this verdict: FORWARDED, DROPPED, AUDIT... (repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--since",
+        help="Flows since a duration ago (1h) or an RFC 3339 time (Hubble files and the relay).",
+    ),
+    option(FILTERS, "--until", help="Flows until a duration ago or an RFC 3339 time."),
+    option(
+        FILTERS,
+        "--from-pod",
+        "from_pods",
+        multiple=True,
+        metavar="[NAMESPACE/]POD",
+        help="Only connections from pods whose name starts with POD (namespace: default; repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--to-pod",
+        "to_pods",
+        multiple=True,
+        metavar="[NAMESPACE/]POD",
+        help="Only connections to pods whose name starts with POD (namespace: default; repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--protocol",
+        "protocols",
+        multiple=True,
+        help="Only this L4 protocol: tcp, udp, sctp, icmp, icmpv4, icmpv6 (repeatable).",
+    ),
+    option(
+        FILTERS,
+        "--port",
+        "ports",
+        type=int,
+        multiple=True,
+        help="Only connections to this port: the server's (repeatable).",
+    ),
+]
+_FILTER_NAMES = ("from_pods", "to_pods", "protocols", "ports")
+"""The filters applied to observations only; -n, --verdict, --since and --until also go to the relay."""
+_RELAY_FILTERS = ("since", "until", "namespaces", "verdicts")
 _RELAY_NAMES = (
     "server",
     "connect_timeout",
@@ -136,27 +258,30 @@ def source_options(command: Callable) -> Callable:
         if scheduler and engine != "dask":
             raise click.UsageError("--scheduler needs --engine dask")
         relay = {name: kwargs.pop(name) for name in _RELAY_NAMES}
-        return command(
-            sources=Sources(files, on_error, _relay_options(files, relay), jobs, engine, scheduler), **kwargs
-        )
+        flow_filter = _flow_filter(relay, {name: tuple(kwargs.pop(name)) for name in _FILTER_NAMES})
+        relay_options = _relay_options(files, relay)
+        return command(sources=Sources(files, on_error, relay_options, jobs, engine, scheduler, flow_filter), **kwargs)
 
     options = [
         click.argument("files", nargs=-1),
-        click.option(
+        option(
+            SOURCES,
             "--on-error",
             type=click.Choice(["fail", "skip"]),
             default="fail",
             show_default=True,
             help="On a malformed input line: stop with an error naming file and line, or skip and count it.",
         ),
-        click.option(
+        option(
+            SOURCES,
             "-j",
             "--jobs",
             type=click.IntRange(min=1),
             help="Processes reading large Hubble files in parallel (default: one per CPU this process may use); "
             "results do not depend on it. conntrack dumps are read in one process.",
         ),
-        click.option(
+        option(
+            SOURCES,
             "--engine",
             type=click.Choice(ENGINES),
             default="local",
@@ -164,22 +289,25 @@ def source_options(command: Callable) -> Callable:
             help="Read FILES with this machine's processes, or on a Dask cluster (FILES may then be fsspec URLs "
             "such as s3://bucket/hubble/*.json.gz); the observations do not depend on it.",
         ),
-        click.option(
+        option(
+            SOURCES,
             "--scheduler",
             metavar="ADDRESS",
             help="The Dask scheduler, e.g. tcp://dask-scheduler:8786 (default: a local cluster of --jobs workers).",
         ),
+        *_FILTER_OPTIONS,
         *_RELAY_OPTIONS,
     ]
-    for option in reversed(options):
-        with_sources = option(with_sources)
+    for decorator in reversed(options):
+        with_sources = decorator(with_sources)
     return with_sources
 
 
 def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> RelayOptions | None:
     """The relay window the flags describe, or None when only FILES are read."""
     if files and flags["server"] is None:
-        used = [name for name in _RELAY_NAMES if name not in ("server", "connect_timeout") and flags[name]]
+        ignored = ("server", "connect_timeout", *_RELAY_FILTERS)
+        used = [name for name in _RELAY_NAMES if name not in ignored and flags[name]]
         if used:
             raise click.UsageError(f"--{used[0].replace('_', '-')} needs --server (it is about the relay window)")
         return None
@@ -199,14 +327,30 @@ def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> RelayOption
         raise click.UsageError(str(exc)) from exc
 
 
+def _flow_filter(relay_flags: dict[str, Any], filters: dict[str, tuple]) -> FlowFilter | None:
+    """The filters the flags describe (the relay gets -n, --verdict and the window too), or None."""
+    try:
+        flow_filter = FlowFilter(
+            namespaces=tuple(relay_flags["namespaces"]),
+            verdicts=tuple(relay_flags["verdicts"]),
+            since=parse_time(relay_flags["since"]) if relay_flags["since"] else None,
+            until=parse_time(relay_flags["until"]) if relay_flags["until"] else None,
+            **filters,
+        )
+    except CollectorError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return flow_filter if flow_filter.rows_filtered or flow_filter.windowed else None
+
+
 def _collect(relay: RelayOptions) -> api.ObservationSet:
     """Collect from the relay with a live status line: elapsed, flows/s, distinct edges, lost events."""
-    with stderr.status(f"connecting to {relay.server}") as status:
+    server = escape(relay.server)
+    with stderr.status(f"connecting to {server}") as status:
 
         def show(progress: RelayProgress) -> None:
             rate = f"{progress.flows:,} flows ({progress.flows_per_second:,.0f}/s)"
             status.update(
-                f"{relay.server}: {progress.elapsed:.0f}s, {rate}, {progress.edges:,} distinct edges, "
+                f"{server}: {progress.elapsed:.0f}s, {rate}, {progress.edges:,} distinct edges, "
                 f"{progress.lost_events:,} lost events"
             )
 
@@ -259,19 +403,74 @@ def cluster_options(command: Callable) -> Callable:
         return command(cluster=source, **kwargs)
 
     options = [
-        click.option(
+        option(
+            CLUSTER,
             "--inventory",
             "inventory_file",
             help="A cluster snapshot: `inventory -o` output or "
             "`kubectl get pods,services,endpointslices,namespaces,nodes,networkpolicies -A -o json`.",
         ),
-        click.option("--cluster", is_flag=True, help="Read the inventory from the cluster (kubeconfig or in-cluster)."),
-        click.option("--kubeconfig", help="Kubeconfig file (implies --cluster)."),
-        click.option("--context", help="Kubeconfig context (implies --cluster)."),
+        option(
+            CLUSTER, "--cluster", is_flag=True, help="Read the inventory from the cluster (kubeconfig or in-cluster)."
+        ),
+        option(CLUSTER, "--kubeconfig", help="Kubeconfig file (implies --cluster)."),
+        option(CLUSTER, "--context", help="Kubeconfig context (implies --cluster)."),
     ]
-    for option in reversed(options):
-        with_cluster = option(with_cluster)
+    for decorator in reversed(options):
+        with_cluster = decorator(with_cluster)
     return with_cluster
+
+
+FILE_SUFFIXES = (".yaml", ".yml", ".json", ".md", ".markdown", ".html", ".txt", ".csv", ".parquet", ".gz")
+FORMAT_WORDS = ("yaml", "yml", "json", "markdown", "md", "html", "table", "text", "txt", "wide", "csv", "parquet")
+
+
+def folder_or_format_options(formats: tuple[str, ...], folder: str, format_help: str) -> Callable:
+    """`-o DIR|FORMAT` and `--format FORMAT` (one of `formats`, the first the default), which
+    `output_target` reads together; `folder` says what the folder receives."""
+
+    def decorate(command: Callable) -> Callable:
+        command = option(
+            OUTPUT,
+            "--format",
+            "output_format",
+            type=click.Choice(formats),
+            help=f"{format_help}  [default: {formats[0]}]",
+        )(command)
+        return option(
+            OUTPUT,
+            "-o",
+            "--output",
+            help=f"{folder}, or {' / '.join(formats)}: print on stdout in that format.",
+        )(command)
+
+    return decorate
+
+
+def output_target(output: str | None, output_format: str | None, formats: tuple[str, ...]) -> tuple[str | None, str]:
+    """Where `-o` points, for a command that prints one of `formats` or writes a folder: (None, format)
+    for stdout (`-o FORMAT`, or no -o), (folder, format) otherwise. A name that looks like a file or another
+    format (`-o out.yaml`, `-o markdown`) is a usage error: it would silently become a folder."""
+    if output is None or output in formats:
+        if output and output_format and output_format != output:
+            raise click.UsageError(f"-o {output} and --format {output_format} disagree")
+        return None, output or output_format or formats[0]
+    name = os.path.basename(output.rstrip("/")).lower()
+    looks_like_a_file = name.endswith(FILE_SUFFIXES) or (output.lower() in FORMAT_WORDS)  # ./yaml is a folder
+    if (looks_like_a_file and not output.endswith("/")) or os.path.isfile(output):
+        hint = f"; for one file use the shell: -o {formats[0]} > {output}" if name.endswith(FILE_SUFFIXES) else ""
+        raise click.UsageError(
+            f"-o {output}: -o is a folder (it is created), or {' / '.join(formats)} to print on stdout, "
+            f"in the format --format chooses{hint}"
+        )
+    return output, output_format or formats[0]
+
+
+def file_target(output: str, suffixes: tuple[str, ...], what: str) -> str:
+    """`-o FILE` where the extension says what the file is: a usage error for any other name."""
+    if not output.lower().endswith(suffixes):
+        raise click.UsageError(f"-o {output}: {what} file name must end in {' or '.join(suffixes)}")
+    return output
 
 
 @contextmanager

@@ -11,7 +11,19 @@ import click
 from collectors.errors import CollectorError
 from collectors.relay import parse_duration
 from recommender import api, report_render
-from recommender.cli_options import ClusterSource, Sources, cluster_options, source_options, stderr, user_errors
+from recommender.cli_options import (
+    OUTPUT,
+    ClusterSource,
+    Command,
+    Sources,
+    cluster_options,
+    folder_or_format_options,
+    option,
+    output_target,
+    source_options,
+    user_errors,
+)
+from recommender.cli_output import say, warn
 from recommender.report import ReportOptions, review
 from recommender.store import locked_store
 
@@ -26,21 +38,24 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str) 
 
 
 @click.command(
+    cls=Command,
     context_settings={"auto_envvar_prefix": ENVIRONMENT_PREFIX},
     epilog=f"Every option can also be set by an environment variable {ENVIRONMENT_PREFIX}_<NAME>: the long option "
     f"name in capitals with dashes as underscores (--stale-after: {ENVIRONMENT_PREFIX}_STALE_AFTER), except "
-    "--timeout: CONNECT_TIMEOUT, --namespace: NAMESPACES, --verdict: VERDICTS, --inventory: INVENTORY_FILE. "
+    "--timeout: CONNECT_TIMEOUT, --namespace: NAMESPACES, --verdict: VERDICTS, --inventory: INVENTORY_FILE, "
+    "--format: OUTPUT_FORMAT. "
     "Repeatable options take space-separated values; the command line wins. The CronJob's ConfigMap uses this.",
 )
 @source_options
 @click.option("--store", required=True, help="The observation store: a directory, created if missing.")
-@click.option(
-    "-o",
-    "--output",
-    help="A directory to write report.md, report.html, report.json and recommendation.yaml into "
-    "(replacing the last run's; see --force).",
+@folder_or_format_options(
+    ("markdown", "json"),
+    "A folder to write report.md, report.html, report.json and recommendation.yaml into "
+    "(replacing the last run's; see --force)",
+    "The format of the report on stdout.",
 )
-@click.option(
+@option(
+    OUTPUT,
     "--force",
     is_flag=True,
     help="Write into an --output folder that holds files netpol-recommender did not write (they are left as they are).",
@@ -75,6 +90,7 @@ def report(
     cluster: ClusterSource,
     store: str,
     output: str | None,
+    output_format: str | None,
     force: bool,
     retain: timedelta,
     stale_after: timedelta,
@@ -111,7 +127,7 @@ def report(
 
         netpol-recommender report --follow --duration 1h --cluster --store store/
     """
-
+    folder, output_format = output_target(output, output_format, ("markdown", "json"))
     with user_errors(), locked_store(store, lock_timeout) as observation_store:
         in_force = api.load_policies(policies) if policies else None  # a bad file fails before the window
         inventory = cluster.load()
@@ -126,12 +142,13 @@ def report(
             inventory=inventory,
             options=ReportOptions(retain=retain, stale_after=stale_after),
         )
-        if output:
-            report_render.write_report(result, output, force=force)
+        if folder:
+            report_render.write_report(result, folder, force=force)
         kept = observation_store.append(result.window, observed, result.recommendation_yaml, result.options.retain)
-    click.echo(report_render.markdown(result), nl=False)
+    shown = report_render.json_document(result) if output_format == "json" else report_render.markdown(result)
+    click.echo(shown, nl=False)
     for warning in result.warnings():
-        stderr.print(f"warning: {warning}", markup=False, highlight=False)
+        warn(warning)
     outcome = "; ".join(result.drift_reasons()) or "nothing new"
-    stderr.print(f"window {result.window.id} stored in {store} ({len(kept)} kept): {outcome}")
+    say(f"window {result.window.id} stored in {store} ({len(kept)} kept): {outcome}")
     sys.exit(result.exit_status)

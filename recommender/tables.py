@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from rich.table import Table
 
 from recommender.verification import Drift, Replay
 
@@ -97,21 +97,28 @@ def _namespace(keys: pd.Series) -> pd.Series:
     return keys.str.split("/").str[0].where(keys.str.contains("/"), "(not a pod)")
 
 
-def connections_table(frame: pd.DataFrame, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("client", "server", "port", "flows", "verdict", "why"):
-        table.add_column(column, overflow="fold")
+@dataclass(frozen=True)
+class TextTable:
+    """A titled table of plain strings: what the terminal shows, as data (the CLI renders it)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def connections_table(frame: pd.DataFrame, title: str) -> TextTable:
+    """One row per connection: client, server, port, flows, verdict and why (the deciding rules)."""
+    rows = []
     for row in frame.itertuples(index=False):
-        verdict = "[green]allowed[/]" if row.allowed else "[red]DENIED[/]"
         why = row.allowed_by if row.allowed and row.allowed_by else row.explanation.split(": ", 1)[-1]
-        table.add_row(row.client, row.server, f"{row.protocol}/{row.port}", f"{row.count:,}", verdict, why)
-    return table
+        verdict = "allowed" if row.allowed else "DENIED"
+        rows.append((row.client, row.server, f"{row.protocol}/{row.port}", f"{row.count:,}", verdict, why))
+    return TextTable(title, ("client", "server", "port", "flows", "verdict", "why"), tuple(rows))
 
 
-def rules_table(frame: pd.DataFrame, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("namespace", "policy", "rule", "flows"):
-        table.add_column(column)
-    for row in frame.itertuples(index=False):
-        table.add_row(row.namespace, row.policy, f"{row.direction}[{row.rule}]", f"{row.flows:,}")
-    return table
+def rules_table(frame: pd.DataFrame, title: str) -> TextTable:
+    rows = tuple(
+        (row.namespace, row.policy, f"{row.direction}[{row.rule}]", f"{row.flows:,}")
+        for row in frame.itertuples(index=False)
+    )
+    return TextTable(title, ("namespace", "policy", "rule", "flows"), rows)

@@ -121,4 +121,4 @@ def test_graph_command_writes_pictures_and_reports_bad_requests(tmp_path):
     outcome = run("graph", EXAMPLE, "-o", str(tmp_path / "x.png"), "--workload", "shop/nope")
     assert outcome.exit_code == 1 and "unknown workload 'shop/nope'" in outcome.stderr
     outcome = run("graph", EXAMPLE, "-o", str(tmp_path / "x.gif"))
-    assert outcome.exit_code == 1 and "use a .png or .svg" in outcome.stderr
+    assert outcome.exit_code == 2 and "must end in .svg or .png" in outcome.stderr

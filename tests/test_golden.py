@@ -93,7 +93,7 @@ def case_outputs(case: Case, work: Path) -> dict[str, str]:
     record("recommend.json", "recommend", *files, *case.options, "-o", "json", "-q")
     folder = work / "policies"
     record("recommend-folder.txt", "recommend", *files, *case.options, "-o", str(folder), "-q")
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.iterdir()) if folder.exists() else ():  # none when there is nothing to recommend
         outputs[f"folder/{path.name}"] = path.read_text()
 
     policy_sets = [("own", str(folder))]

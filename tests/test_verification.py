@@ -70,7 +70,7 @@ def write_policies(tmp_path, *policies) -> str:
 def test_seed_scenario_frontend_egress_is_denied_by_default_deny_and_explained(tmp_path, seed_capture):
     policies = write_policies(tmp_path, DEFAULT_DENY, ALLOW_FRONTEND)
     outcome = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture, "-o", "json"])
-    assert outcome.exit_code == 1
+    assert outcome.exit_code == 5  # DENIED
     report = json.loads(outcome.stdout)
     assert report["totals"] == {"connections": 1, "allowed": 0, "denied": 1, "recall": 0.0}
     (connection,) = report["connections"]
@@ -88,7 +88,7 @@ def test_seed_scenario_an_egress_rule_makes_it_allowed(tmp_path, seed_capture):
     policies = write_policies(tmp_path, DEFAULT_DENY, ALLOW_FRONTEND, FRONTEND_EGRESS)
     outcome = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture])
     assert outcome.exit_code == 0, outcome.output
-    assert "1 allowed, 0 denied (recall 100.0%)" in outcome.stdout
+    assert "1 allowed, 0 denied (recall 100.0%)" in outcome.output
     markdown = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture, "-o", "markdown"]).stdout
     assert "mynamespace/allow-frontend ingress[0], mynamespace/frontend-egress egress[0]" in markdown
 
@@ -116,7 +116,7 @@ def test_the_recommendation_for_the_seed_capture_passes_verify(tmp_path, seed_ca
     out = tmp_path / "proposal"
     assert CliRunner().invoke(main, ["recommend", seed_capture, "-o", str(out), "-q"]).exit_code == 0
     outcome = CliRunner().invoke(main, ["verify", "--policies", str(out), seed_capture])
-    assert outcome.exit_code == 0 and "recall 100.0%" in outcome.stdout
+    assert outcome.exit_code == 0 and "recall 100.0%" in outcome.output
 
 
 def test_bad_policy_files_are_clear_errors(tmp_path, seed_capture):

@@ -11,6 +11,7 @@ import pytest
 import collectors.hubble as hubble
 from benchmarks.generate import shop_topology, write_capture
 from collectors.errors import BadInputError, CollectorError, OnError
+from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from tests.conftest import fixture_lines
 
 
@@ -79,9 +80,9 @@ def piped_gzip(monkeypatch):
     calls = []
     real = hubble.read_gzip_in_two_processes
 
-    def spy(path, on_error, progress=None):
+    def spy(path, *arguments):
         calls.append(path)
-        return real(path, on_error, progress)
+        return real(path, *arguments)
 
     monkeypatch.setattr(hubble, "read_gzip_in_two_processes", spy)
     return calls
@@ -101,6 +102,13 @@ def test_a_gzip_file_decompressed_and_ingested_in_two_processes_gives_the_single
     assert piped_gzip == [path]
     same(one, two)
     assert sum(progress) == Path(path).stat().st_size  # compressed bytes, as the progress bar counts them
+    middle = (
+        one.observations.first_seen.min() + (one.observations.last_seen.max() - one.observations.first_seen.min()) / 2
+    )
+    window = FlowFilter(since=middle.floor("s").to_pydatetime())
+    windowed = hubble.read_hubble_files([path], window=window)
+    assert windowed.stats.skipped[OUTSIDE_WINDOW] > 0
+    same(windowed, hubble.read_hubble_files([path], jobs=2, window=window))
 
 
 def test_a_bad_line_in_a_gzip_file_read_in_two_processes_is_named_by_its_line(tmp_path, piped_gzip):

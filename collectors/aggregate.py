@@ -72,6 +72,10 @@ class ObservationAggregator:
             self.endpoints.append(endpoint)
         return found
 
+    def id_of(self, endpoint: Endpoint) -> int:
+        """The id `endpoint` was interned with (it may have been renamed since)."""
+        return self._endpoint_ids[endpoint]
+
     def add(self, key: RowKey, seen: datetime | None, client_pod: str, server_pod: str) -> list:
         """Count one event; returns its record so the caller can attach policies or reasons."""
         record = self.records.get(key)

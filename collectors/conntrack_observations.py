@@ -107,7 +107,9 @@ class AddressResolver:
       several holders the one alive then wins (a holder's life ends at its deletion or at the next
       holder's creation); without a time, or if that does not single one out, a running pod is
       preferred, the newest, and the IP is reported as ambiguous.
-    - A node IP is `host` when it is the node of the other end, `remote-node` otherwise; a server
+    - A node IP, or the gateway of a node's pod CIDR (its first address: `cni0`, the node's side of
+      the pod network, where kubelet probes come from), is `host` when it is the node of the other
+      end, `remote-node` otherwise; a server
       port that a hostNetwork pod of that node declares names that pod's workload, on the node
       entity (a podSelector cannot select it: rules need an ipBlock of the node IP).
     - A backend of the `default/kubernetes` Service is `kube-apiserver`.
@@ -211,6 +213,11 @@ class AddressResolver:
         running = [pod for pod, _, _ in holders if pod.deleted is None and pod.phase not in _ENDED_PHASES]
         return (running or [pod for pod, _, _ in holders])[-1]
 
+    def address(self, ip: str, when: float | None, other_node: str) -> Side:
+        """One address alone, as `resolve` names an end: its pod at `when`, a node as seen from
+        `other_node`, `unknown` inside the cluster's networks, else `world`."""
+        return self._side(ip, self.pod(ip, when), other_node)
+
     def _pod_holders(self, ip: str) -> tuple[tuple[Pod, float, float], ...]:
         """The pods (not hostNetwork) that held `ip`, oldest first, with the times they held it."""
         found = self._holders.get(ip)
@@ -249,7 +256,7 @@ class AddressResolver:
             return Side(Endpoint(POD, pod.namespace, pod.owner.name, pod.owner.kind, labels), pod.name, POD)
         if (ip, port) in self._api_servers:
             return Side(Endpoint(KUBE_APISERVER, ip=ip), "", KUBE_APISERVER)
-        node = self.inventory.node_by_ip(ip)
+        node = self.inventory.node_by_ip(ip) or self.inventory.node_by_pod_gateway(ip)
         if node is not None:
             entity = HOST if node.name == other_node else REMOTE_NODE
             host_pod = self._host_network_pods.get((node.name, protocol, port))

@@ -14,22 +14,32 @@ from collections.abc import Iterable
 import pandas as pd
 
 from collectors.aggregate import combine_observations
+from collectors.conntrack_observations import AddressResolver
 from collectors.inventory import Inventory
 from collectors.inventory import Pod as InventoryPod
-from collectors.records import POD, POD_COLUMNS, ObservationSet, labels_to_text
+from collectors.records import (
+    ENDPOINT_FIELDS,
+    POD,
+    POD_COLUMNS,
+    REMOTE_NODE,
+    UNKNOWN,
+    WORLD,
+    ObservationSet,
+    labels_to_text,
+)
 
 EndpointId = tuple[str, str, str]  # (namespace, workload, labels text)
 
 
 def apply_inventory(observed: ObservationSet, inventory: Inventory) -> ObservationSet:
     """The same observations, named by the inventory, with every inventory pod as a known pod."""
-    seen_as = _pods_seen_as(observed)
+    frame = _name_addresses(observed.observations, inventory)
+    seen_as = _pods_seen_as(observed.pods, frame)
     renamed: dict[EndpointId, tuple[str, str, str]] = {}
     for endpoint, names in seen_as.items():
         pods = [pod for name in sorted(names) if (pod := inventory.pod(endpoint[0], name)) is not None]
         if pods and len({pod.owner for pod in pods}) == 1:
             renamed[endpoint] = (pods[0].owner.name, pods[0].owner.kind, labels_to_text(_common_labels(pods)))
-    frame = observed.observations.copy()
     for side in ("client", "server"):
         columns = [f"{side}_{name}" for name in ("workload", "kind", "labels")]
         keys = zip(frame[f"{side}_namespace"], frame[f"{side}_workload"], frame[f"{side}_labels"], strict=True)
@@ -45,15 +55,52 @@ def apply_inventory(observed: ObservationSet, inventory: Inventory) -> Observati
         unoriented=observed.unoriented,
         dns_names=observed.dns_names,
         stats=observed.stats,
+        pod_ips=observed.pod_ips,
     )
 
 
-def _pods_seen_as(observed: ObservationSet) -> dict[EndpointId, set[str]]:
+_READ_BY_ADDRESS = (WORLD, UNKNOWN, REMOTE_NODE)
+
+
+def _name_addresses(observations: pd.DataFrame, inventory: Inventory) -> pd.DataFrame:
+    """The observations with the ends read by their address (`world`, `unknown`, `remote-node`) named
+    by the inventory, which the capture's labels do not outrank: the pod that held the address at
+    the time, or a node's pod network gateway (`host` for its own pods); an address in a node's pod
+    CIDR that no pod held is `unknown` (reported unresolved), never `world`."""
+    resolver = AddressResolver(inventory, cluster_cidrs=())
+    frame = observations.copy()
+    for side, other in (("client", "server"), ("server", "client")):
+        entities = list(frame[f"{side}_entity"])
+        columns = {name: list(frame[f"{side}_{name}"]) for name in (*ENDPOINT_FIELDS, "pod")}
+        for index, (entity, ip, seen, other_pod, other_namespace) in enumerate(
+            zip(
+                entities,
+                columns["ip"],
+                frame["first_seen"],
+                frame[f"{other}_pod"],
+                frame[f"{other}_namespace"],
+                strict=True,
+            )
+        ):
+            if entity not in _READ_BY_ADDRESS or not ip:
+                continue
+            neighbour = inventory.pod(other_namespace, other_pod)
+            when = None if pd.isna(seen) else seen.timestamp()
+            found = resolver.address(ip, when, neighbour.node if neighbour is not None else "")
+            if found.endpoint.entity == POD or (entity != REMOTE_NODE and found.endpoint.entity != WORLD):
+                for name in ENDPOINT_FIELDS:
+                    columns[name][index] = getattr(found.endpoint, name)
+                columns["pod"][index] = found.pod
+        for name, values in columns.items():
+            frame[f"{side}_{name}"] = values
+    return frame
+
+
+def _pods_seen_as(pods: pd.DataFrame, frame: pd.DataFrame) -> dict[EndpointId, set[str]]:
     """Endpoint → the names of the pods it was seen as (the pods table and the example pods)."""
     found: dict[EndpointId, set[str]] = {}
-    for row in observed.pods.itertuples(index=False):
+    for row in pods.itertuples(index=False):
         found.setdefault((row.namespace, row.workload, row.labels), set()).add(row.pod)
-    frame = observed.observations
     for side in ("client", "server"):
         rows = frame[(frame[f"{side}_entity"] == POD) & (frame[f"{side}_pod"] != "")]
         for key in zip(

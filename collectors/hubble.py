@@ -37,12 +37,12 @@ from collectors.aggregate import (
 )
 from collectors.errors import CollectorError, OnError
 from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
-from collectors.hubble_identity import EndpointResolver
+from collectors.hubble_identity import EndpointResolver, PodKey, better_record
 from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, envelope_time, schema_for
+from collectors.identity import fold_proxy_twins, settle_endpoints
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
 from collectors.records import (
     DROPPED,
-    POD,
     POD_COLUMNS,
     SEEN_VERDICTS,
     Endpoint,
@@ -292,6 +292,9 @@ class HubbleIngest:
             pending=self.correlator.pending,
             remembered=self.correlator.remembered(),
             pods=dict(self.resolver.pods),
+            pod_ips=self.resolver.pod_ips,
+            unlabelled=self.resolver.unlabelled,
+            leg_ips=self.resolver.leg_ips,
             dns_names=self.dns_names,
             stats=self.stats,
         )
@@ -311,7 +314,10 @@ class PartialIngest:
     unoriented: dict[tuple, list]
     pending: dict[tuple, list]
     remembered: set[tuple]
-    pods: dict[tuple[str, str, str], Endpoint]
+    pods: dict[PodKey, Endpoint]
+    pod_ips: dict[str, set[PodKey]]
+    unlabelled: dict[Endpoint, set[PodKey]]
+    leg_ips: dict[str, set[Endpoint]]
     dns_names: dict[str, set[str]]
     stats: ReadStats
 
@@ -345,7 +351,10 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
     unoriented.endpoints = aggregator.endpoints
     correlator = Correlator()
     stats = ReadStats()
-    pods: dict[tuple[str, str, str], Endpoint] = {}
+    pods: dict[PodKey, Endpoint] = {}
+    pod_ips: dict[str, set[PodKey]] = {}
+    unlabelled: dict[Endpoint, set[PodKey]] = {}
+    leg_ips: dict[str, set[Endpoint]] = {}
     dns_names: dict[str, set[str]] = {}
     anything_pending = any(part.pending for part in parts)
     for part in parts:
@@ -362,12 +371,20 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
                 correlator.pending[key] = list(record)
         if anything_pending:  # the decided 5-tuples are there only to decide undecided events
             correlator.recent |= part.remembered
-        pods.update(part.pods)
+        for pod, endpoint in part.pods.items():
+            pods[pod] = better_record(pods.get(pod), endpoint)
+        for ip, named in part.pod_ips.items():
+            pod_ips.setdefault(ip, set()).update(named)
+        for endpoint, named in part.unlabelled.items():
+            unlabelled.setdefault(endpoint, set()).update(named)
+        for ip, legs in part.leg_ips.items():
+            leg_ips.setdefault(ip, set()).update(legs)
         for ip, names in part.dns_names.items():
             dns_names.setdefault(ip, set()).update(names)
         stats.merge(part.stats)
     decide_pending(correlator, aggregator, unoriented, stats)
-    _resolve_proxy_legs(aggregator.endpoints, pods)
+    settle_endpoints(aggregator.endpoints, pods, pod_ips, unlabelled)
+    fold_proxy_twins(aggregator, leg_ips)
     pod_rows = [
         (cluster, namespace, pod, ep.workload, ep.kind, ep.labels)
         for (cluster, namespace, pod), ep in sorted(pods.items())
@@ -378,25 +395,8 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
         unoriented=unoriented.to_frame() if unoriented.records else empty_observations(),
         dns_names={ip: tuple(sorted(found)) for ip, found in sorted(dns_names.items()) if found},
         stats=stats,
+        pod_ips={ip: tuple(sorted((ns, pod) for _c, ns, pod in named)) for ip, named in sorted(pod_ips.items())},
     )
-
-
-def _resolve_proxy_legs(endpoints: list[Endpoint], pods: dict[tuple[str, str, str], Endpoint]) -> None:
-    """Give pod endpoints seen without a pod name (L7 proxy legs) the workload of the pods that carry
-    exactly their labels, when that workload is unique."""
-    owners: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
-    for endpoint in pods.values():
-        owners.setdefault((endpoint.cluster, endpoint.namespace, endpoint.labels), set()).add(
-            (endpoint.workload, endpoint.kind)
-        )
-    for index, endpoint in enumerate(endpoints):
-        if endpoint.entity == POD and not endpoint.workload:
-            candidates = owners.get((endpoint.cluster, endpoint.namespace, endpoint.labels), set())
-            if len(candidates) == 1:
-                workload, kind = next(iter(candidates))
-                endpoints[index] = Endpoint(
-                    POD, endpoint.namespace, workload, kind, endpoint.labels, "", endpoint.cluster
-                )
 
 
 def read_hubble_files(

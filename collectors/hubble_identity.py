@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -19,13 +19,17 @@ from collectors.records import (
     UNKNOWN,
     WORLD,
     Endpoint,
+    labels_from_text,
     labels_to_text,
 )
 
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 _CILIUM_LABEL_PREFIX = "io.cilium.k8s."
 
-# Reserved identities in priority order: the first present names the entity.
+# Reserved identities in priority order: the first present names the entity. A record naming a
+# pod (namespace and pod name) is that pod whatever these say, but for the ones below that mean the
+# node's own network namespace (a hostNetwork pod is its node, for NetworkPolicy).
+_NODE_SIDE = frozenset({"host", "kube-apiserver", "remote-node", "health", "ingress"})
 _RESERVED_ENTITIES = (
     ("host", HOST),
     ("kube-apiserver", KUBE_APISERVER),
@@ -81,14 +85,36 @@ def split_labels(raw: tuple[str, ...]) -> tuple[dict[str, str], set[str], bool, 
     return pod_labels, reserved, cidr, namespace
 
 
+def named_pod(endpoint: Any) -> tuple[str, str]:
+    """(namespace, pod name) when the record names a pod that is not its node's network namespace.
+
+    Cilium's L7 proxy records and records made before a node learned the remote identity carry the
+    pod's name with `reserved:world` (or `unmanaged`, `init`): they are still that pod.
+    """
+    if not endpoint.pod_name:
+        return "", ""
+    _labels, reserved, _cidr, label_namespace = split_labels(endpoint.labels)
+    namespace = endpoint.namespace or label_namespace
+    if not namespace or reserved & _NODE_SIDE:
+        return "", ""
+    return namespace, endpoint.pod_name
+
+
 def classify(endpoint: Any) -> Endpoint:
-    """The Endpoint of a decoded Hubble endpoint; non-pod entities come without their IP."""
+    """The Endpoint of a decoded Hubble endpoint; non-pod entities come without their IP.
+
+    Trust, in order: a record naming its pod (`named_pod`), then reserved and CIDR identities, then
+    a namespace without a pod name (a proxy leg, resolved later from the labels of known pods).
+    Labels come only from the record's own pod labels: a record with reserved labels only gives a
+    pod without labels, which `collectors.identity` completes from the pod's best record.
+    """
     labels, reserved, cidr, label_namespace = split_labels(endpoint.labels)
-    for name, entity in _RESERVED_ENTITIES:
-        if name in reserved:
-            return Endpoint(entity, cluster=endpoint.cluster_name)
-    if cidr:
-        return Endpoint(WORLD, cluster=endpoint.cluster_name)
+    if not named_pod(endpoint)[0]:
+        for name, entity in _RESERVED_ENTITIES:
+            if name in reserved:
+                return Endpoint(entity, cluster=endpoint.cluster_name)
+        if cidr:
+            return Endpoint(WORLD, cluster=endpoint.cluster_name)
     namespace = endpoint.namespace or label_namespace
     if not namespace:
         return Endpoint(UNKNOWN, cluster=endpoint.cluster_name)
@@ -101,40 +127,79 @@ def classify(endpoint: Any) -> Endpoint:
     return Endpoint(POD, namespace, workload, kind, labels_to_text(labels), "", endpoint.cluster_name)
 
 
+PodKey = tuple[str, str, str]
+"""(cluster, namespace, pod name)."""
+
+
+class ProxyLeg(NamedTuple):
+    """A pod endpoint without a pod name (an L7 proxy leg): every IP it comes with is kept, so that
+    `collectors.identity` can name the node-side records of the same addresses."""
+
+    id: int
+    pod: str
+
+
 class EndpointResolver:
     """Maps (Hubble endpoint, IP) to (interned endpoint id, pod name), decoding each distinct endpoint once.
 
     An endpoint arrives as raw JSON (`msgspec.Raw`, from files) or as a decoded struct (from Relay);
-    raw ones are looked up by their bytes and decoded with `decode` only when new.
+    raw ones are looked up by their bytes and decoded with `decode` only when new. Decoding a new
+    endpoint also gathers identity evidence for `collectors.identity`: the pods seen (their best
+    record), which IP each record naming a pod came with, and the pod endpoints that only had
+    reserved labels.
     """
 
     def __init__(self, aggregator: ObservationAggregator, decode: Callable[[bytes], Any]) -> None:
         self._aggregator = aggregator
         self.decode = decode
-        self.known: dict[Any, tuple[int, str] | Endpoint] = {}
+        self.known: dict[Any, tuple[int, str] | ProxyLeg | Endpoint] = {}
         """Endpoint (raw bytes or struct) → (id, pod name) for pods, or the entity without its IP."""
         self._with_ip: dict[tuple[Endpoint, str], tuple[int, str]] = {}
-        self.pods: dict[tuple[str, str, str], Endpoint] = {}
-        """(cluster, namespace, pod name) → its endpoint: the pods seen."""
+        self.pods: dict[PodKey, Endpoint] = {}
+        """The pods seen → the endpoint of their best record (`better_record`)."""
+        self.pod_ips: dict[str, set[PodKey]] = {}
+        """IP → the pods records named with it (the first flow of each distinct record)."""
+        self.unlabelled: dict[Endpoint, set[PodKey]] = {}
+        """Pod endpoints made from records with reserved labels only → the pods they named."""
+        self.leg_ips: dict[str, set[Endpoint]] = {}
+        """IP → the proxy-leg pod endpoints (no pod name) seen with it."""
 
     def resolve(self, endpoint: Any, ip: str) -> tuple[int, str]:
         key = bytes(endpoint) if endpoint.__class__ is msgspec.Raw else endpoint
         known = self.known.get(key)
         if known is None:
-            known = self.known[key] = self._learn(key)
+            known = self.known[key] = self._learn(key, ip)
         if known.__class__ is tuple:
             return known  # a pod: the IP does not matter
+        if known.__class__ is ProxyLeg:
+            self.leg_ips.setdefault(ip, set()).add(self._aggregator.endpoints[known.id])
+            return known
         found = self._with_ip.get((known, ip))
         if found is None:
             with_ip = Endpoint(known.entity, ip=ip, cluster=known.cluster)
             found = self._with_ip[(known, ip)] = (self._aggregator.endpoint_id(with_ip), "")
         return found
 
-    def _learn(self, key: Any) -> tuple[int, str] | Endpoint:
+    def _learn(self, key: Any, ip: str) -> tuple[int, str] | ProxyLeg | Endpoint:
         decoded = self.decode(key) if key.__class__ is bytes else key
+        namespace, pod_name = named_pod(decoded)
+        if pod_name:
+            self.pod_ips.setdefault(ip, set()).add((decoded.cluster_name, namespace, pod_name))
         resolved = classify(decoded)
         if resolved.entity != POD:
             return resolved
         if decoded.pod_name:
-            self.pods[(resolved.cluster, resolved.namespace, decoded.pod_name)] = resolved
-        return self._aggregator.endpoint_id(resolved), decoded.pod_name
+            pod = (resolved.cluster, resolved.namespace, decoded.pod_name)
+            self.pods[pod] = better_record(self.pods.get(pod), resolved)
+            if not resolved.labels:
+                self.unlabelled.setdefault(resolved, set()).add(pod)
+            return self._aggregator.endpoint_id(resolved), decoded.pod_name
+        return ProxyLeg(self._aggregator.endpoint_id(resolved), "")
+
+
+def better_record(current: Endpoint | None, other: Endpoint) -> Endpoint:
+    """The endpoint of a pod's best record: the one with the most pod labels (a record with reserved
+    labels only has none), the first seen among equals."""
+    if current is None or len(labels_from_text(other.labels)) > len(labels_from_text(current.labels)):
+        return other
+    return current

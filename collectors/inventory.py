@@ -577,6 +577,12 @@ class Inventory:
         address = ipaddress.ip_address(ip)
         return next((node for network, node in self._pod_networks if address in network), None)
 
+    def node_by_pod_gateway(self, ip: str) -> Node | None:
+        """The node whose pod network has `ip` as its gateway, the first address of a pod CIDR (the
+        bridge `cni0`, or the node's routing address): the node's own side of its pods' network."""
+        address = ipaddress.ip_address(ip)
+        return next((node for network, node in self._pod_networks if address == network.network_address + 1), None)
+
     @cached_property
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         """Namespace name → its labels."""

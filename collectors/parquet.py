@@ -42,6 +42,7 @@ def save_observations(observed: ObservationSet, path: str) -> None:
         "format": FORMAT,
         "pods": observed.pods[list(POD_COLUMNS)].to_dict(orient="split")["data"],
         "dns_names": observed.dns_names,
+        "pod_ips": {ip: [list(pod) for pod in pods] for ip, pods in observed.pod_ips.items()},
         "unoriented": _records(observed.unoriented),
         "stats": observed.stats.to_dict(),
     }
@@ -85,6 +86,7 @@ def load_observation_file(path: str) -> ObservationSet:
         unoriented=unoriented if unoriented is not None else observations.iloc[0:0],
         dns_names={ip: tuple(names) for ip, names in extra["dns_names"].items()},
         stats=_stats_from_dict(extra["stats"]),
+        pod_ips={ip: tuple(tuple(pod) for pod in pods) for ip, pods in extra.get("pod_ips", {}).items()},
     )
 
 
@@ -111,10 +113,13 @@ def merge_observation_sets(sets: Iterable[ObservationSet]) -> ObservationSet:
     sets = list(sets)
     stats = ReadStats()
     dns: dict[str, set[str]] = {}
+    pod_ips: dict[str, set[tuple[str, str]]] = {}
     for observed in sets:
         stats.merge(observed.stats)
         for ip, names in observed.dns_names.items():
             dns.setdefault(ip, set()).update(names)
+        for ip, pods in observed.pod_ips.items():
+            pod_ips.setdefault(ip, set()).update(pods)
     pods = pd.concat([s.pods for s in sets], ignore_index=True).drop_duplicates(subset=["cluster", "namespace", "pod"])
     return ObservationSet(
         observations=concat_observations(s.observations for s in sets),
@@ -122,4 +127,5 @@ def merge_observation_sets(sets: Iterable[ObservationSet]) -> ObservationSet:
         unoriented=concat_observations(s.unoriented for s in sets),
         dns_names={ip: tuple(sorted(names)) for ip, names in sorted(dns.items())},
         stats=stats,
+        pod_ips={ip: tuple(sorted(pods)) for ip, pods in sorted(pod_ips.items())},
     )

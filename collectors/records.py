@@ -146,6 +146,8 @@ class ObservationSet:
     - `unoriented`: traffic whose client could not be told from its server (same columns, with
       `client_*` meaning the packet's source); reported, never turned into rules.
     - `dns_names`: IP → sorted DNS names seen for it (`destination_names`, DNS answers).
+    - `pod_ips`: IP → the (namespace, pod name) every record naming a pod came with: evidence of
+      which addresses are pods, kept apart from how the observations read them (verification's).
     """
 
     observations: pd.DataFrame
@@ -153,3 +155,4 @@ class ObservationSet:
     unoriented: pd.DataFrame
     dns_names: dict[str, tuple[str, ...]]
     stats: ReadStats
+    pod_ips: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)

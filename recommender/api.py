@@ -27,10 +27,11 @@ from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
 from recommender.errors import RecommenderError
+from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
-from recommender.synthesis import Proposal, SynthesisOptions, synthesize
+from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ __all__ = [
     "save",
     "save_inventory",
     "verify",
+    "write_findings",
     "write_policies",
 ]
 
@@ -133,6 +135,10 @@ class Recommendation:
     options: SynthesisOptions
     check: Check
 
+    def findings(self) -> list[Finding]:
+        """Every item behind the summary's counts that are not rules, with its evidence."""
+        return collect_findings(self.observed, self.proposal, self.check)
+
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""
         proposal, stats = self.proposal, self.observed.stats
@@ -140,7 +146,7 @@ class Recommendation:
         observations = self.observed.observations
         dropped = int(observations.loc[observations["verdict"] == DROPPED, "count"].sum())
         rules = sum(len(p.manifest["spec"].get(d, [])) for p in proposal.policies for d in ("ingress", "egress"))
-        unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved").sum()
+        unresolved = count(self.findings(), FindingKind.UNRESOLVED)
         rows = [
             ("sources", str(len(stats.sources))),
             ("lines read", f"{stats.lines:,}"),
@@ -150,10 +156,7 @@ class Recommendation:
             ("lines skipped (malformed)", f"{stats.bad.count:,}"),
             ("lost events (ring buffer overflow)", f"{stats.events_lost:,}"),
             ("unoriented flows (not used)", f"{stats.unoriented:,}"),
-            (
-                "dropped flows",
-                f"{dropped:,}" + (" (allowed)" if self.options.include_dropped else " (reported only)"),
-            ),
+            ("dropped flows", f"{dropped:,}" + _dropped_note(observations, self.options)),
             *_resolution_rows(observations, stats.resolution),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
@@ -168,6 +171,15 @@ class Recommendation:
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
         ]
         return rows
+
+
+def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:
+    """Whether dropped flows were allowed: with `include_dropped`, policy drops only."""
+    if not options.include_dropped:
+        return " (reported only)"
+    dropped = observations[observations["verdict"] == DROPPED]
+    allowed = int(wanted_observations(dropped, options)["count"].sum())
+    return f" ({allowed:,} policy drops allowed, the rest reported only)"
 
 
 def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:
@@ -284,8 +296,27 @@ def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:
 
 
 def write_policies(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
+    proposal: Proposal,
+    directory: str,
+    *,
+    output_format: str = "yaml",
+    explain: bool = False,
+    force: bool = False,
+    findings: Sequence[Finding] | None = None,
 ) -> list[str]:
-    """Write one file per namespace and a kustomization.yaml into `directory`, replacing the files an
-    earlier run wrote there; a folder holding other files is refused unless `force` (they are kept)."""
-    return write_proposal(proposal, directory, output_format=output_format, explain=explain, force=force)
+    """Write one file per namespace and a kustomization.yaml into `directory` (with `findings`, also
+    `findings.md` and `findings.json`), replacing the files an earlier run wrote there; a folder
+    holding other files is refused unless `force` (they are kept)."""
+    return write_proposal(
+        proposal, directory, output_format=output_format, explain=explain, force=force, findings=findings
+    )
+
+
+def write_findings(findings: Sequence[Finding], path: str) -> None:
+    """Write the findings to `path`: JSON for a `.json` name, Markdown otherwise."""
+    text = findings_json(findings) if path.endswith(".json") else findings_markdown(findings)
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise RecommenderError(f"cannot write findings to {path}: {error.strerror}") from error

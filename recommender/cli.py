@@ -124,7 +124,19 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
     "giving any replaces the default list; --exclude-namespace '' excludes none.",
 )
-@click.option("--include-dropped", is_flag=True, help="Allow traffic Hubble saw DROPPED (by default only reported).")
+@click.option(
+    "--include-dropped",
+    is_flag=True,
+    help="Allow traffic a policy DROPPED (by default only reported; other drops never).",
+)
+@option(
+    OUTPUT,
+    "--findings",
+    "findings_file",
+    type=click.Path(dir_okay=False),
+    help="Write every item behind the summary's counts (dropped, not expressed, unresolved, ...) to this file: "
+    "JSON for a .json name, Markdown otherwise. An --output folder gets findings.md and findings.json anyway.",
+)
 @cluster_options
 def recommend(
     sources: Sources,
@@ -135,6 +147,7 @@ def recommend(
     force: bool,
     exclude: tuple[str, ...],
     include_dropped: bool,
+    findings_file: str | None,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -160,9 +173,16 @@ def recommend(
             click.echo(proposal_text(result.proposal, output_format, explain=explain), nl=False)
         else:
             written = api.write_policies(
-                result.proposal, folder, output_format=output_format, explain=explain, force=force
+                result.proposal,
+                folder,
+                output_format=output_format,
+                explain=explain,
+                force=force,
+                findings=result.findings(),
             )
             say(f"wrote {len(written)} files to {folder}")
+        if findings_file:
+            api.write_findings(result.findings(), findings_file)
     _print_summary(result)
 
 

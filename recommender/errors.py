@@ -15,8 +15,10 @@ class PolicyFileError(RecommenderError):
 class ReplayError(RecommenderError):
     """The proposal would break observed traffic. This is a bug of the synthesizer, never a warning."""
 
-    def __init__(self, broken: list[str]) -> None:
+    def __init__(
+        self, broken: list[str], headline: str = "the proposal would break {count} observed connection(s)"
+    ) -> None:
         listing = "\n".join(f"  {line}" for line in broken[:50])
         more = f"\n  … and {len(broken) - 50} more" if len(broken) > 50 else ""
-        super().__init__(f"the proposal would break {len(broken)} observed connection(s):\n{listing}{more}")
+        super().__init__(f"{headline.format(count=len(broken))}:\n{listing}{more}")
         self.broken = broken

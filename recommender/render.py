@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
 
+from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
@@ -50,7 +51,7 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
         if not plan.workload
         else (f"what {plan.workload} was observed doing")
     )
-    lines = [header]
+    lines = [header, *(f"# WARNING: {warning}" for warning in plan.warnings)]
     direction = None
     rule_index = -1
     for line in text.splitlines():
@@ -61,7 +62,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
             direction = None
         elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
             rule_index += 1
-            lines.append(f"    # {plan.evidence_for(direction)[rule_index].comment()}")
+            evidence = plan.evidence_for(direction)[rule_index]
+            lines += [f"    # WARNING: {warning}" for warning in evidence.warnings]
+            lines.append(f"    # {evidence.comment()}")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -96,9 +99,16 @@ def namespace_file(namespace: str, output_format: str) -> str:
 
 
 def write_proposal(
-    proposal: Proposal, directory: str, *, output_format: str = "yaml", explain: bool = False, force: bool = False
+    proposal: Proposal,
+    directory: str,
+    *,
+    output_format: str = "yaml",
+    explain: bool = False,
+    force: bool = False,
+    findings: Sequence[Finding] | None = None,
 ) -> list[str]:
-    """Write one file per namespace plus a `kustomization.yaml` listing them; returns the paths.
+    """Write one file per namespace plus a `kustomization.yaml` listing them (and, given `findings`,
+    `findings.md` and `findings.json`); returns the paths.
 
     The folder is the tool's (`output_folder.replace_folder`): the files of the last run are replaced as
     a whole, and a folder holding files it did not write is refused unless `force`.
@@ -119,4 +129,7 @@ def write_proposal(
         "resources": list(files),
     }
     files[KUSTOMIZATION] = _dump(kustomization)
+    if findings is not None:
+        files["findings.md"] = findings_markdown(findings)
+        files["findings.json"] = findings_json(findings)
     return replace_folder(directory, files, force=force)

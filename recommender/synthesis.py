@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -43,8 +43,9 @@ class SynthesisOptions:
     """Treat flows a policy DROPPED as wanted traffic (by default they are only reported)."""
 
 
-POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "DROP_REASON_UNKNOWN")
-"""Drop reasons that mean a policy refused the traffic; other drops (bad packets) are never wanted."""
+POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
+"""Drop reasons that mean a policy refused the traffic; other drops (bad packets such as
+INVALID_SOURCE_IP, and drops without a known reason) are never wanted."""
 
 
 def wanted_observations(observations: pd.DataFrame, options: SynthesisOptions) -> pd.DataFrame:
@@ -71,6 +72,8 @@ class RuleEvidence:
     example_client: str
     example_server: str
     dns_names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
 
     def comment(self) -> str:
         def when(moment: pd.Timestamp | None) -> str:
@@ -94,6 +97,8 @@ class PolicyPlan:
     workload: str  # the workload key, "" for the default-deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
 
     def evidence_for(self, direction: str) -> list[RuleEvidence]:
         return [item for item in self.evidence if item.direction == direction]
@@ -209,13 +214,25 @@ def synthesize(
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names))
 
+    used = _peers(ruled)
     findings = Findings(
         host_ingress=edges[host_ingress & edges["server_namespace"].isin(managed)].reset_index(drop=True),
         not_expressed=edges[reasons != ""].assign(reason=reasons[reasons != ""]).reset_index(drop=True),
         dropped=all_edges[all_edges["verdicts"].str.contains(DROPPED)].reset_index(drop=True),
-        ambiguous_selectors=[s for key, s in sorted(selectors.items()) if not s.exact and key[0] in managed],
+        ambiguous_selectors=[
+            s for key, s in sorted(selectors.items()) if not s.exact and (key[0] in managed or key in used)
+        ],
     )
     return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed)
+
+
+def _peers(edges: pd.DataFrame) -> set[tuple[str, str]]:
+    """(namespace, workload) of every pod end of `edges`: the workloads rules select."""
+    found = set()
+    for side in ("client", "server"):
+        pods = edges[edges[f"{side}_entity"] == POD]
+        found |= set(zip(pods[f"{side}_namespace"], pods[f"{side}_workload"], strict=True))
+    return found
 
 
 def _selector_members(observations: pd.DataFrame, pods: pd.DataFrame | None) -> list[tuple[str, str, dict]]:
@@ -287,7 +304,19 @@ def _workload_policy(
         ),
         "spec": spec,
     }
-    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence)
+    warnings = selector_warnings(selectors[(namespace, workload)])
+    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, warnings)
+
+
+def selector_warnings(selector: Selector) -> tuple[str, ...]:
+    """Why a workload's podSelector selects more than the workload: `{}`, or labels other workloads share."""
+    name = f"{selector.namespace}/{selector.workload}"
+    also = f" (also {', '.join(selector.also_selects)})" if selector.also_selects else ""
+    if not selector.match_labels:
+        return (f"the podSelector of {name} is {{}}: it selects every pod of namespace {selector.namespace}{also}",)
+    if not selector.exact:
+        return (f"the podSelector of {name} is ambiguous: it also selects {', '.join(selector.also_selects)}",)
+    return ()
 
 
 def _rules(
@@ -315,7 +344,13 @@ def _rules(
         ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
         rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
         rule_rows = [row for peer in peers for row in rows_of[peer]]
-        evidence.append(_evidence(direction, index, rule_rows, peer_side, ports, names))
+        warnings = tuple(
+            warning
+            for peer in peers
+            if peer.order < 2
+            for warning in selector_warnings(selectors[(peer.namespace, peer.workload)])
+        )
+        evidence.append(replace(_evidence(direction, index, rule_rows, peer_side, ports, names), warnings=warnings))
     return rules, evidence
 
 

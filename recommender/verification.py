@@ -7,6 +7,7 @@ decisions (which carry their own explanations) into tables.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
 from collectors.records import HOST, POD, ObservationSet, labels_from_text, labels_to_text
 from recommender.errors import RecommenderError, ReplayError
@@ -47,9 +49,15 @@ class ClusterModel:
     """Each pod's workload key (`namespace/workload`)."""
     by_name: dict[tuple[str, str], Pod] = field(default_factory=dict)
     """Inventory pods by (namespace, name): observed pods are evaluated as the real pod, ports included."""
+    by_ip: dict[str, Pod] = field(default_factory=dict)
+    """Every address any evidence (the inventory, a record naming a pod) gives a pod: such an address
+    is that pod in replay, whatever the observations call it."""
 
     def endpoint(self, row: Any, side: str) -> Pod | ExternalPeer:
         """The semantics endpoint of one side of an observation row."""
+        evidence = self.by_ip.get(getattr(row, f"{side}_ip"))
+        if evidence is not None:
+            return evidence
         if getattr(row, f"{side}_entity") == POD:
             namespace, example = getattr(row, f"{side}_namespace"), getattr(row, f"{side}_pod")
             known = self.by_name.get((namespace, example))
@@ -83,6 +91,8 @@ def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) 
             model.pods.append(pod)
             model.workload_of[pod] = f"{known.namespace}/{known.owner.name}"
             model.by_name[(known.namespace, known.name)] = pod
+            if not known.host_network:
+                model.by_ip.update((ip, pod) for ip in known.ips)
     members: dict[tuple[str, str, str], str] = {}
     for row in observed.pods.itertuples(index=False):
         if (row.namespace, row.pod) not in model.by_name:
@@ -102,10 +112,51 @@ def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) 
         pod = Pod(namespace, name, labels_from_text(labels))
         model.pods.append(pod)
         model.workload_of[pod] = f"{namespace}/{workload}"
+    _add_named_pods(model, observed)
     for namespace in sorted({pod.namespace for pod in model.pods} - set(namespaces)):
         namespaces[namespace] = Namespace(namespace)
     model.namespaces = [namespaces[name] for name in sorted(namespaces)]
     return model
+
+
+def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
+    """The pods records named with an address (`ObservationSet.pod_ips`), as pods of the model: with
+    their labels from the pods table, and without an IP, so that no ipBlock matches them (CNIs such as
+    Cilium never match a pod by ipBlock)."""
+    rows = {(row.namespace, row.pod): row for row in observed.pods.itertuples(index=False)}
+    for ip, named in observed.pod_ips.items():
+        if ip in model.by_ip or len(named) != 1:
+            continue
+        ((namespace, name),) = named
+        pod = model.by_name.get((namespace, name))
+        if pod is None:
+            row = rows.get((namespace, name))
+            workload = row.workload if row is not None else workload_from_pod_name(name)[0]
+            pod = Pod(namespace, name, labels_from_text(row.labels) if row is not None else {})
+            model.pods.append(pod)
+            model.workload_of[pod] = f"{namespace}/{workload}"
+            model.by_name[(namespace, name)] = pod
+        model.by_ip[ip] = pod
+
+
+def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
+    """Every (rule, pod) where an ipBlock of `policies` contains an address evidence gives a pod: a
+    recommendation must select pods by labels, never by address."""
+    found = []
+    addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
+    for policy in parse_policies(policies):
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            for index, rule in enumerate(policy.rules(direction)):
+                for peer in rule.peers:
+                    if peer.ip_block is None:
+                        continue
+                    for ip, pod in addresses:
+                        if ip.version == peer.ip_block.cidr.version and peer.ip_block.contains(ip):
+                            found.append(
+                                f"{RuleRef(policy.id, direction, index)} ipBlock {peer.ip_block} contains "
+                                f"{ip}, the address of pod {pod.namespace}/{pod.name}"
+                            )
+    return found
 
 
 @dataclass
@@ -351,6 +402,9 @@ def check_proposal(
         endpoint_keys(rows, "client"), endpoint_keys(rows, "server"), rows["protocol"], rows["port"], strict=True
     )
     model = cluster_model(observed, inventory)
+    misread = pod_addresses_in_ip_blocks(policies, model)
+    if misread:
+        raise ReplayError(misread, "the proposal selects pods by address ({count} ipBlock/pod pair(s)); a bug")
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
     replayed = replay(policies, observed, rows[meant], model=model)
     if len(replayed.denied):

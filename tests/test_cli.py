@@ -44,7 +44,7 @@ def test_directory_output_with_json_files(tmp_path):
     outcome = run("recommend", EXAMPLE, "-o", str(tmp_path / "out"), "--format", "json", "-q")
     assert outcome.exit_code == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == [MANIFEST, "kustomization.yaml", "payments.json", "shop.json"]
+    assert names == [MANIFEST, "findings.json", "findings.md", "kustomization.yaml", "payments.json", "shop.json"]
     kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
     assert kustomization["resources"] == ["payments.json", "shop.json"]
 

@@ -45,7 +45,7 @@ def test_rerunning_with_exclude_namespace_removes_the_excluded_namespaces_file(t
     assert {"payments.yaml", "shop.yaml", "kustomization.yaml"} <= set(os.listdir(out))
     assert recommend("-o", str(out), *EXCLUDED)[0] == 0
     assert not (out / "payments.yaml").exists()
-    assert sorted(os.listdir(out)) == [MANIFEST, "kustomization.yaml", "shop.yaml"]
+    assert sorted(os.listdir(out)) == [MANIFEST, "findings.json", "findings.md", "kustomization.yaml", "shop.yaml"]
     assert kustomization(out) == ["shop.yaml"]
 
 
@@ -54,7 +54,14 @@ def test_json_after_yaml_leaves_no_yaml_policy_file(tmp_path):
     recommend("-o", str(out))
     assert recommend("-o", str(out), "--format", "json")[0] == 0
     assert [path.name for path in out.glob("*.yaml")] == ["kustomization.yaml"]
-    assert sorted(os.listdir(out)) == [MANIFEST, "kustomization.yaml", "payments.json", "shop.json"]
+    assert sorted(os.listdir(out)) == [
+        MANIFEST,
+        "findings.json",
+        "findings.md",
+        "kustomization.yaml",
+        "payments.json",
+        "shop.json",
+    ]
     assert kustomization(out) == ["payments.json", "shop.json"]
 
 
@@ -62,7 +69,13 @@ def test_the_manifest_names_the_files_written_and_is_ignored_by_kubectl_and_poli
     out = tmp_path / "policies"
     recommend("-o", str(out))
     listed = (out / MANIFEST).read_text().splitlines()
-    assert listed[0].startswith("#") and listed[1:] == ["payments.yaml", "shop.yaml", "kustomization.yaml"]
+    assert listed[0].startswith("#") and listed[1:] == [
+        "payments.yaml",
+        "shop.yaml",
+        "kustomization.yaml",
+        "findings.md",
+        "findings.json",
+    ]
     assert not MANIFEST.endswith((".yaml", ".yml", ".json"))  # `kubectl apply -f DIR` reads only those
     outcome = CliRunner().invoke(main, ["verify", EXAMPLE, "--policies", str(out), "-o", "json"])
     assert outcome.exit_code == 0, outcome.output
@@ -78,9 +91,21 @@ def test_a_folder_holding_a_file_the_tool_did_not_write_is_refused_and_force_kee
     assert "holds files netpol-recommender did not write (README.md)" in output and "--force" in output
     assert contents(out) == before
     assert recommend("-o", str(out), *EXCLUDED, "--force")[0] == 0
-    assert sorted(os.listdir(out)) == [MANIFEST, "README.md", "kustomization.yaml", "shop.yaml"]
+    assert sorted(os.listdir(out)) == [
+        MANIFEST,
+        "README.md",
+        "findings.json",
+        "findings.md",
+        "kustomization.yaml",
+        "shop.yaml",
+    ]
     assert (out / "README.md").read_text() == "our notes\n"
-    assert (out / MANIFEST).read_text().splitlines()[1:] == ["shop.yaml", "kustomization.yaml"]
+    assert (out / MANIFEST).read_text().splitlines()[1:] == [
+        "shop.yaml",
+        "kustomization.yaml",
+        "findings.md",
+        "findings.json",
+    ]
 
 
 def test_a_folder_of_an_older_version_without_a_manifest_is_refused_as_foreign(tmp_path):

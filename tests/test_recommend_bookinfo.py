@@ -101,7 +101,14 @@ def test_two_runs_give_byte_identical_files(bookinfo_files, tmp_path):
         assert outcome.exit_code == 0, outcome.output
         outputs.append({path.name: path.read_bytes() for path in sorted(out.iterdir())})
     assert outputs[0] == outputs[1]
-    assert sorted(outputs[0]) == [MANIFEST, "bookinfo.yaml", "jaeger.yaml", "kustomization.yaml"]
+    assert sorted(outputs[0]) == [
+        MANIFEST,
+        "bookinfo.yaml",
+        "findings.json",
+        "findings.md",
+        "jaeger.yaml",
+        "kustomization.yaml",
+    ]
 
 
 @pytest.mark.parametrize("explain", [False, True])

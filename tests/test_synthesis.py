@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from collectors.records import POD_COLUMNS, ObservationSet, ReadStats
+from recommender import api
 from recommender.synthesis import SynthesisOptions, synthesize
 from tests.builders import observations
 
@@ -138,6 +142,21 @@ def test_dropped_traffic_is_reported_and_allowed_only_when_asked_and_only_for_po
     assert set(proposal.findings.dropped["server"]) == {"shop/admin", "shop/cache"}
     found, _ = policies(*rows, include_dropped=True)
     assert ("shop", "allow-admin") in found and ("shop", "allow-cache") not in found
+
+
+def test_include_dropped_never_allows_invalid_packets_or_drops_without_a_known_reason():
+    rows = (
+        ("shop/web", "shop/api", "TCP", 8080, "DROPPED", 4, "INVALID_SOURCE_IP"),
+        ("shop/web", "shop/cache", "TCP", 6379, "DROPPED", 2, "DROP_REASON_UNKNOWN"),
+        ("shop/web", "shop/admin", "TCP", 9000, "DROPPED", 3, "POLICY_DENIED"),
+    )
+    found, _ = policies(*rows, include_dropped=True)
+    assert {name for _, name in found} == {"default-deny", "allow-web", "allow-admin"}
+    observed = ObservationSet(
+        observations(*rows), pd.DataFrame(columns=list(POD_COLUMNS)), observations(), {}, ReadStats()
+    )
+    summary = dict(api.recommend(observed, SynthesisOptions(include_dropped=True)).summary())
+    assert summary["dropped flows"] == "9 (3 policy drops allowed, the rest reported only)"
 
 
 def test_icmp_and_health_traffic_are_not_expressed_and_say_why():

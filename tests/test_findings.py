@@ -1,0 +1,98 @@
+"""Findings: every count of the summary that is not a rule lists its items, and the lists agree with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from recommender import api
+from recommender.cli import main
+from recommender.findings import FindingKind, count, findings_markdown
+from tests.conftest import fixture_path, write_lines
+
+EXAMPLE = "examples/shop-capture.json.gz"
+
+SUMMARY_COUNTS = {
+    "host ingress edges (kubelet probes, no rule)": (FindingKind.HOST_INGRESS, False),
+    "edges not expressed": (FindingKind.NOT_EXPRESSED, False),
+    "unresolved endpoints": (FindingKind.UNRESOLVED, False),
+    "ambiguous selectors": (FindingKind.AMBIGUOUS_SELECTOR, False),
+    "excess (allowed, never observed)": (FindingKind.EXCESS, False),
+    "dropped flows": (FindingKind.DROPPED, True),
+    "unoriented flows (not used)": (FindingKind.UNORIENTED, True),
+    "flows skipped (not connection traffic)": (FindingKind.SKIPPED, True),
+    "lines skipped (malformed)": (FindingKind.MALFORMED, False),
+}
+
+
+def _number(text: str) -> int:
+    return int(text.split(" ", 1)[0].replace(",", ""))
+
+
+def _sources(name: str) -> list[str]:
+    if name == "example":
+        return [EXAMPLE]
+    if name == "bookinfo":
+        return [str(fixture_path("hubble", f"basic-sample-400-{kind}-flows.json")) for kind in ("tcp", "udp", "icmpv4")]
+    return [str(fixture_path("hubble", name))]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "example",
+        "bookinfo",
+        "exporter-fieldmask-events.log",
+        "basic-sample-10-flows.json",
+        "basic-sample-5-dns-flows.json",
+    ],
+)
+def test_every_summary_count_that_is_not_a_rule_has_its_list(name):
+    result = api.recommend(api.load_observations(_sources(name)), api.SynthesisOptions(exclude_namespaces=()))
+    summary, findings = dict(result.summary()), result.findings()
+    for label, (kind, in_flows) in SUMMARY_COUNTS.items():
+        assert _number(summary[label]) == count(findings, kind, flows=in_flows), label
+
+
+def test_malformed_lines_and_unresolved_endpoints_are_listed_with_their_evidence(tmp_path):
+    capture = write_lines(
+        tmp_path / "capture.json",
+        [
+            "not json",
+            {
+                "flow": {
+                    "time": "2026-01-01T00:00:00Z",
+                    "verdict": "FORWARDED",
+                    "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"},
+                    "l4": {"TCP": {"source_port": 40000, "destination_port": 80}},
+                    "source": {"namespace": "shop", "labels": ["k8s:app=web"], "pod_name": "web"},
+                    "destination": {"labels": []},
+                    "is_reply": False,
+                }
+            },
+        ],
+    )
+    result = api.recommend(api.load_observations([str(capture)], on_error="skip"))
+    findings = result.findings()
+    (malformed,) = [item for item in findings if item.kind == FindingKind.MALFORMED]
+    assert malformed.subject.endswith("capture.json:1: not valid JSON (JSON is malformed: invalid character (byte 4))")
+    (unresolved,) = [item for item in findings if item.kind == FindingKind.UNRESOLVED]
+    assert (unresolved.subject, unresolved.flows) == ("unknown:10.0.0.2", 1)
+    assert unresolved.evidence == ("shop/web -> unknown:10.0.0.2 TCP/80 (1 flows)",)
+    assert "| unknown:10.0.0.2 | identity unknown | 1 |" in findings_markdown(findings)
+
+
+def test_an_output_folder_gets_findings_md_and_json_and_findings_goes_anywhere(tmp_path):
+    out, elsewhere = tmp_path / "policies", tmp_path / "findings.json"
+    run = CliRunner().invoke(main, ["recommend", EXAMPLE, "-o", str(out), "-q", "--findings", str(elsewhere)])
+    assert run.exit_code == 0, run.output
+    document = json.loads((out / "findings.json").read_text())
+    assert document == json.loads(elsewhere.read_text())
+    assert document["counts"]["dropped"] == 1 and document["counts"]["host-ingress"] == 5
+    assert [item["kind"] for item in document["findings"]].count("host-ingress") == 5
+    assert (out / "findings.md").read_text().startswith("# Findings\n")
+    markdown = tmp_path / "findings.md"
+    assert CliRunner().invoke(main, ["recommend", EXAMPLE, "-q", "--findings", str(markdown)]).exit_code == 0
+    assert markdown.read_text() == (out / "findings.md").read_text()

@@ -125,6 +125,10 @@ class _Fields:
         """A nested object as it is."""
         return self._get(key, dict, "an object", {})
 
+    def raw_list(self, key: str) -> list[Any]:
+        """A nested list as it is."""
+        return self._get(key, list, "a list", [])
+
 
 def _describe_value(value: object) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
@@ -496,20 +500,24 @@ class Node:
         )
 
 
-def _network_policy(item: _Fields) -> dict[str, Any]:
-    """A NetworkPolicy reduced to what defines it: apiVersion, kind, name, namespace, labels and spec.
+def _policy(item: _Fields) -> dict[str, Any]:
+    """A policy (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy)
+    reduced to what defines it: apiVersion, kind, name, namespace, labels, spec (and Cilium's specs).
 
     Status, managedFields, uid, resourceVersion and annotations (such as kubectl's
     last-applied-configuration) are dropped, so that policies compare equal across clusters and
     snapshots and can be fed to the evaluator as they are.
     """
     metadata = item.child("metadata")
+    kind = item.text("kind", "NetworkPolicy")
+    cluster_scoped = kind in ("CiliumClusterwideNetworkPolicy", "ClusterNetworkPolicy")
     reduced = {
-        "namespace": metadata.text("namespace"),
+        "namespace": metadata.text("namespace", "") if cluster_scoped else metadata.text("namespace"),
         "name": metadata.text("name"),
         "labels": metadata.mapping("labels"),
     }
-    return _object(item.text("apiVersion", "networking.k8s.io/v1"), "NetworkPolicy", reduced, spec=item.raw("spec"))
+    api_version = item.text("apiVersion", "networking.k8s.io/v1")
+    return _object(api_version, kind, reduced, spec=item.raw("spec"), specs=item.raw_list("specs"))
 
 
 def _object(api_version: str, kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
@@ -520,8 +528,9 @@ def _name_key(item: Any) -> tuple[str, str]:
     return getattr(item, "namespace", ""), item.name
 
 
-def _policy_key(policy: Mapping[str, Any]) -> tuple[str, str]:
-    return policy["metadata"]["namespace"], policy["metadata"]["name"]
+def _policy_key(policy: Mapping[str, Any]) -> tuple[str, str, str]:
+    metadata = policy["metadata"]
+    return metadata.get("namespace", ""), policy.get("kind", "NetworkPolicy"), metadata["name"]
 
 
 def _oldest_first(pod: Pod) -> tuple[datetime, str, str]:
@@ -541,7 +550,7 @@ class Inventory:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     nodes: tuple[Node, ...] = ()
     network_policies: tuple[dict[str, Any], ...] = ()
-    """Plain policy objects, reduced as `_network_policy` does."""
+    """Plain policy objects, reduced as `_policy` does."""
 
     def __post_init__(self) -> None:
         for name in ("pods", "namespaces", "services", "endpoint_slices", "nodes"):
@@ -634,13 +643,19 @@ def _group(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, tuple[A
 
 # -- reading and writing ------------------------------------------------------------------------
 
+POLICY_CRD_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "ClusterNetworkPolicy")
+"""Policy kinds of CRDs, read beside NetworkPolicies (into `Inventory.network_policies`) where installed."""
+
 _READERS: dict[str, Callable[[_Fields], Any]] = {
     "Pod": Pod.from_object,
     "Service": Service.from_object,
     "EndpointSlice": EndpointSlice.from_object,
     "Namespace": Namespace.from_object,
     "Node": Node.from_object,
-    "NetworkPolicy": _network_policy,
+    "NetworkPolicy": _policy,
+    "CiliumNetworkPolicy": _policy,
+    "CiliumClusterwideNetworkPolicy": _policy,
+    "ClusterNetworkPolicy": _policy,
 }
 """The kinds of the inventory and how each is read."""
 
@@ -674,7 +689,7 @@ def inventory_from_objects(items: Iterable[object], source: str) -> Inventory:
         services=tuple(found["Service"]),
         endpoint_slices=tuple(found["EndpointSlice"]),
         nodes=tuple(found["Node"]),
-        network_policies=tuple(found["NetworkPolicy"]),
+        network_policies=tuple(policy for kind in ("NetworkPolicy", *POLICY_CRD_KINDS) for policy in found[kind]),
     )
 
 

@@ -9,6 +9,7 @@ exception text, which includes response headers).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ class Resource:
     group: str
     api: type
     method: str
+    version: str = ""
+    """Set for a custom resource: listed with `CustomObjectsApi`, skipped where its CRD is not installed."""
 
     @property
     def qualified(self) -> str:
@@ -51,6 +54,14 @@ RESOURCES = (
     Resource("namespaces", "", client.CoreV1Api, "list_namespace"),
     Resource("nodes", "", client.CoreV1Api, "list_node"),
     Resource("networkpolicies", "networking.k8s.io", client.NetworkingV1Api, "list_network_policy_for_all_namespaces"),
+    *(
+        Resource(plural, group, client.CustomObjectsApi, "list_cluster_custom_object", version)
+        for plural, group, version in (
+            ("ciliumnetworkpolicies", "cilium.io", "v2"),
+            ("ciliumclusterwidenetworkpolicies", "cilium.io", "v2"),
+            ("clusternetworkpolicies", "policy.networking.k8s.io", "v1alpha2"),
+        )
+    ),
 )
 
 
@@ -131,11 +142,16 @@ def _kubeconfig_exists(path: str) -> bool:
 
 def _pages(connection: Connection, resource: Resource, page_size: int, timeout: float) -> Iterator[dict[str, Any]]:
     list_call = getattr(resource.api(connection.api_client), resource.method)
+    if resource.version:
+        list_call = functools.partial(list_call, resource.group, resource.version, resource.name)
     token = None
     while True:
         try:
             response = list_call(limit=page_size, _continue=token, _preload_content=False, _request_timeout=timeout)
         except ApiException as exc:
+            if resource.version and exc.status == 404:
+                log.debug("%s: CRD not installed, skipped", resource.qualified)
+                return
             raise CollectorError(_api_error(connection, resource, exc)) from None
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc

@@ -31,6 +31,7 @@ from recommender.findings import Finding, FindingKind, collect_findings, count, 
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
 from recommender.render import proposal_text, write_proposal
+from recommender.semantics import Profile, profile_named
 from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
@@ -49,6 +50,7 @@ __all__ = [
     "Replay",
     "SynthesisOptions",
     "collect",
+    "dataplane_profile",
     "diff",
     "edges",
     "graph",
@@ -234,23 +236,52 @@ def load_policies(path: str) -> list[dict]:
     return load_policy_files(path)
 
 
-def verify(policies: list[dict], observed: ObservationSet, inventory: Inventory | None = None) -> Replay:
-    """Replay every observed connection against `policies`: allowed or denied, and why."""
+def dataplane_profile(observed: ObservationSet, cni: str | None = None, options: Sequence[str] = ()) -> Profile:
+    """The dataplane profile named `cni` (`kubernetes`, `cilium`, `calico`; `cilium` takes the option
+    `cidr-match-nodes`). By default `cilium` for Hubble input (Cilium produced it) and `kubernetes`
+    for conntrack dumps (the CNI is not known)."""
+    name = cni or ("kubernetes" if observed.stats.resolution else "cilium")
+    try:
+        return profile_named(name, options)
+    except ValueError as exc:
+        raise RecommenderError(str(exc)) from None
+
+
+def verify(
+    policies: list[dict],
+    observed: ObservationSet,
+    inventory: Inventory | None = None,
+    *,
+    cni: str | None = None,
+    cni_options: Sequence[str] = (),
+) -> Replay:
+    """Replay every observed connection against `policies` (NetworkPolicies, CiliumNetworkPolicies,
+    CiliumClusterwideNetworkPolicies, ClusterNetworkPolicies) as the CNI `cni` enforces them (see
+    `dataplane_profile`): allowed or denied, and why."""
+    profile = dataplane_profile(observed, cni, cni_options)
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
-    return replay(policies, observed, model=cluster_model(observed, inventory))
+    return replay(policies, observed, model=cluster_model(observed, inventory), profile=profile)
 
 
-def diff(policies: list[dict] | None, observed: ObservationSet, inventory: Inventory | None = None) -> Drift:
-    """Observed traffic against a policy set (by default the inventory's, i.e. the cluster's own):
-    what it allows, what would break on enforcement, which rules nothing used."""
+def diff(
+    policies: list[dict] | None,
+    observed: ObservationSet,
+    inventory: Inventory | None = None,
+    *,
+    cni: str | None = None,
+    cni_options: Sequence[str] = (),
+) -> Drift:
+    """Observed traffic against a policy set (by default the inventory's, i.e. the cluster's own) as the
+    CNI `cni` enforces it: what it allows, what would break on enforcement, which rules nothing used."""
+    profile = dataplane_profile(observed, cni, cni_options)
     if policies is None:
         if inventory is None:
             raise RecommenderError("diff needs policies: give a policy file or an inventory holding the cluster's")
         policies = list(inventory.network_policies)
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
-    return drift(policies, observed, model=cluster_model(observed, inventory))
+    return drift(policies, observed, model=cluster_model(observed, inventory), profile=profile)
 
 
 def read_inventory(*, kubeconfig: str | None = None, context: str | None = None, path: str | None = None) -> Inventory:

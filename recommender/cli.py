@@ -19,6 +19,7 @@ from recommender.cli_options import (
     Command,
     Sources,
     cluster_options,
+    dataplane_options,
     file_target,
     folder_or_format_options,
     option,
@@ -222,18 +223,32 @@ def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
 
 @main.command()
 @source_options
-@click.option("--policies", required=True, help="A NetworkPolicy YAML/JSON file, or a directory of them.")
+@click.option(
+    "--policies",
+    required=True,
+    help="A YAML/JSON file, or a directory of them: NetworkPolicies, CiliumNetworkPolicies, "
+    "CiliumClusterwideNetworkPolicies, ClusterNetworkPolicies.",
+)
 @option(
     OUTPUT, "-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True, help=TABLE_HELP
 )
 @no_headers_option
+@dataplane_options
 @cluster_options
-def verify(sources: Sources, cluster: ClusterSource, policies: str, output_format: str, no_headers: bool) -> None:
-    """Replay observed traffic against a set of NetworkPolicies.
+def verify(
+    sources: Sources,
+    cluster: ClusterSource,
+    policies: str,
+    output_format: str,
+    no_headers: bool,
+    cni: str | None,
+    cni_options: tuple[str, ...],
+) -> None:
+    """Replay observed traffic against a set of policies, as the CNI enforces them.
 
-    Prints every observed connection as allowed or denied, with the policy and rule that decided;
-    exits with status 5 when an observed connection would be denied, 4 when the input holds no
-    connection.
+    Prints every observed connection as allowed or denied, with the policy and rule that decided
+    (or the CNI rule); exits with status 5 when an observed connection would be denied, 4 when the
+    input holds no connection.
 
     Example:
 
@@ -243,7 +258,7 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
         in_force, inventory = api.load_policies(policies), cluster.load()
         observed = sources.load(inventory)
         _require_traffic(observed)
-        replayed = api.verify(in_force, observed, inventory)
+        replayed = api.verify(in_force, observed, inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
         click.echo(tables.verify_json(replayed), nl=False)
     elif output_format == "markdown":
@@ -252,7 +267,8 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
         denied, total = len(replayed.denied), len(replayed.connections)
         show_tables(
             [tables.connections_table(replayed.connections, "observed connections")],
-            f"{total} connections: {total - denied} allowed, {denied} denied (recall {replayed.recall:.1%})",
+            f"{total} connections: {total - denied} allowed, {denied} denied (recall {replayed.recall:.1%}); "
+            f"CNI profile {replayed.profile}",
             headers=not no_headers,
         )
     if len(replayed.denied):
@@ -268,8 +284,17 @@ def verify(sources: Sources, cluster: ClusterSource, policies: str, output_forma
     OUTPUT, "-o", "--output", "output_format", type=REPORT_FORMATS, default="table", show_default=True, help=TABLE_HELP
 )
 @no_headers_option
+@dataplane_options
 @cluster_options
-def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_format: str, no_headers: bool) -> None:
+def diff(
+    sources: Sources,
+    cluster: ClusterSource,
+    policies: str | None,
+    output_format: str,
+    no_headers: bool,
+    cni: str | None,
+    cni_options: tuple[str, ...],
+) -> None:
     """Compare observed traffic with an existing policy set.
 
     Lists, per namespace, the observed connections the policies would break on enforcement, and the
@@ -284,7 +309,7 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
         in_force, inventory = api.load_policies(policies) if policies else None, cluster.load()
         observed = sources.load(inventory)
         _require_traffic(observed)
-        result = api.diff(in_force, observed, inventory)
+        result = api.diff(in_force, observed, inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
         click.echo(tables.drift_json(result), nl=False)
     elif output_format == "markdown":
@@ -296,7 +321,8 @@ def diff(sources: Sources, cluster: ClusterSource, policies: str | None, output_
                 tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"),
             ],
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
-            f"{len(result.unused_rules)} of {len(result.rules)} rules never used",
+            f"{len(result.unused_rules)} of {len(result.rules)} rules never used; "
+            f"CNI profile {result.replayed.profile}",
             headers=not no_headers,
         )
 

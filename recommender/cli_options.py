@@ -26,6 +26,7 @@ from collectors.sources import STDIN, expand_inputs
 from recommender import api
 from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
 from recommender.errors import RecommenderError
+from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
@@ -471,6 +472,29 @@ def file_target(output: str, suffixes: tuple[str, ...], what: str) -> str:
     if not output.lower().endswith(suffixes):
         raise click.UsageError(f"-o {output}: {what} file name must end in {' or '.join(suffixes)}")
     return output
+
+
+def dataplane_options(command: Callable) -> Callable:
+    """--cni and --cni-option: how the CNI enforces the policies (see `api.dataplane_profile`)."""
+    options = [
+        option(
+            OPTIONS,
+            "--cni",
+            type=click.Choice(PROFILE_NAMES),
+            help="The CNI that enforces the policies (default: cilium for Hubble input, kubernetes otherwise).",
+        ),
+        option(
+            OPTIONS,
+            "--cni-option",
+            "cni_options",
+            multiple=True,
+            type=click.Choice([CIDR_MATCH_NODES]),
+            help="A CNI setting that changes verdicts: cidr-match-nodes (Cilium policy-cidr-match-mode=nodes).",
+        ),
+    ]
+    for add in reversed(options):
+        command = add(command)
+    return command
 
 
 @contextmanager

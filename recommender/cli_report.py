@@ -17,6 +17,7 @@ from recommender.cli_options import (
     Command,
     Sources,
     cluster_options,
+    dataplane_options,
     folder_or_format_options,
     option,
     output_target,
@@ -84,6 +85,7 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str) 
     show_default=True,
     help="Seconds to wait for another run of the same store to finish.",
 )
+@dataplane_options
 @cluster_options
 def report(
     sources: Sources,
@@ -96,6 +98,8 @@ def report(
     stale_after: timedelta,
     policies: str | None,
     lock_timeout: float,
+    cni: str | None,
+    cni_options: tuple[str, ...],
 ) -> None:
     """Observe a window, add it to the observation store, and report what changed.
 
@@ -140,7 +144,7 @@ def report(
             policies=in_force,
             policy_source=policies or "the cluster's NetworkPolicies",
             inventory=inventory,
-            options=ReportOptions(retain=retain, stale_after=stale_after),
+            options=ReportOptions(retain=retain, stale_after=stale_after, cni=cni, cni_options=cni_options),
         )
         if folder:
             report_render.write_report(result, folder, force=force)

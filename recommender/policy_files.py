@@ -1,4 +1,7 @@
-"""NetworkPolicies from files: YAML (multi-document) or JSON, `List` objects, whole directories."""
+"""Policies from files: YAML (multi-document) or JSON, `List` objects, whole directories.
+
+NetworkPolicies, CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies and ClusterNetworkPolicies
+are read; other kinds are skipped."""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ from typing import Any
 import yaml
 
 from recommender.errors import PolicyFileError
-from recommender.semantics import InvalidPolicyError, parse_policy
+from recommender.semantics import POLICY_KINDS, InvalidPolicyError, NetworkPolicy, parse_any_policy
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def load_policy_files(path: str) -> list[dict[str, Any]]:
-    """Every NetworkPolicy in a file, or in the files of a directory tree (sorted by path).
+    """Every policy in a file, or in the files of a directory tree (sorted by path).
 
     Other kinds (a kustomization.yaml, Services…) are skipped. Each policy is validated, so a
     malformed one is reported with its file now rather than misread later; so is a namespace/name
@@ -39,7 +42,7 @@ def load_policy_files(path: str) -> list[dict[str, Any]]:
             if policy_id in found:
                 again = "again in the same file" if found[policy_id] == file else f"and in {file}"
                 raise PolicyFileError(
-                    f"{found[policy_id]}: NetworkPolicy {policy_id} is defined twice ({again}): a cluster holds one "
+                    f"{found[policy_id]}: {policy_id} is defined twice ({again}): a cluster holds one "
                     "object per namespace and name, so give each policy once"
                 )
             found[policy_id] = file
@@ -48,7 +51,7 @@ def load_policy_files(path: str) -> list[dict[str, Any]]:
 
 
 def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
-    """The NetworkPolicies of one file, each with its namespace/name."""
+    """The policies of one file, each with its kind and namespace/name."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -59,10 +62,11 @@ def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
         raise PolicyFileError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from exc
     found = []
     for document in _flatten(documents):
-        if not isinstance(document, dict) or document.get("kind") != "NetworkPolicy":
+        if not isinstance(document, dict) or document.get("kind") not in POLICY_KINDS:
             continue
         try:
-            found.append((document, parse_policy(document).id))
+            policy = parse_any_policy(document)
+            found.append((document, f"NetworkPolicy {policy.id}" if isinstance(policy, NetworkPolicy) else policy.id))
         except InvalidPolicyError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
     return found

@@ -34,6 +34,7 @@ from recommender.semantics import Direction, NetworkPolicy, parse_policies
 from recommender.semantics.matcher import RuleMatcher, compile_policies
 from recommender.store import ObservationStore, Window
 from recommender.synthesis import SynthesisOptions
+from recommender.verification import rule_row
 
 PATH_TYPES = {
     "client": str,
@@ -67,6 +68,9 @@ class ReportOptions:
     gap_below: float = 0.1
     """A window with fewer flows than this fraction of the median of the earlier windows is a gap."""
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
+    cni: str | None = None
+    """The CNI profile the policies in force are evaluated under (default: by the input, `api.dataplane_profile`)."""
+    cni_options: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,6 +84,8 @@ class PolicyComparison:
     """Observed connections the policies deny (`BREAK_COLUMNS`): they break on enforcement."""
     unused_rules: pd.DataFrame
     """Rules no observed connection used in the retention period (`RULE_COLUMNS`): candidates to remove."""
+    cni: str = "kubernetes"
+    """The dataplane profile the policies were evaluated under."""
 
 
 @dataclass
@@ -201,7 +207,8 @@ def review(
     stale_paths = picture_paths[picture_paths["last_seen"] < pd.Timestamp(pending.end) - options.stale_after]
     comparison = None
     if policies is not None:
-        comparison = _compare(api.diff(list(policies), picture, inventory), policy_source)
+        drift = api.diff(list(policies), picture, inventory, cni=options.cni, cni_options=options.cni_options)
+        comparison = _compare(drift, policy_source)
     recommendation = api.recommend(picture, options.synthesis, inventory)
     previous = store.recommendation(store.windows[-1]) if store.windows else None
     manifests = [plan.manifest for plan in ordered_policies(recommendation.proposal)]
@@ -254,25 +261,18 @@ def _keys(paths: pd.DataFrame) -> pd.MultiIndex:
 
 
 def _compare(drift: api.Drift, source: str) -> PolicyComparison:
-    texts = rule_texts(drift.policies)
+    texts = {
+        rule_row(rule.ref): _rule_text(rule) for target in drift.replayed.evaluator.targets for rule in target.rules
+    }
     unused = drift.unused_rules
-    text = [texts[(f"{r.namespace}/{r.policy}", r.direction, r.rule)] for r in unused.itertuples(index=False)]
+    text = [texts[(r.namespace, r.policy, r.direction, r.rule)] for r in unused.itertuples(index=False)]
     return PolicyComparison(
         source=source,
         rules=len(drift.rules),
         would_break=drift.would_break[BREAK_COLUMNS],
         unused_rules=unused.assign(text=text)[RULE_COLUMNS],
+        cni=str(drift.replayed.profile),
     )
-
-
-def rule_texts(manifests: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], str]:
-    """Every rule of a policy set, keyed by (namespace/name, direction, index), as one line of what it
-    allows: `pods [app=web] in namespaces [kubernetes.io/metadata.name=shop] on TCP/8080`."""
-    return {
-        (rule.ref.policy, rule.ref.direction.lower(), rule.ref.index): _rule_text(rule)
-        for target in compile_policies(parse_policies(manifests))
-        for rule in target.rules
-    }
 
 
 def _rule_text(rule: RuleMatcher) -> str:

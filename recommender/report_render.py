@@ -129,6 +129,7 @@ def json_document(report: Report) -> str:
         if comparison is None
         else {
             "source": comparison.source,
+            "cni": comparison.cni,
             "rules": comparison.rules,
             "would_break": _records(comparison.would_break),
             "unused_rules": _records(comparison.unused_rules),
@@ -209,7 +210,10 @@ def _comparison_sections(report: Report) -> list[_Section]:
     return [
         _Section(
             "Would break on enforcement",
-            (f"Observed connections that the policies in force ({comparison.source}, {comparison.rules} rules) deny.",),
+            (
+                f"Observed connections that the policies in force ({comparison.source}, {comparison.rules} rules) "
+                f"deny, as the CNI profile {comparison.cni} enforces them.",
+            ),
             pd.DataFrame(
                 {
                     "client": breaks["client"],

@@ -25,6 +25,7 @@ def verify_json(replayed: Replay) -> str:
             "allowed": int(connections["allowed"].sum()),
             "denied": int((~connections["allowed"]).sum()),
             "recall": round(replayed.recall, 6),
+            "cni": str(replayed.profile),
         },
         "connections": _records(connections, CONNECTION_FIELDS),
     }
@@ -38,6 +39,7 @@ def drift_json(result: Drift) -> str:
             "would_break": len(result.would_break),
             "rules": len(result.rules),
             "unused_rules": len(result.unused_rules),
+            "cni": str(result.replayed.profile),
         },
         "would_break": _records(result.would_break, CONNECTION_FIELDS),
         "allowed": _records(result.allowed, CONNECTION_FIELDS),
@@ -62,7 +64,7 @@ def verify_markdown(replayed: Replay) -> str:
     text = [
         "# Replay of observed traffic\n",
         f"{len(connections)} observed connections: {len(connections) - len(denied)} allowed, "
-        f"{len(denied)} denied (recall {replayed.recall:.1%}).\n",
+        f"{len(denied)} denied (recall {replayed.recall:.1%}), as the CNI profile {replayed.profile} enforces them.\n",
         "## Denied\n",
         markdown_table(denied, ["client", "server", "protocol", "port", "count", "explanation"]),
         "## Allowed\n",
@@ -77,7 +79,8 @@ def drift_markdown(result: Drift) -> str:
     text = [
         "# Observed traffic against the policies\n",
         f"{len(result.would_break)} observed connections would break, {len(result.allowed)} are allowed; "
-        f"{len(result.unused_rules)} of {len(result.rules)} rules were never used.\n",
+        f"{len(result.unused_rules)} of {len(result.rules)} rules were never used "
+        f"(CNI profile {result.replayed.profile}).\n",
     ]
     namespaces = sorted(set(result.rules["namespace"]) | set(_namespace(result.would_break["server"])))
     for namespace in namespaces:

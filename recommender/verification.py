@@ -17,25 +17,34 @@ import pandas as pd
 
 from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
-from collectors.records import HOST, POD, ObservationSet, labels_from_text, labels_to_text
+from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
 from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
+    KUBERNETES,
+    POLICY_KINDS,
     ConnectionSet,
     ContainerPort,
+    Entity,
     Evaluator,
     ExternalPeer,
     Namespace,
     Pod,
     PodClass,
+    Profile,
     Protocol,
     RuleRef,
     parse_policies,
+    parse_policy_set,
 )
-from recommender.semantics.policies import Direction, NetworkPolicy
+from recommender.semantics.cilium import compile_cilium
+from recommender.semantics.cluster_policies import compile_cluster_policy
+from recommender.semantics.matcher import PortRange
+from recommender.semantics.policies import Direction
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
 
-LOCAL_NODE = "ALLOWED: traffic between a pod and its own node is always allowed (Kubernetes NetworkPolicy)"
+ENTITIES = {entity.value: entity for entity in Entity}
+"""Observation entities as semantics entities; `unknown` IPs are world to a CNI."""
 CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
 
 
@@ -49,6 +58,8 @@ class ClusterModel:
     """Each pod's workload key (`namespace/workload`)."""
     by_name: dict[tuple[str, str], Pod] = field(default_factory=dict)
     """Inventory pods by (namespace, name): observed pods are evaluated as the real pod, ports included."""
+    dns_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """IP → the DNS names seen for it (Cilium `toFQDNs` match world peers by them)."""
     by_ip: dict[str, Pod] = field(default_factory=dict)
     """Every address any evidence (the inventory, a record naming a pod) gives a pod: such an address
     is that pod in replay, whatever the observations call it."""
@@ -65,13 +76,15 @@ class ClusterModel:
                 return known
             name = example or getattr(row, f"{side}_workload")
             return Pod(namespace, name, labels_from_text(getattr(row, f"{side}_labels")))
-        return ExternalPeer(getattr(row, f"{side}_ip"))
+        ip = getattr(row, f"{side}_ip") or None
+        entity = ENTITIES.get(getattr(row, f"{side}_entity"), Entity.WORLD)
+        return ExternalPeer(ip, entity, self.dns_names.get(ip, ()) if entity is Entity.WORLD else ())
 
 
 def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) -> ClusterModel:
     """Every known pod: the inventory's when there is one (with their container ports), else the
     pods seen; plus one pod per observed workload label set that no pod covers."""
-    model = ClusterModel(namespaces=[], pods=[])
+    model = ClusterModel(namespaces=[], pods=[], dns_names=observed.dns_names)
     namespaces: dict[str, Namespace] = {}
     if inventory is not None:
         for namespace in inventory.namespaces:
@@ -168,7 +181,12 @@ class Replay:
     the one-line explanation of the decision."""
     evaluator: Evaluator
     decisions: list[Any]
-    """The semantics `Decision` (or the local-node rule) of every replayed observation row."""
+    """The semantics `Decision` of every replayed observation row."""
+
+    @property
+    def profile(self) -> Profile:
+        """The dataplane profile the policies were evaluated under."""
+        return self.evaluator.profile
 
     @property
     def recall(self) -> float:
@@ -192,24 +210,23 @@ def replay(
     observations: pd.DataFrame | None = None,
     *,
     model: ClusterModel | None = None,
+    profile: Profile = KUBERNETES,
 ) -> Replay:
-    """Decide every observed connection (default: `replayable(observed)`) under `policies`."""
+    """Decide every observed connection (default: `replayable(observed)`) under `policies`, as the
+    dataplane of `profile` enforces them (which node traffic is exempt, what ipBlocks select)."""
     model = model or cluster_model(observed)
-    evaluator = Evaluator(_distinct(parse_policies(policies)), model.namespaces, model.pods)
+    evaluator = Evaluator(_distinct(policies), model.namespaces, model.pods, profile=profile)
     rows = replayable(observed) if observations is None else observations
     keyed = rows.assign(client=endpoint_keys(rows, "client"), server=endpoint_keys(rows, "server"))
     records, decisions = [], []
     for row in keyed.itertuples(index=False):
-        if HOST in (row.client_entity, row.server_entity):
-            decision, allowed, rules, text = LOCAL_NODE, True, "", LOCAL_NODE
-        else:
-            decision = evaluator.evaluate(
-                model.endpoint(row, "client"), model.endpoint(row, "server"), row.protocol, int(row.port)
-            )
-            rules = ", ".join(str(rule) for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by))
-            allowed, text = decision.allowed, str(decision)
+        decision = evaluator.evaluate(
+            model.endpoint(row, "client"), model.endpoint(row, "server"), row.protocol, int(row.port)
+        )
+        rules = ", ".join(str(rule) for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by))
         decisions.append(decision)
-        records.append((row.client, row.server, row.protocol, int(row.port), int(row.count), allowed, rules, text))
+        connection = (row.client, row.server, row.protocol, int(row.port), int(row.count))
+        records.append((*connection, decision.allowed, rules, str(decision)))
     frame = pd.DataFrame(records, columns=CONNECTION_COLUMNS).astype(
         {"port": "int64", "count": "int64", "allowed": bool}
     )
@@ -227,8 +244,10 @@ def replay(
     return Replay(connections[CONNECTION_COLUMNS] if len(frame) else frame, evaluator, decisions)
 
 
-def _distinct(policies: tuple[NetworkPolicy, ...]) -> tuple[NetworkPolicy, ...]:
-    """The policies, refused if a namespace/name comes twice (from a list, an inventory): it would count twice."""
+def _distinct(manifests: Iterable[Mapping[str, Any]]) -> list[Any]:
+    """The policies parsed, refused if one (kind, namespace/name) comes twice (from a list, an inventory):
+    it would count twice."""
+    policies = list(parse_policy_set(manifests))
     twice = sorted(name for name, count in Counter(policy.id for policy in policies).items() if count > 1)
     if twice:
         raise RecommenderError(
@@ -239,14 +258,24 @@ def _distinct(policies: tuple[NetworkPolicy, ...]) -> tuple[NetworkPolicy, ...]:
 
 
 def named_ports(policies: Iterable[Mapping[str, Any]]) -> ConnectionSet:
-    """Every (protocol, port) a policy set names in its rules (ranges included)."""
+    """Every (protocol, port) a policy set names in its rules (ranges included), of every kind."""
+    policy_set = parse_policy_set(policies)
     found = ConnectionSet.none()
-    for policy in parse_policies(policies):
+    for policy in policy_set.network_policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             for rule in policy.rules(direction):
                 for port in rule.ports:
                     if isinstance(port.port, int):
                         found |= ConnectionSet.ports(port.protocol, port.port, port.end_port or port.port)
+    others = [
+        *map(compile_cilium, policy_set.cilium_policies),
+        *map(compile_cluster_policy, policy_set.cluster_policies),
+    ]
+    for target in (target for targets in others for target in targets):
+        for rule in target.rules:
+            for port in rule.ports:
+                if isinstance(port, PortRange) and port.first is not None:
+                    found |= ConnectionSet.ports(port.protocol, port.first, port.last or port.first)
     return found
 
 
@@ -258,7 +287,7 @@ def excess(replayed: Replay, observed: ObservationSet, model: ClusterModel, port
     it): for every rule, its subjects and the pods and observed external IPs its peers match.
     """
     evaluator = replayed.evaluator
-    external = {ExternalPeer(ip): key for ip, key in _external_keys(observed.observations).items()}
+    external = _external_peers(observed.observations, model)
     observed_tuples = set(
         zip(replayed.connections["client"], replayed.connections["server"], replayed.connections["protocol"],
             replayed.connections["port"], strict=True)
@@ -267,7 +296,10 @@ def excess(replayed: Replay, observed: ObservationSet, model: ClusterModel, port
     for target in evaluator.targets:
         subjects = evaluator.subjects_of(target)
         for rule in target.rules:
-            peers = [*evaluator.peers_of(rule), *(peer for peer in external if rule.matches_peer(peer))]
+            peers = [
+                *evaluator.peers_of(rule),
+                *(peer for peer in external if rule.matches_peer(evaluator.external(peer))),
+            ]
             for subject in subjects:
                 for peer in peers:
                     candidates.add((peer, subject) if target.direction is Direction.INGRESS else (subject, peer))
@@ -284,12 +316,15 @@ def excess(replayed: Replay, observed: ObservationSet, model: ClusterModel, port
     return pd.DataFrame(sorted(found), columns=["client", "server", "protocol", "port"])
 
 
-def _external_keys(observations: pd.DataFrame) -> dict[str, str]:
-    keys = {}
+def _external_peers(observations: pd.DataFrame, model: ClusterModel) -> dict[ExternalPeer, str]:
+    """Every observed non-pod endpoint with an IP, and its endpoint key."""
+    peers = {}
     for side in ("client", "server"):
         rows = observations[(observations[f"{side}_entity"] != POD) & (observations[f"{side}_ip"] != "")]
-        keys.update(zip(rows[f"{side}_ip"], endpoint_keys(rows, side), strict=True))
-    return keys
+        rows = rows.drop_duplicates([f"{side}_entity", f"{side}_ip"])
+        for row, key in zip(rows.itertuples(index=False), endpoint_keys(rows, side), strict=True):
+            peers[model.endpoint(row, side)] = key
+    return peers
 
 
 def _keys(endpoint: Any, evaluator: Evaluator, model: ClusterModel, external: Mapping[ExternalPeer, str]) -> set[str]:
@@ -348,32 +383,45 @@ class Drift:
         return found
 
 
-def drift(policies: list[Mapping[str, Any]], observed: ObservationSet, *, model: ClusterModel | None = None) -> Drift:
-    """Which observed connections the policies allow or would break, and which rules nothing used."""
+def drift(
+    policies: list[Mapping[str, Any]],
+    observed: ObservationSet,
+    *,
+    model: ClusterModel | None = None,
+    profile: Profile = KUBERNETES,
+) -> Drift:
+    """Which observed connections the policies allow or would break under `profile`, and which rules
+    nothing used."""
     model = model or cluster_model(observed)
-    replayed = replay(policies, observed, model=model)
+    replayed = replay(policies, observed, model=model, profile=profile)
     flows: dict[RuleRef, int] = {}
     for decision, count in zip(replayed.decisions, replayable(observed)["count"], strict=True):
-        if isinstance(decision, str):
-            continue
-        # A rule that allowed its side is needed even when the other side denies the connection.
-        for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by):
+        # A rule that allowed its side is needed even when the other side denies the connection;
+        # a deny rule that decided an observed connection is in use too.
+        sides = (decision.egress, decision.ingress)
+        for rule in (ref for side in sides for ref in (*side.allowed_by, *side.denied_by)):
             flows[rule] = flows.get(rule, 0) + int(count)
-    records = []
-    for policy in parse_policies(policies):
-        for direction in (Direction.INGRESS, Direction.EGRESS):
-            if direction not in policy.policy_types:
-                continue
-            for index, _rule in enumerate(policy.rules(direction)):
-                ref = RuleRef(policy.id, direction, index)
-                records.append(
-                    (policy.namespace, policy.name, direction.lower(), index, ref in flows, flows.get(ref, 0))
-                )
+    records = [
+        (*rule_row(rule.ref), rule.ref in flows, flows.get(rule.ref, 0))
+        for target in replayed.evaluator.targets
+        for rule in target.rules
+    ]
     rules = pd.DataFrame(records, columns=["namespace", "policy", "direction", "rule", "used", "flows"]).astype(
         {"rule": "int64", "used": bool, "flows": "int64"}
     )
     rules = rules.sort_values(["namespace", "policy", "direction", "rule"]).reset_index(drop=True)
     return Drift(replayed, model, observed, list(policies), rules)
+
+
+def rule_row(rule: RuleRef) -> tuple[str, str, str, int]:
+    """A rule as `Drift.rules` lists it: (namespace, policy, direction, index). The policy is `name`
+    for a NetworkPolicy, `Kind name` (perhaps with `specs[i]`) for the other kinds; cluster-scoped
+    policies are in the namespace `(cluster)`; Cilium deny rules have the direction `ingressDeny`/`egressDeny`."""
+    words = rule.policy.split(" ")
+    kind = words.pop(0) if words[0] in POLICY_KINDS else ""
+    namespace, _, name = words[0].rpartition("/")
+    policy = " ".join([kind, name, *words[1:]] if kind else [name])
+    return namespace or "(cluster)", policy, rule.direction.lower() + ("Deny" if rule.deny else ""), rule.index
 
 
 @dataclass

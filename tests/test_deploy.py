@@ -94,6 +94,9 @@ def test_the_cluster_role_grants_only_reading_what_the_inventory_lists():
         ("", "nodes"),
         ("discovery.k8s.io", "endpointslices"),
         ("networking.k8s.io", "networkpolicies"),
+        ("cilium.io", "ciliumnetworkpolicies"),
+        ("cilium.io", "ciliumclusterwidenetworkpolicies"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies"),
     }
     assert granted == {(resource.group, resource.name) for resource in RESOURCES}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import shutil
 import socket
 import time
 from collections import Counter
@@ -97,6 +98,10 @@ def test_every_list_is_read_page_by_page_following_the_continue_token(api_server
         "/api/v1/namespaces": 1,
         "/api/v1/nodes": 1,
         "/apis/networking.k8s.io/v1/networkpolicies": 1,
+        # policy CRDs this cluster does not have: one request each, answered 404, skipped
+        "/apis/cilium.io/v2/ciliumnetworkpolicies": 1,
+        "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies": 1,
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies": 1,
     }
     pods = [request.query for request in api_server.requests if request.path == "/api/v1/pods"]
     assert [query["limit"] for query in pods] == ["4", "4", "4"]
@@ -105,9 +110,36 @@ def test_every_list_is_read_page_by_page_following_the_continue_token(api_server
     assert {request.bearer_token for request in api_server.requests} == {TOKEN}
 
 
+def test_cilium_and_cluster_network_policies_are_read_where_their_crds_exist(tmp_path):
+    shutil.copytree(DATA, tmp_path / "api-data")
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "to-api", "namespace": "shop", "uid": "u1", "resourceVersion": "7"},
+        "spec": {"endpointSelector": {}, "egress": [{"toEntities": ["kube-apiserver"]}]},
+    }
+    cnp_list = {"kind": "CiliumNetworkPolicyList", "apiVersion": "cilium.io/v2", "metadata": {"resourceVersion": "9"}}
+    cnp_list["items"] = [cnp]
+    folder = tmp_path / "api-data" / "apis" / "cilium.io" / "v2"
+    folder.mkdir(parents=True)
+    (folder / "ciliumnetworkpolicies.json").write_text(json.dumps(cnp_list))
+    with KubeApiServer(tmp_path / "api-data", token=TOKEN) as server:
+        config = write_kubeconfig(tmp_path / "kubeconfig", server.url, token=TOKEN)
+        inventory = inventory_from_cluster(str(config))
+    read = [p for p in inventory.network_policies if p["kind"] == "CiliumNetworkPolicy"]
+    assert read == [
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"namespace": "shop", "name": "to-api"},
+            "spec": cnp["spec"],
+        }
+    ]
+
+
 def test_the_default_page_size_reads_each_list_in_one_request(api_server, kubeconfig):
     inventory_from_cluster(kubeconfig)
-    assert len(api_server.requests) == 6
+    assert len(api_server.requests) == 9  # 6 lists and 3 policy CRDs (absent here)
     assert {request.query["limit"] for request in api_server.requests} == {"500"}
 
 

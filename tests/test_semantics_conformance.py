@@ -2,7 +2,9 @@
 
 Each case is a tiny cluster, some policies, a default verdict and the exceptions to it
 (see tests/semantics_cases/README.md). The whole matrix of (client, server, probe) cells is
-compared, so a case also checks everything it does not mention.
+compared, so a case also checks everything it does not mention. A case runs under the
+`kubernetes` profile (the spec), and under every other profile it lists in `profiles`, each
+column with its own exceptions and the source it follows.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from recommender.semantics import ContainerPort, Endpoint, Evaluator, ExternalPeer, Namespace, Pod
+from recommender.semantics import ContainerPort, Endpoint, Evaluator, ExternalPeer, Namespace, Pod, profile_named
 
 CASES_DIR = Path(__file__).parent / "semantics_cases"
 GRID_KEYS = ("namespaces", "pods", "externals", "probes")
@@ -28,6 +30,15 @@ class Case:
     id: str
     grid: dict[str, Any]
     spec: dict[str, Any]
+    profile: str = "kubernetes"
+    """`name` or `name/option`: the column of the case this test checks."""
+
+    @property
+    def column(self) -> dict[str, Any]:
+        return self.spec.get("profiles", {}).get(self.profile, {})
+
+    def expectations(self) -> list[str]:
+        return [*self.spec.get("expect", []), *self.column.get("expect", [])]
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,10 @@ def load_cases() -> list[Case]:
         document = yaml.safe_load(path.read_text())
         for spec in document["cases"]:
             grid = {key: spec.get(key, document["grid"].get(key, {})) for key in GRID_KEYS}
-            cases.append(Case(f"{path.stem}:{spec['name']}", grid, spec))
+            case_id = f"{path.stem}:{spec['name']}"
+            base = spec.get("profile", "kubernetes")
+            cases.append(Case(case_id, grid, spec, base))
+            cases += [Case(f"{case_id}[{p}]", grid, spec, p) for p in spec.get("profiles", {}) if p != base]
     return cases
 
 
@@ -77,8 +91,13 @@ def build_endpoints(grid: dict[str, Any]) -> dict[str, Endpoint]:
             ip=pod.get("ip"),
             host_network=pod.get("hostNetwork", False),
         )
-    for name, ip in grid["externals"].items():
-        endpoints[name] = ExternalPeer(ip)
+    for name, external in grid["externals"].items():
+        if isinstance(external, str):
+            endpoints[name] = ExternalPeer(external)
+        else:
+            endpoints[name] = ExternalPeer(
+                external.get("ip"), external.get("entity", "world"), tuple(external.get("dns", ()))
+            )
     return endpoints
 
 
@@ -112,7 +131,8 @@ def render_matrix(verdicts: dict[Cell, bool], names: list[str], probe: str) -> s
 def mismatch_report(case: Case, expected: dict[Cell, bool], actual: dict[Cell, bool], decisions: dict) -> str:
     names = list(build_endpoints(case.grid))
     wrong = [cell for cell in expected if expected[cell] != actual[cell]]
-    report = [f"{case.id}: {len(wrong)} cell(s) differ ({case.spec.get('ref', '')})"]
+    source = case.column.get("source", case.spec.get("ref", ""))
+    report = [f"{case.id}: {len(wrong)} cell(s) differ under {case.profile} ({source})"]
     for probe in sorted({cell[2] for cell in wrong}):
         report += [
             "expected:",
@@ -129,10 +149,11 @@ def test_truth_table(case: Case) -> None:
     endpoints = build_endpoints(case.grid)
     namespaces = [Namespace(name, labels) for name, labels in case.grid["namespaces"].items()]
     pods = [e for e in endpoints.values() if isinstance(e, Pod)]
-    evaluator = Evaluator(case.spec["policies"], namespaces, pods, **case.spec.get("options", {}))
+    name, *options = case.profile.split("/")
+    evaluator = Evaluator(case.spec["policies"], namespaces, pods, profile=profile_named(name, options))
 
     cells = cells_of(endpoints, case.grid["probes"])
-    expectations = [Expectation.parse(text) for text in case.spec.get("expect", [])]
+    expectations = [Expectation.parse(text) for text in case.expectations()]
     unused = [e for e in expectations if not any(e.matches(cell) for cell in cells)]
     assert not unused, f"expectations matching no cell (typo?): {unused}"
 
@@ -141,7 +162,7 @@ def test_truth_table(case: Case) -> None:
     decisions = {}
     for cell in cells:
         client, server, probe = cell
-        expected[cell] = case.spec["default"] == "allow"
+        expected[cell] = case.column.get("default", case.spec["default"]) == "allow"
         for expectation in expectations:
             if expectation.matches(cell):
                 expected[cell] = expectation.allowed
@@ -153,11 +174,18 @@ def test_truth_table(case: Case) -> None:
 
     assert actual == expected, mismatch_report(case, expected, actual, decisions)
 
-    for flow, sides in case.spec.get("rules", {}).items():
+    for flow, sides in case.column.get("rules", case.spec.get("rules", {})).items():
         client, _, server, probe = flow.split()
         decision = decisions[client, server, probe]
         assert [str(rule) for rule in decision.egress.allowed_by] == sides["egress"], str(decision)
         assert [str(rule) for rule in decision.ingress.allowed_by] == sides["ingress"], str(decision)
+
+
+def test_every_profile_column_cites_its_source() -> None:
+    columns = [case for case in CASES if case.profile in case.spec.get("profiles", {})]
+    assert columns, "no case has profile columns"
+    for case in columns:
+        assert case.column.get("source"), f"{case.id}: a profile column needs a source"
 
 
 def test_the_suite_has_at_least_seventy_uniquely_named_cases() -> None:

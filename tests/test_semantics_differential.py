@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recommender.semantics import (
+    CALICO,
+    KUBERNETES,
     ContainerPort,
     Direction,
     Evaluator,
@@ -210,7 +212,7 @@ class Reference:
 @given(clusters())
 def test_the_evaluator_agrees_with_a_naive_reading_of_the_spec(cluster) -> None:
     raw_policies, namespaces, cluster_pods, ip_matches_pods = cluster
-    evaluator = Evaluator(raw_policies, namespaces, cluster_pods, ip_block_matches_pod_ips=ip_matches_pods)
+    evaluator = Evaluator(raw_policies, namespaces, cluster_pods, profile=CALICO if ip_matches_pods else KUBERNETES)
     reference = Reference([parse_policy(p) for p in raw_policies], namespaces, ip_matches_pods)
 
     endpoints = [*cluster_pods, *EXTERNALS]

@@ -9,6 +9,7 @@ import pytest
 from recommender.semantics import (
     ConnectionSet,
     ContainerPort,
+    Entity,
     Evaluator,
     ExternalPeer,
     Isolation,
@@ -193,7 +194,7 @@ def test_a_host_network_pod_is_evaluated_as_its_node_ip() -> None:
     host_pod = Pod(NS, "node-exporter", {"role": "frontend"}, ip="192.168.0.10", host_network=True)
     evaluator = seed_evaluator()
 
-    assert evaluator.class_of(host_pod) == ExternalPeer("192.168.0.10")
+    assert evaluator.class_of(host_pod) == ExternalPeer("192.168.0.10", Entity.REMOTE_NODE)
     assert not evaluator.evaluate(host_pod, MYAPP, "TCP", 8080).allowed  # not a frontend pod
     assert evaluator.evaluate(MYAPP, host_pod, "TCP", 8080).ingress.allowed  # never isolated
 

@@ -25,9 +25,9 @@ VALID: dict[str, Any] = {
 }
 
 
-def with_changes(path: str, value: Any) -> dict[str, Any]:
-    """A copy of VALID with the value at a dotted path (list indexes as numbers) replaced."""
-    manifest = copy.deepcopy(VALID)
+def with_changes(path: str, value: Any, base: dict[str, Any] = VALID) -> dict[str, Any]:
+    """A copy of `base` with the value at a dotted path (list indexes as numbers) replaced."""
+    manifest = copy.deepcopy(base)
     *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
     node: Any = manifest
     for key in parents:

@@ -72,7 +72,7 @@ def test_seed_scenario_frontend_egress_is_denied_by_default_deny_and_explained(t
     outcome = CliRunner().invoke(main, ["verify", "--policies", policies, seed_capture, "-o", "json"])
     assert outcome.exit_code == 5  # DENIED
     report = json.loads(outcome.stdout)
-    assert report["totals"] == {"connections": 1, "allowed": 0, "denied": 1, "recall": 0.0}
+    assert report["totals"] == {"connections": 1, "allowed": 0, "denied": 1, "recall": 0.0, "cni": "cilium"}
     (connection,) = report["connections"]
     assert (connection["client"], connection["server"], connection["port"]) == (
         "mynamespace/frontend",
@@ -108,7 +108,13 @@ def test_diff_lists_breakage_and_unused_rules_per_namespace(tmp_path, seed_captu
     markdown = CliRunner().invoke(main, ["diff", "--policies", policies, seed_capture, "-o", "markdown"]).stdout
     assert "## Namespace mynamespace" in markdown and "| allow-metrics | ingress | 0 |" in markdown
     document = json.loads(CliRunner().invoke(main, ["diff", "--policies", policies, seed_capture, "-o", "json"]).stdout)
-    assert document["totals"] == {"observed_allowed": 0, "would_break": 1, "rules": 2, "unused_rules": 1}
+    assert document["totals"] == {
+        "observed_allowed": 0,
+        "would_break": 1,
+        "rules": 2,
+        "unused_rules": 1,
+        "cni": "cilium",
+    }
     # the ingress rule of allow-frontend is needed: it allowed its side; the fix is an egress rule
 
 
@@ -230,3 +236,126 @@ def test_synthesize_then_replay_is_exact(edges):
     result = api.recommend(_observed(observations(*edges)))
     assert result.check.recall == 1.0
     assert result.check.excess.empty, result.check.excess
+
+
+# -- dataplane profiles ----------------------------------------------------------------------------
+
+NODE_TRAFFIC = (
+    ("shop/operator", "kube-apiserver:172.18.0.2", "TCP", 6443),
+    ("shop/metrics", "host:172.18.0.3", "TCP", 10250),
+    ("shop/metrics", "remote-node:172.18.0.4", "TCP", 9100),
+    ("remote-node:172.18.0.4", "shop/web", "TCP", 30080),
+    ("ingress:10.0.0.200", "shop/web", "TCP", 8080),
+    ("host:172.18.0.3", "shop/web", "TCP", 8080),  # kubelet probe
+)
+
+
+def _node_edge_policies() -> list[dict]:
+    """Today's NetworkPolicy output for NODE_TRAFFIC: ipBlock /32 for every node-side peer."""
+    return [plan.manifest for plan in api.recommend(_observed(observations(*NODE_TRAFFIC))).proposal.policies]
+
+
+def _verdicts(replayed) -> dict[tuple[str, str], bool]:
+    return {(row.client, row.server): bool(row.allowed) for row in replayed.connections.itertuples()}
+
+
+def test_node_side_ip_blocks_hold_under_the_spec_and_calico_but_are_denied_under_cilium():
+    policies, observed = _node_edge_policies(), _observed(observations(*NODE_TRAFFIC))
+
+    for cni in ("kubernetes", "calico"):
+        assert all(_verdicts(api.verify(policies, observed, cni=cni)).values()), cni
+    cilium = api.verify(policies, observed, cni="cilium")
+
+    assert _verdicts(cilium) == {
+        ("shop/operator", "kube-apiserver:172.18.0.2"): False,
+        ("shop/metrics", "host:172.18.0.3"): False,
+        ("shop/metrics", "remote-node:172.18.0.4"): False,
+        ("remote-node:172.18.0.4", "shop/web"): False,
+        ("ingress:10.0.0.200", "shop/web"): False,
+        ("host:172.18.0.3", "shop/web"): True,  # allow-localhost: the local host may reach its pods
+    }
+    assert all("CIDR selectors never select cluster entities" in text for text in cilium.denied["explanation"])
+    with_nodes = _verdicts(api.verify(policies, observed, cni="cilium", cni_options=["cidr-match-nodes"]))
+    assert [pair for pair, allowed in with_nodes.items() if not allowed] == [("ingress:10.0.0.200", "shop/web")]
+
+
+def test_pod_to_host_egress_is_enforced_under_every_profile():
+    observed = _observed(observations(("shop/metrics", "host:172.18.0.3", "TCP", 10250)))
+    deny_egress = {
+        "metadata": {"name": "deny-egress", "namespace": "shop"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"]},
+    }
+    for cni in ("kubernetes", "cilium", "calico"):
+        replayed = api.verify([deny_egress], observed, cni=cni)
+        assert replayed.recall == 0.0, cni
+        assert "egress DENIED" in replayed.denied["explanation"][0]
+
+
+def test_cilium_entities_in_a_cnp_allow_the_node_side_peers():
+    observed = _observed(observations(*NODE_TRAFFIC))
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "node-peers", "namespace": "shop"},
+        "spec": {
+            "endpointSelector": {},
+            "ingress": [{"fromEntities": ["remote-node", "ingress"]}],
+            "egress": [{"toEntities": ["kube-apiserver", "host", "remote-node"]}],
+        },
+    }
+    replayed = api.verify([cnp], observed, cni="cilium")
+    assert replayed.recall == 1.0
+    assert "CiliumNetworkPolicy shop/node-peers egress[0]" in set(replayed.connections["allowed_by"])
+    with pytest.raises(RecommenderError, match="only Cilium enforces it"):
+        api.verify([cnp], observed, cni="kubernetes")
+
+
+def test_the_default_profile_is_cilium_for_hubble_input_and_kubernetes_for_conntrack():
+    observed = _observed(observations(*NODE_TRAFFIC))
+    assert api.dataplane_profile(observed).name == "cilium"
+    observed.stats.resolution["services_from_dnat"] += 1  # IPs named with an inventory: conntrack
+    assert api.dataplane_profile(observed).name == "kubernetes"
+    with pytest.raises(RecommenderError, match="no option"):
+        api.dataplane_profile(observed, "calico", ["cidr-match-nodes"])
+
+
+def test_verify_cli_takes_a_cnp_file_and_prints_the_profile(tmp_path, seed_capture):
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "myapp", "namespace": "mynamespace"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "myapp"}},
+            "ingress": [
+                {"fromEndpoints": [{"matchLabels": {"role": "frontend"}}], "toPorts": [{"ports": [{"port": "8080"}]}]}
+            ],
+        },
+    }
+    path = write_policies(tmp_path, cnp)
+    result = CliRunner().invoke(main, ["verify", "--policies", path, seed_capture])
+    assert result.exit_code == 0, result.output
+    assert "CNI profile cilium" in result.output
+    result = CliRunner().invoke(main, ["verify", "--policies", path, "--cni", "calico", seed_capture])
+    assert result.exit_code == 1
+    assert "Error: CiliumNetworkPolicy mynamespace/myapp: kind: only Cilium enforces it" in result.output
+
+
+def test_excess_of_a_cnp_counts_the_ports_it_opens_beyond_what_was_observed():
+    observed = _observed(observations(("shop/web", "shop/db", "TCP", 5432)))
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [
+                {
+                    "fromEndpoints": [{"matchLabels": {"app": "web"}}],
+                    "toPorts": [{"ports": [{"port": "5432", "endPort": 5433, "protocol": "TCP"}]}],
+                }
+            ],
+        },
+    }
+    drift = api.diff([cnp], observed, cni="cilium")
+    assert drift.replayed.recall == 1.0
+    assert drift.unobserved().values.tolist() == [["shop/web", "shop/db", "TCP", 5433]]

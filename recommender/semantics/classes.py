@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import assert_never
 
 from recommender.semantics.endpoints import PodClass
-from recommender.semantics.matcher import AllPeers, IPPeers, PeerMatcher, PodPeers
+from recommender.semantics.matcher import AllPeers, EntityPeers, FQDNPeers, IPPeers, PeerMatcher, PodPeers
 from recommender.semantics.policies import IPBlock
 from recommender.semantics.selectors import LabelSelector
 
@@ -65,6 +65,10 @@ class ClassIndex:
         match matcher:
             case AllPeers():
                 return range(len(self.classes))
+            case EntityPeers():
+                return range(len(self.classes)) if {"all", "cluster"} & matcher.entities else ()
+            case FQDNPeers():
+                return ()
             case IPPeers():
                 return self._by_block.get(matcher.block, ())
             case PodPeers() if matcher.pods.match_labels:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from recommender.semantics.connections import MAX_PORT, MIN_PORT, Protocol
 from recommender.semantics.policies import IPBlock
+from recommender.semantics.profiles import Entity
 from recommender.semantics.selectors import NAME_LABEL, Labels
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -61,19 +62,32 @@ class Namespace:
 
 @dataclass(frozen=True, slots=True)
 class ExternalPeer:
-    """An endpoint that is not a pod: a node, the kube-apiserver, a world IP.
+    """An endpoint that is not a pod: a node, the kube-apiserver, Cilium Ingress, a world IP.
 
-    No pod or namespace selector ever matches it; only ipBlock peers do. It is never
-    isolated, so its own side of a connection allows everything.
+    No pod or namespace selector ever matches it; ipBlocks match it by `ip` where the
+    evaluator's profile lets them (it sets `cidr_selectable`), Cilium entities by `entity`,
+    Cilium `toFQDNs` by `dns_names`. It is never isolated, so its own side of a connection
+    allows everything. `Entity.HOST` is the node of the pod on the other side.
     """
 
-    ip: IPAddress
+    ip: IPAddress | None
+    entity: Entity = Entity.WORLD
+    dns_names: tuple[str, ...] = ()
+    cidr_selectable: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ip", ipaddress.ip_address(self.ip))
+        object.__setattr__(self, "ip", None if self.ip is None else ipaddress.ip_address(self.ip))
+        object.__setattr__(self, "entity", Entity(self.entity))
+        object.__setattr__(self, "dns_names", tuple(sorted({_dns_name(name) for name in self.dns_names})))
 
     def __str__(self) -> str:
-        return str(self.ip)
+        return str(self.entity) if self.ip is None else str(self.ip)
+
+
+def _dns_name(name: str) -> str:
+    """A DNS name as Cilium compares it: lower case, with the trailing dot."""
+    name = name.lower()
+    return name if name.endswith(".") else f"{name}."
 
 
 @dataclass(frozen=True, slots=True)

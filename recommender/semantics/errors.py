@@ -6,10 +6,11 @@ from recommender.errors import RecommenderError
 
 
 class InvalidPolicyError(RecommenderError, ValueError):
-    """A NetworkPolicy is malformed; the message names the policy, the field and the reason."""
+    """A policy is malformed; the message names its kind, the policy, the field and the reason."""
 
-    def __init__(self, policy: str, field: str, reason: str) -> None:
-        super().__init__(f"NetworkPolicy {policy}: {field}: {reason}")
+    def __init__(self, policy: str, field: str, reason: str, kind: str = "NetworkPolicy") -> None:
+        super().__init__(f"{kind} {policy}: {field}: {reason}")
+        self.kind = kind
         self.policy = policy
         self.field = field
         self.reason = reason

@@ -1,13 +1,16 @@
-"""The NetworkPolicy engine: exact upstream semantics over pod equivalence classes.
+"""The policy engine: exact upstream semantics over pod equivalence classes, under a profile.
 
 A connection client -> server is allowed when the client's egress side allows it and the
 server's ingress side allows it. A side that is not a pod, or a pod that no policy selects
 for that direction, allows everything; otherwise the side allows the union of what the
-matching rules of its isolating policies allow.
+matching rules of its isolating policies allow (minus Cilium deny rules), with
+ClusterNetworkPolicy tiers before (Admin) and after (Baseline) that, and the dataplane
+profile deciding what ipBlocks select and which node traffic is exempt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any, assert_never
@@ -16,8 +19,10 @@ from recommender.semantics.classes import ClassIndex
 from recommender.semantics.connections import MAX_PORT, MIN_PORT, ConnectionSet, Protocol
 from recommender.semantics.endpoints import Endpoint, ExternalPeer, Namespace, Pod, PodClass
 from recommender.semantics.explain import Decision, DirectionResult, Grant, Isolation, PairResult
-from recommender.semantics.matcher import IPPeers, RuleMatcher, RuleRef, Target, compile_policies
-from recommender.semantics.policies import Direction, IPBlock, NetworkPolicy, parse_policy
+from recommender.semantics.matcher import FQDNPeers, IPPeers, RuleMatcher, RuleRef, Target, Tier
+from recommender.semantics.policies import Direction, IPBlock
+from recommender.semantics.policy_set import AnyPolicy, compile_policy_set, parse_policy_set
+from recommender.semantics.profiles import KUBERNETES, Entity, Profile
 
 Resolved = PodClass | ExternalPeer
 _Key = int | ExternalPeer
@@ -29,37 +34,39 @@ class Evaluator:
     Work is done per class pair (see `PodClass`) and cached, so the cost grows with the
     number of classes queried and rules, not with pods squared.
 
-    A hostNetwork pod is treated as its IP, an `ExternalPeer`: selectors never match it and
-    no policy isolates it. By default an ipBlock does not match the IPs of in-cluster pods:
-    the API reference says ipBlocks are meant for cluster-external IPs, and CNIs differ on
-    pod IPs. `ip_block_matches_pod_ips=True` lets ipBlocks match pods by `Pod.ip` too.
+    A hostNetwork pod is treated as its node's IP, an `ExternalPeer` of entity `remote-node`
+    (where it runs is not known, so its traffic is never the exempt local-node kind):
+    selectors never match it and no policy isolates it. Whether an ipBlock matches pod IPs
+    (`Pod.ip`) or a node, and which node traffic is always allowed, is the `profile`'s
+    (default `kubernetes`: ipBlocks match every non-pod IP and no pod IP, as the API
+    reference means them for cluster-external IPs).
     """
 
     def __init__(
         self,
-        policies: Iterable[NetworkPolicy | Mapping[str, Any]],
+        policies: Iterable[AnyPolicy | Mapping[str, Any]],
         namespaces: Iterable[Namespace] = (),
         pods: Iterable[Pod] = (),
         *,
         default_namespace: str = "default",
-        ip_block_matches_pod_ips: bool = False,
+        profile: Profile = KUBERNETES,
     ) -> None:
-        parsed = [
-            p if isinstance(p, NetworkPolicy) else parse_policy(p, default_namespace=default_namespace)
-            for p in policies
-        ]
-        self.targets: tuple[Target, ...] = compile_policies(parsed)
-        # Targets by (namespace, direction, one matchLabels pair of the subject, or None).
-        self._target_index: dict[tuple[str, Direction, tuple[str, str] | None], list[int]] = {}
+        self.profile = profile
+        policy_set = parse_policy_set(policies, default_namespace=default_namespace)
+        self.targets: tuple[Target, ...] = compile_policy_set(policy_set, profile)
+        # Targets by (namespace or None, direction, one matchLabels pair of the subject, or None).
+        self._target_index: dict[tuple[str | None, Direction, tuple[str, str] | None], list[int]] = {}
         for i, target in enumerate(self.targets):
             label = next(iter(target.subject.match_labels.items()), None)
             self._target_index.setdefault((target.namespace, target.direction, label), []).append(i)
         self._namespaces = {ns.name: ns for ns in namespaces}
-        self._pod_ip_blocks = (
-            {peer.block for t in self.targets for r in t.rules for peer in r.peers if isinstance(peer, IPPeers)}
-            if ip_block_matches_pod_ips
-            else set()
-        )
+        self._pod_ip_blocks = {
+            peer.block
+            for t in self.targets
+            for r in t.rules
+            for peer in r.peers
+            if isinstance(peer, IPPeers) and (peer.any_ip or profile.cidr_matches_pods)
+        }
         self._index = ClassIndex()
         self._classes_of_pods: dict[Pod, PodClass] = {}
         self._members: dict[PodClass, list[Pod]] = {}
@@ -81,11 +88,11 @@ class Evaluator:
         return tuple(self._members.get(pods, ()))
 
     def class_of(self, pod: Pod) -> Resolved:
-        """The pod's class, or an `ExternalPeer` for a hostNetwork pod."""
+        """The pod's class, or an `ExternalPeer` (a node) for a hostNetwork pod."""
         if pod.host_network:
             if pod.ip is None:
                 raise ValueError(f"hostNetwork pod {pod} has no IP: it can only be matched by its IP")
-            return ExternalPeer(pod.ip)
+            return self.external(ExternalPeer(pod.ip, Entity.REMOTE_NODE))
         known = self._classes_of_pods.get(pod)
         if known is None:
             namespace = self._namespaces.get(pod.namespace) or Namespace(pod.namespace)
@@ -99,7 +106,7 @@ class Evaluator:
         return known
 
     def _ip_blocks_containing(self, ip: str | None) -> frozenset[IPBlock]:
-        """The ipBlocks a pod IP falls in; none unless ipBlocks may match pod IPs."""
+        """The ipBlocks a pod IP falls in, of those that may match pod IPs."""
         if ip is None or not self._pod_ip_blocks:
             return frozenset()
         address = ipaddress.ip_address(ip)
@@ -131,10 +138,16 @@ class Evaluator:
         match endpoint:
             case Pod():
                 return self.class_of(endpoint)
-            case PodClass() | ExternalPeer():
+            case PodClass():
                 return endpoint
+            case ExternalPeer():
+                return self.external(endpoint)
             case _:
                 assert_never(endpoint)
+
+    def external(self, peer: ExternalPeer) -> ExternalPeer:
+        """`peer` as the profile sees it: whether ipBlocks and CIDRs may select it."""
+        return dataclasses.replace(peer, cidr_selectable=self.profile.cidr_selects(peer.entity))
 
     def _key(self, endpoint: Resolved) -> _Key:
         if isinstance(endpoint, ExternalPeer):
@@ -148,24 +161,50 @@ class Evaluator:
         """The subject's side: egress towards the peer, or ingress from it."""
         if isinstance(subject, ExternalPeer):
             return DirectionResult(direction, Isolation.NOT_A_POD)
+        if direction is Direction.INGRESS and isinstance(peer, ExternalPeer) and peer.entity is Entity.HOST:
+            return DirectionResult(direction, Isolation.EXEMPT, reason=self.profile.local_host_rule)
         targets = self._targets_selecting(subject, direction)
         if not targets:
             return DirectionResult(direction, Isolation.NOT_SELECTED)
         server = peer if direction is Direction.EGRESS else subject
-        grants = tuple(
-            Grant(rule.ref, rule.allowed(server))
-            for target in targets
-            for rule in target.rules
-            if self._rule_matches_peer(rule, peer)
-        )
-        policies = tuple(sorted({policy for target in targets for policy in target.policies}))
-        return DirectionResult(direction, Isolation.ISOLATED, policies, tuple(sorted(grants, key=lambda g: g.rule)))
+        dns_proxy = any(rule.dns_proxy for target in targets for rule in target.rules)
+        grants, notes = [], []
+        for target in sorted(targets, key=lambda t: (t.tier.rank, t.priority, t.sort_key())):
+            for rule in target.rules:
+                if self._rule_matches_peer(rule, peer, dns_proxy):
+                    grants.append(Grant(rule.ref, rule.allowed(server), rule.action, target.tier))
+                elif isinstance(peer, ExternalPeer):
+                    notes += self._profile_notes(rule, peer, dns_proxy)
+        isolating = [target for target in targets if target.isolates and target.tier is Tier.NETWORK_POLICY]
+        policies = tuple(sorted({policy for target in isolating for policy in target.policies}))
+        # NetworkPolicy-tier rules by name (their order does not matter); other tiers keep precedence.
+        ordered = tuple(sorted(grants, key=lambda g: (g.tier.rank, g.rule if g.tier is Tier.NETWORK_POLICY else "")))
+        isolation = Isolation.ISOLATED if isolating else Isolation.NOT_SELECTED
+        return DirectionResult(direction, isolation, policies, ordered, notes=tuple(sorted(set(notes))))
+
+    def _profile_notes(self, rule: RuleMatcher, peer: ExternalPeer, dns_proxy: bool) -> list[str]:
+        """Why peers of `rule` that would match `peer` on their face do not, under this profile."""
+        notes = []
+        for matcher in rule.peers:
+            if (
+                isinstance(matcher, IPPeers)
+                and not peer.cidr_selectable
+                and matcher.matches(dataclasses.replace(peer, cidr_selectable=True))
+            ):
+                notes.append(f"{rule.ref}: {matcher} does not select {peer.entity} {peer}: {self.profile.cidr_rule}")
+            if isinstance(matcher, FQDNPeers) and not dns_proxy and matcher.matches(peer):
+                notes.append(
+                    f"{rule.ref}: {matcher} never matches: no egress rule of the subject sends its DNS lookups"
+                    " through Cilium's DNS proxy (toPorts with rules.dns)"
+                )
+        return notes
 
     def _targets_selecting(self, subject: PodClass, direction: Direction) -> tuple[Target, ...]:
         key = self._index.id_of(subject), direction
         found = self._subjects.get(key)
         if found is None:
             buckets = [(subject.namespace, direction, label) for label in (None, *subject.labels.items())]
+            buckets += [(None, direction, label) for label in (None, *subject.labels.items())]
             candidates = sorted({i for bucket in buckets for i in self._target_index.get(bucket, ())})
             found = tuple(self.targets[i] for i in candidates if self.targets[i].selects(subject))
             self._subjects[key] = found
@@ -173,15 +212,18 @@ class Evaluator:
 
     def subjects_of(self, target: Target) -> tuple[PodClass, ...]:
         """The known pod classes `target` selects: the pods its rules apply to."""
+        if target.namespace is None:
+            return tuple(pods for pods in self._index.classes if target.selects(pods))
         return tuple(self._index.classes[i] for i in sorted(self._index.subjects(target.namespace, target.subject)))
 
     def peers_of(self, rule: RuleMatcher) -> tuple[PodClass, ...]:
         """The known pod classes the peers of `rule` match (external peers: `rule.matches_peer`)."""
         return tuple(self._index.classes[i] for i in sorted(self._selection(rule)))
 
-    def _rule_matches_peer(self, rule: RuleMatcher, peer: Resolved) -> bool:
+    def _rule_matches_peer(self, rule: RuleMatcher, peer: Resolved, dns_proxy: bool = True) -> bool:
         if isinstance(peer, ExternalPeer):
-            return rule.matches_peer(peer)
+            matched = [matcher for matcher in rule.peers if matcher.matches(peer)]
+            return any(dns_proxy or not isinstance(matcher, FQDNPeers) for matcher in matched)
         return self._index.id_of(peer) in self._selection(rule)
 
     def _selection(self, rule: RuleMatcher) -> frozenset[int]:

@@ -9,15 +9,40 @@ small closed sets of frozen variants; the rest of the package dispatches over th
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import assert_never
 
 from recommender.semantics.connections import ConnectionSet, Protocol
 from recommender.semantics.endpoints import ExternalPeer, PodClass
 from recommender.semantics.policies import Direction, IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
+from recommender.semantics.profiles import Entity
 from recommender.semantics.selectors import NAME_LABEL, Labels, LabelSelector
+
+
+class Action(StrEnum):
+    """What a matching rule does: NetworkPolicy and Cilium allow rules ALLOW (ClusterNetworkPolicy
+    calls it Accept); Cilium deny rules and ClusterNetworkPolicy Deny DENY; Pass hands the
+    connection to the next tier."""
+
+    ALLOW = "Allow"
+    DENY = "Deny"
+    PASS = "Pass"
+
+
+class Tier(StrEnum):
+    """Precedence groups, evaluated in this order (ClusterNetworkPolicy `tier`)."""
+
+    ADMIN = "Admin"
+    NETWORK_POLICY = "NetworkPolicy"
+    BASELINE = "Baseline"
+
+    @property
+    def rank(self) -> int:
+        return list(Tier).index(self)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -27,9 +52,11 @@ class RuleRef:
     policy: str
     direction: Direction
     index: int
+    deny: bool = False
+    """A rule of Cilium's `ingressDeny`/`egressDeny`."""
 
     def __str__(self) -> str:
-        return f"{self.policy} {self.direction.lower()}[{self.index}]"
+        return f"{self.policy} {self.direction.lower()}{'Deny' if self.deny else ''}[{self.index}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,24 +96,101 @@ class PodPeers:
 
 @dataclass(frozen=True, slots=True)
 class IPPeers:
-    """An ipBlock. It matches pods only through `PodClass.ip_blocks` (see `Evaluator`)."""
+    """An ipBlock or Cilium CIDR. It matches pods only through `PodClass.ip_blocks`, and
+    non-pods the profile lets CIDRs select (`ExternalPeer.cidr_selectable`; see `Evaluator`).
+
+    `any_ip` (ClusterNetworkPolicy `networks`) matches every IP in the block, whatever the profile.
+    """
 
     block: IPBlock
+    any_ip: bool = False
 
     def matches(self, endpoint: PodClass | ExternalPeer) -> bool:
         match endpoint:
             case PodClass():
                 return self.block in endpoint.ip_blocks
             case ExternalPeer():
-                return self.block.contains(endpoint.ip)
+                selectable = self.any_ip or endpoint.cidr_selectable
+                return selectable and endpoint.ip is not None and self.block.contains(endpoint.ip)
             case _:
                 assert_never(endpoint)
 
     def __str__(self) -> str:
-        return f"ipBlock {self.block}"
+        return f"{'network' if self.any_ip else 'ipBlock'} {self.block}"
 
 
-PeerMatcher = AllPeers | PodPeers | IPPeers
+CLUSTER_ENTITIES = frozenset({Entity.HOST, Entity.REMOTE_NODE, Entity.KUBE_APISERVER, Entity.INGRESS, Entity.HEALTH})
+
+
+@dataclass(frozen=True, slots=True)
+class EntityPeers:
+    """Cilium `fromEntities`/`toEntities`. `cluster` is every pod and node-side entity, `all`
+    everything; `init`, `unmanaged` and `none` match no endpoint we model."""
+
+    entities: frozenset[str]
+
+    def matches(self, endpoint: PodClass | ExternalPeer) -> bool:
+        if "all" in self.entities:
+            return True
+        match endpoint:
+            case PodClass():
+                return "cluster" in self.entities
+            case ExternalPeer():
+                in_cluster = "cluster" in self.entities and endpoint.entity in CLUSTER_ENTITIES
+                world = endpoint.entity is Entity.WORLD and bool({"world", "world-ipv4", "world-ipv6"} & self.entities)
+                return in_cluster or world or endpoint.entity in self.entities
+            case _:
+                assert_never(endpoint)
+
+    def __str__(self) -> str:
+        return f"entities {','.join(sorted(self.entities))}"
+
+
+@dataclass(frozen=True, slots=True)
+class FQDNPeers:
+    """Cilium `toFQDNs`: world endpoints with a DNS name matching a `matchName` or `matchPattern`.
+
+    Cilium learns the IPs from its DNS proxy, so the evaluator lets this match only when the
+    subject's egress sends its lookups through the proxy (a rule with `rules.dns`).
+    """
+
+    names: frozenset[str] = frozenset()
+    patterns: tuple[str, ...] = ()
+    _regexes: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regexes", tuple(re.compile(_fqdn_regex(p)) for p in self.patterns))
+
+    def matches(self, endpoint: PodClass | ExternalPeer) -> bool:
+        match endpoint:
+            case PodClass():
+                return False
+            case ExternalPeer():
+                return endpoint.entity is Entity.WORLD and any(
+                    name in self.names or any(regex.fullmatch(name) for regex in self._regexes)
+                    for name in endpoint.dns_names
+                )
+            case _:
+                assert_never(endpoint)
+
+    def __str__(self) -> str:
+        return "fqdns " + ",".join(sorted(self.names) + sorted(self.patterns))
+
+
+def _fqdn_regex(pattern: str) -> str:
+    """Cilium's matchPattern (case-insensitive, trailing dot implied): `*` is any run of DNS
+    characters within a label, a lone `*` any name, a leading `**.` one or more labels."""
+    pattern = pattern.lower().rstrip(".")
+    if pattern == "*":
+        return r".+"
+    char = "[-a-z0-9_]"
+    prefix = ""
+    if pattern.startswith("**."):
+        prefix, pattern = rf"(?:{char}+\.)+", pattern[3:]
+    return prefix + "".join(f"{char}*" if c == "*" else re.escape(c) for c in pattern) + r"\."
+
+
+PeerMatcher = AllPeers | PodPeers | IPPeers | EntityPeers | FQDNPeers
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +243,21 @@ class NamedPort:
         return f"{self.protocol}/{self.name}"
 
 
-PortMatcher = AllPorts | PortRange | NamedPort
+@dataclass(frozen=True, slots=True)
+class OtherProtocols:
+    """Cilium `icmps` (and ports of VRRP/IGMP): ICMP and the other protocols without ports.
+
+    The connection algebra has one flag for all of them, so an ICMP type is widened to it.
+    """
+
+    def allowed(self, destination: PodClass | ExternalPeer) -> ConnectionSet:
+        return ConnectionSet.other_protocols()
+
+    def __str__(self) -> str:
+        return "other protocols"
+
+
+PortMatcher = AllPorts | PortRange | NamedPort | OtherProtocols
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +265,9 @@ class RuleMatcher:
     ref: RuleRef
     peers: tuple[PeerMatcher, ...]
     ports: tuple[PortMatcher, ...]
+    action: Action = Action.ALLOW
+    dns_proxy: bool = False
+    """A Cilium rule with `rules.dns`: the subject's lookups go through the DNS proxy."""
 
     def matches_peer(self, endpoint: PodClass | ExternalPeer) -> bool:
         return any(peer.matches(endpoint) for peer in self.peers)
@@ -158,16 +279,32 @@ class RuleMatcher:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The policies selecting `subject` pods in `namespace` for `direction`, and their rules."""
+    """The policies selecting `subject` pods in `namespace` for `direction`, and their rules.
 
-    namespace: str
+    A cluster-scoped policy has no `namespace`: it selects pods of the namespaces matching
+    `namespaces`. Only a target that `isolates` puts its pods in default-deny (Cilium's
+    `enableDefaultDeny: false` does not); `tier` and `priority` order ClusterNetworkPolicies.
+    """
+
+    namespace: str | None
     direction: Direction
     subject: LabelSelector
     policies: tuple[str, ...]
     rules: tuple[RuleMatcher, ...]
+    namespaces: LabelSelector = field(default_factory=LabelSelector)
+    tier: Tier = Tier.NETWORK_POLICY
+    priority: int = 0
+    isolates: bool = True
 
     def selects(self, pods: PodClass) -> bool:
-        return pods.namespace == self.namespace and self.subject.matches(pods.labels)
+        return (
+            (self.namespace is None or pods.namespace == self.namespace)
+            and self.namespaces.matches(pods.namespace_labels)
+            and self.subject.matches(pods.labels)
+        )
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return self.namespace or "", self.direction, str(self.subject), ",".join(self.policies)
 
 
 def compile_policies(policies: Iterable[NetworkPolicy]) -> tuple[Target, ...]:
@@ -194,7 +331,7 @@ def compile_policies(policies: Iterable[NetworkPolicy]) -> tuple[Target, ...]:
         )
         for (namespace, direction, subject), members in groups.items()
     ]
-    return tuple(sorted(targets, key=lambda t: (t.namespace, t.direction, str(t.subject))))
+    return tuple(sorted(targets, key=Target.sort_key))
 
 
 def _compile_peers(peers: tuple[PolicyPeer, ...], namespace: str) -> tuple[PeerMatcher, ...]:

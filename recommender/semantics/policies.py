@@ -172,7 +172,7 @@ def _parse_peer(raw: object, field_path: str) -> PolicyPeer:
     if "ipBlock" in peer and len(peer) > 1:
         raise FieldError(field_path, "may not specify both ipBlock and another peer")
     if "ipBlock" in peer:
-        return PolicyPeer(ip_block=_parse_ip_block(peer["ipBlock"], f"{field_path}.ipBlock"))
+        return PolicyPeer(ip_block=parse_ip_block(peer["ipBlock"], f"{field_path}.ipBlock"))
     pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
     return PolicyPeer(
         pod_selector=None if pods is None else parse_label_selector(pods, f"{field_path}.podSelector"),
@@ -182,22 +182,22 @@ def _parse_peer(raw: object, field_path: str) -> PolicyPeer:
     )
 
 
-def _parse_cidr(raw: object, field_path: str) -> IPNetwork:
+def parse_cidr(raw: object, field_path: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(string_of(raw, field_path), strict=False)
     except ValueError:
         raise FieldError(field_path, f"invalid CIDR {raw!r}") from None
 
 
-def _parse_ip_block(raw: object, field_path: str) -> IPBlock:
+def parse_ip_block(raw: object, field_path: str) -> IPBlock:
     """Host bits are accepted (`10.0.0.1/24` means `10.0.0.0/24`), as the API server does."""
     block = fields_of(raw, field_path, ("cidr", "except"))
     if "cidr" not in block:
         raise FieldError(f"{field_path}.cidr", "is required")
-    cidr = _parse_cidr(block["cidr"], f"{field_path}.cidr")
+    cidr = parse_cidr(block["cidr"], f"{field_path}.cidr")
     excepts = []
     for i, item in enumerate(list_of(block.get("except", []), f"{field_path}.except")):
-        hole = _parse_cidr(item, f"{field_path}.except[{i}]")
+        hole = parse_cidr(item, f"{field_path}.except[{i}]")
         if hole.version != cidr.version or not hole.subnet_of(cidr) or hole.prefixlen <= cidr.prefixlen:
             raise FieldError(f"{field_path}.except[{i}]", f"{item} must be a strict subset of cidr {cidr}")
         excepts.append(hole)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import pandas as pd
@@ -25,7 +26,6 @@ from collectors.inventory import Inventory, inventory_from_cluster, load_invento
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
-from recommender import pictures
 from recommender.coverage import Coverage, observation_coverage
 from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
@@ -37,6 +37,9 @@ from recommender.semantics import Profile, profile_named
 from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.unobserved import UnobservedMode
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+
+if TYPE_CHECKING:
+    from recommender import pictures
 
 __all__ = [
     "Check",
@@ -381,6 +384,8 @@ def picture(
     """A picture of the traffic: `kind` "graph" (the workload graph), "matrix" (namespace by
     namespace) or "workload" (one `workload` with its clients and servers). With `policies`, edges
     are coloured as allowed, would-break or unobserved (allowed but never seen)."""
+    from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
     status = diff(policies, observed, inventory).status() if policies is not None else None
     traffic = edges(apply_inventory(observed, inventory) if inventory is not None else observed)
     if kind == "matrix":

@@ -12,7 +12,7 @@ from rich.table import Table
 from collectors.inventory import snapshot_json
 from collectors.records import POD
 from collectors.relay import RelayConnectionError
-from recommender import api, pictures, tables
+from recommender import api, tables
 from recommender.baseline import BASELINES, NAMESPACE_BASELINE
 from recommender.cli_options import (
     OUTPUT,
@@ -372,6 +372,8 @@ def graph(
         observed = sources.load(inventory)
         try:
             figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=inventory)
+            from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
             pictures.save(figure, output)
         except ValueError as exc:  # an unknown workload
             raise click.ClickException(str(exc)) from exc

@@ -12,7 +12,8 @@ from rich.table import Table
 from collectors.inventory import snapshot_json
 from collectors.records import POD
 from collectors.relay import RelayConnectionError
-from recommender import api, pictures, tables
+from recommender import api, tables
+from recommender.baseline import BASELINES, NAMESPACE_BASELINE
 from recommender.cli_options import (
     OUTPUT,
     ClusterSource,
@@ -20,6 +21,7 @@ from recommender.cli_options import (
     Sources,
     cluster_options,
     dataplane_options,
+    dns_options,
     file_target,
     folder_or_format_options,
     option,
@@ -28,7 +30,7 @@ from recommender.cli_options import (
     target_option,
     user_errors,
 )
-from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
+from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity, warn
 from recommender.cli_report import report
 from recommender.render import proposal_text
 from recommender.report import GAP
@@ -129,6 +131,14 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     "giving any replaces the default list; --exclude-namespace '' excludes none.",
 )
 @click.option(
+    "--baseline",
+    type=click.Choice(BASELINES),
+    default=NAMESPACE_BASELINE,
+    show_default=True,
+    help="The default deny: a default-deny NetworkPolicy per managed namespace, or one ClusterNetworkPolicy of "
+    "tier Baseline for every namespace not excluded (DNS to kube-dns allowed; file cluster-baseline.yaml).",
+)
+@click.option(
     "--include-dropped",
     is_flag=True,
     help="Allow traffic a policy DROPPED (by default only reported; other drops never).",
@@ -143,6 +153,7 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
 )
 @target_option
 @dataplane_options
+@dns_options
 @cluster_options
 def recommend(
     sources: Sources,
@@ -152,11 +163,14 @@ def recommend(
     explain: bool,
     force: bool,
     exclude: tuple[str, ...],
+    baseline: str,
     include_dropped: bool,
     target: str,
     cni: str | None,
     cni_options: tuple[str, ...],
     findings_file: str | None,
+    dns: str,
+    unobserved: str,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -181,6 +195,9 @@ def recommend(
         target=target,
         cni=cni,
         cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
+        dns=api.DnsMode(dns),
+        unobserved=api.UnobservedMode(unobserved),
+        baseline=baseline,
     )
     with user_errors():
         inventory = cluster.load()
@@ -371,6 +388,8 @@ def graph(
         observed = sources.load(inventory)
         try:
             figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=inventory)
+            from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
             pictures.save(figure, output)
         except ValueError as exc:  # an unknown workload
             raise click.ClickException(str(exc)) from exc
@@ -446,7 +465,7 @@ def _report_unexpressible(result: api.Recommendation) -> None:
 
 def _print_summary(result: api.Recommendation) -> None:
     table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
-    table.add_column("what")
+    table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right")
     for label, value in result.summary():
         table.add_row(escape(label), escape(value))
@@ -454,6 +473,10 @@ def _print_summary(result: api.Recommendation) -> None:
         stderr.print(table)
     for example in result.observed.stats.bad.examples:
         say(f"skipped: {example}")
+    for line in result.notes():
+        say(line)
+    for message in result.warnings():
+        warn(message)
 
 
 main.add_command(report)

@@ -15,6 +15,7 @@ from enum import StrEnum
 import pandas as pd
 
 from collectors.records import DROPPED, ObservationSet
+from recommender.coverage import Coverage
 from recommender.graph import build_edges, endpoint_keys
 from recommender.synthesis import Proposal
 from recommender.verification import Check
@@ -33,6 +34,9 @@ class FindingKind(StrEnum):
     UNORIENTED = "unoriented"
     SKIPPED = "skipped-flows"
     MALFORMED = "malformed-line"
+    DNS_ALLOWANCE = "dns-allowance"
+    UNOBSERVED_WORKLOAD = "unobserved-workload"
+    COVERAGE = "coverage-warning"
 
     @property
     def title(self) -> str:
@@ -50,6 +54,9 @@ _TITLES = {
     FindingKind.UNORIENTED: "Unoriented flows (client not told from server: not used)",
     FindingKind.SKIPPED: "Flows skipped (not connection traffic)",
     FindingKind.MALFORMED: "Malformed lines skipped",
+    FindingKind.DNS_ALLOWANCE: "DNS allowance (allowed so that every pod resolves, never observed)",
+    FindingKind.UNOBSERVED_WORKLOAD: "Unobserved workloads (no allow rule)",
+    FindingKind.COVERAGE: "Coverage warnings (the input cannot support a default-deny)",
 }
 
 
@@ -68,7 +75,9 @@ class Finding:
     evidence: tuple[str, ...] = ()
 
 
-def collect_findings(observed: ObservationSet, proposal: Proposal, check: Check) -> list[Finding]:
+def collect_findings(
+    observed: ObservationSet, proposal: Proposal, check: Check, coverage: Coverage | None = None
+) -> list[Finding]:
     """Every finding of a recommendation, by kind in `FindingKind` order, then by subject."""
     findings = proposal.findings
     unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved")
@@ -100,6 +109,18 @@ def collect_findings(observed: ObservationSet, proposal: Proposal, check: Check)
             for reason, count in sorted(observed.stats.skipped.items())
         ),
         *(Finding(FindingKind.MALFORMED, example) for example in observed.stats.bad.examples),
+        *(
+            Finding(FindingKind.DNS_ALLOWANCE, _connection(row), "allowed by allow-dns, never observed")
+            for row in (check.dns.unobserved.itertuples(index=False) if check.dns is not None else ())
+        ),
+        *(
+            Finding(FindingKind.UNOBSERVED_WORKLOAD, item.key, item.outcome, evidence=item.pods)
+            for item in proposal.unobserved.workloads
+        ),
+        *(
+            Finding(FindingKind.COVERAGE, warning.namespace or str(warning.kind), warning.message)
+            for warning in (coverage.warnings if coverage is not None else ())
+        ),
     ]
     order = list(FindingKind)
     return sorted(found, key=lambda item: (order.index(item.kind), item.subject))

@@ -13,15 +13,17 @@ from typing import Any
 
 import yaml
 
+from recommender.baseline import CLUSTER_BASELINE_NAME
 from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
 from recommender.render_cilium import cilium_policies
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
-OWN_STEMS = ("kustomization", "findings")
-"""The names of the folder's own files (kustomization.yaml; findings.md and findings.json), without
-extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no namespace file has."""
+OWN_STEMS = ("kustomization", "findings", CLUSTER_BASELINE_NAME)
+"""The names of the folder's own files (kustomization.yaml; findings.md and findings.json; the cluster-scoped
+baseline's), without extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no
+namespace file has."""
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A namespace name: an RFC 1123 label, as Kubernetes validates it."""
 
@@ -38,14 +40,14 @@ def _dump(document: Any) -> str:
 
 
 def ordered_policies(proposal: Proposal) -> list[PolicyPlan]:
-    """Policies by namespace, the default-deny first, then by name."""
+    """Policies by namespace (the cluster-scoped baseline first), the default-deny first, then by name."""
     return sorted(proposal.policies, key=lambda plan: (plan.namespace, plan.name != DEFAULT_DENY, plan.name))
 
 
 def target_policies(proposal: Proposal) -> list[PolicyPlan]:
     """The policies to write, of the proposal's target kind, in `ordered_policies` order."""
     plans = ordered_policies(proposal)
-    return cilium_policies(plans, proposal.selectors) if proposal.target == "cilium" else plans
+    return cilium_policies(plans, proposal.selectors, proposal.dns) if proposal.target == "cilium" else plans
 
 
 def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
@@ -53,11 +55,15 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
     text = _dump(plan.manifest)
     if not explain:
         return text
+    if not plan.namespace:
+        header = f"# {plan.name}: where no NetworkPolicy decides, deny ingress from pods and all egress but DNS"
+        warning = "# WARNING: ingress from outside the cluster is not denied (the API has no peer for it)"
+        return f"{header}\n{warning}\n{text}"
     header = f"# {plan.namespace}/{plan.name}: "
     header += (
-        "deny all ingress and egress not allowed by another policy"
-        if not plan.workload
-        else (f"what {plan.workload} was observed doing")
+        plan.purpose
+        or (f"what {plan.workload} was observed doing" if plan.workload else "")
+        or "deny all ingress and egress not allowed by another policy"
     )
     lines = [header, *(f"# WARNING: {warning}" for warning in plan.warnings)]
     direction = None
@@ -96,8 +102,11 @@ def proposal_text(proposal: Proposal, output_format: str, *, explain: bool = Fal
 
 def namespace_file(namespace: str, output_format: str) -> str:
     """The file of a namespace's policies: `<namespace>.<format>`, or `<namespace>.namespace.<format>` for a
-    namespace named like one of the folder's own files. Raises `OutputFolderError` for a name that is not a
+    namespace named like one of the folder's own files; `cluster-baseline.<format>` for the cluster-scoped
+    policies (namespace ""). Raises `OutputFolderError` for a name that is not a
     Kubernetes namespace name: no file is ever named after anything else."""
+    if not namespace:
+        return f"{CLUSTER_BASELINE_NAME}.{output_format}"
     if not DNS_LABEL.fullmatch(namespace):
         raise OutputFolderError(
             f"namespace {namespace!r} is not a Kubernetes namespace name (an RFC 1123 label): "

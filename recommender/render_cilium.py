@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from recommender.dns_allowance import DNS_PORTS, DnsAllowance
 from recommender.selectors import Selector
 from recommender.synthesis import DEFAULT_DENY, POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
 
@@ -38,20 +39,21 @@ _PEER_KEYS = {
 }
 
 
-def cilium_policies(plans: Iterable[PolicyPlan], selectors: Mapping[tuple[str, str], Selector]) -> list[PolicyPlan]:
+def cilium_policies(
+    plans: Iterable[PolicyPlan], selectors: Mapping[tuple[str, str], Selector], dns: DnsAllowance
+) -> list[PolicyPlan]:
     """The plans (in their order) with CiliumNetworkPolicy manifests: same names, rules and evidence."""
-    return [_cilium_plan(plan, selectors) for plan in plans]
+    return [_cilium_plan(plan, selectors, dns) for plan in plans]
 
 
-def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector]) -> PolicyPlan:
+def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector], dns: DnsAllowance) -> PolicyPlan:
     metadata = plan.manifest["metadata"]
-    if plan.name == DEFAULT_DENY and not plan.workload:
-        spec: dict[str, Any] = {
-            "endpointSelector": {},
-            "enableDefaultDeny": {"egress": True, "ingress": True},
-            "ingress": [{}],
-            "egress": [{}],
-        }
+    if not plan.workload:  # the default-deny or the DNS allowance: the same pods as the NetworkPolicy
+        spec: dict[str, Any] = {"endpointSelector": plan.manifest["spec"]["podSelector"]}
+        if plan.name == DEFAULT_DENY:
+            spec |= {"enableDefaultDeny": {"egress": True, "ingress": True}, "ingress": [{}], "egress": [{}]}
+        else:
+            spec["egress"] = _dns_rules(dns, selectors)
     else:
         namespace, workload = plan.workload.split("/", 1)
         spec = {"endpointSelector": selectors[(namespace, workload)].as_dict()}
@@ -90,6 +92,21 @@ def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Select
     if icmps:
         cilium_rule["icmps"] = [{"fields": [{"family": family, "type": code} for family, code in icmps]}]
     return cilium_rule
+
+
+def _dns_rules(dns: DnsAllowance, selectors: Mapping[tuple[str, str], Selector]) -> list[dict[str, Any]]:
+    """The DNS allowance as Cilium rules: to the server pods, and to server IPs (node-local-dns), on
+    UDP and TCP 53 through the DNS proxy (so that `toFQDNs` rules of the same pods match)."""
+    to_ports = [{"ports": _ports(list(DNS_PORTS)), "rules": DNS_PROXY_RULES}]
+    pods = [server for server in dns.servers if server.workload]
+    ips = [server.ip for server in dns.servers if not server.workload]
+    rules: list[dict[str, Any]] = []
+    if pods:
+        peers = [_endpoint_selector(server.namespace, server.workload, "", selectors) for server in pods]
+        rules.append({"toEndpoints": peers, "toPorts": to_ports})
+    if ips:
+        rules.append({"toCIDR": exact_cidrs(ips), "toPorts": to_ports})
+    return rules
 
 
 def _ports(ports: list[tuple[str, int]]) -> list[dict[str, str]]:

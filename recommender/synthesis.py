@@ -18,7 +18,7 @@ refuses to combine L3 selectors of different kinds in one rule).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,10 +37,21 @@ from collectors.records import (
     WORLD,
     labels_from_text,
 )
+from recommender.baseline import CLUSTER_BASELINE_NAME, NAMESPACE_BASELINE, cluster_baseline
+from recommender.dns_allowance import (
+    DNS_POLICY,
+    DNS_PORTS,
+    DnsAllowance,
+    DnsMode,
+    DnsServer,
+    observed_dns_servers,
+    plan_allowance,
+)
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
 from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
+from recommender.unobserved import Unobserved, UnobservedMode, find_unobserved
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -66,12 +77,28 @@ class SynthesisOptions:
     the one the input implies (`recommend` settles it: Cilium for Hubble flows)."""
     cidr_match_nodes: bool = False
     """The Cilium agent runs with `policy-cidr-match-mode=nodes`: ipBlocks match node IPs."""
+    dns: DnsMode = DnsMode.ALLOW
+    """How pods resolve names: the shared DNS allowance, DNS only as observed, or no DNS rules."""
+    unobserved: UnobservedMode = UnobservedMode.ISOLATE
+    """What to do with workloads (known from an inventory) that no allow rule names."""
+    baseline: str = NAMESPACE_BASELINE
+    """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
+    (`recommender.baseline`)."""
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise RecommenderError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
         if self.cni is not None and self.cni not in CNI_PROFILES:
             raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
+        if self.target == "cilium" and self.baseline != NAMESPACE_BASELINE:
+            raise RecommenderError(
+                "--baseline clusternetworkpolicy is written for --target networkpolicy only: its Cilium equivalent "
+                "(a CiliumClusterwideNetworkPolicy) is not built yet"
+            )
+        if self.target == "cilium" and self.unobserved is UnobservedMode.SKIP:
+            raise RecommenderError(
+                "--unobserved skip is written for --target networkpolicy only (not built for Cilium)"
+            )
 
 
 POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
@@ -103,6 +130,8 @@ class RuleEvidence:
     example_client: str
     example_server: str
     dns_names: tuple[str, ...] = ()
+    note: str = ""
+    """Why a rule exists beyond its observed traffic (the DNS allowance)."""
     warnings: tuple[str, ...] = ()
     """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
 
@@ -110,7 +139,10 @@ class RuleEvidence:
         def when(moment: pd.Timestamp | None) -> str:
             return "unknown" if moment is None or pd.isna(moment) else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-        text = (
+        if self.note and not self.count:
+            return self.note
+        text = f"{self.note}; observed: " if self.note else ""
+        text += (
             f"{self.count} flows from {when(self.first_seen)} to {when(self.last_seen)}; "
             f"e.g. {self.example_client} -> {self.example_server} ({', '.join(self.ports)})"
         )
@@ -123,11 +155,13 @@ class RuleEvidence:
 class PolicyPlan:
     """One proposed NetworkPolicy, its rules as data, and the evidence for each of its rules."""
 
-    namespace: str
+    namespace: str  # "" for the cluster-scoped baseline
     name: str
-    workload: str  # the workload key, "" for the default-deny
+    workload: str  # the workload key, "" for the default deny
     manifest: dict[str, Any]
     evidence: list[RuleEvidence] = field(default_factory=list)
+    purpose: str = ""
+    """What the policy is for, when it is neither a default-deny nor a workload's (the DNS allowance)."""
     warnings: tuple[str, ...] = ()
     """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
     rules: list[Rule] = field(default_factory=list)
@@ -210,6 +244,10 @@ class Proposal:
     target: str = "networkpolicy"
     """The policy kind to render (`render.target_policies`): with "cilium", `manifest` is only the
     NetworkPolicy equivalent of the rules (entity and FQDN peers as ipBlocks of their observed IPs)."""
+    dns: DnsAllowance = field(default_factory=lambda: DnsAllowance(DnsMode.OBSERVED))
+    """The DNS allowance: its servers and namespaces (rendered as `allow-dns` policies)."""
+    unobserved: Unobserved = field(default_factory=lambda: Unobserved(UnobservedMode.ISOLATE, known=False))
+    """Workloads of managed namespaces with no allow rule (known with an inventory)."""
 
 
 # -- peers -------------------------------------------------------------------------------------
@@ -298,8 +336,15 @@ def synthesize(
     dns_names: Mapping[str, tuple[str, ...]] | None = None,
     options: SynthesisOptions | None = None,
     port_names: PortNames | None = None,
+    *,
+    dns_servers: Sequence[DnsServer] = (),
+    complete_pods: bool = False,
 ) -> Proposal:
-    """Propose the NetworkPolicies that allow exactly the wanted observed traffic."""
+    """Propose the NetworkPolicies that allow exactly the wanted observed traffic.
+
+    `dns_servers` are the cluster's DNS servers known besides those observed (the inventory's);
+    `complete_pods` says `pods` lists every pod (an inventory's), so unobserved workloads are known.
+    """
     options = options or SynthesisOptions()
     names = _Names(dns_names or {}, port_names or {})
     all_edges = build_edges(observations)
@@ -320,22 +365,34 @@ def synthesize(
         reasons[(reasons == "") & (entity == UNKNOWN)] = f"{side} identity unknown"
         unresolved = (entity == POD) & (edges[f"{side}_workload"] == "")
         reasons[(reasons == "") & unresolved] = f"{side} pod's workload unresolved (labels only)"
-    host_ingress = (reasons == "") & (edges["client_entity"] == HOST) & (edges["server_entity"] == POD)
-
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
+    dns = plan_allowance(options.dns, [*dns_servers, *observed_dns_servers(edges[reasons == ""])], managed, selectors)
+    if options.dns is DnsMode.OFF:
+        reasons[(reasons == "") & dns.covers(edges)] = "DNS lookup left to another policy (--dns off)"
+    host_ingress = (reasons == "") & (edges["client_entity"] == HOST) & (edges["server_entity"] == POD)
+
     unexpressible = _unexpressible(edges[(reasons == "") & ~host_ingress], managed, options)
     ruled = edges[(reasons == "") & ~host_ingress & ~edges.index.isin(list(unexpressible))]
-    policies = [_default_deny(ns) for ns in managed]
+    lookups = dns.covers(ruled) & ruled["client_namespace"].isin(dns.namespaces)
     traffic: dict[tuple[str, str], dict[str, list]] = {}
-    for row in ruled.itertuples(index=False):
+    for row, lookup in zip(ruled.itertuples(index=False), lookups, strict=True):
         for side, direction in (("server", "ingress"), ("client", "egress")):
+            if lookup and direction == "egress":
+                continue  # the DNS allowance allows it
             namespace = getattr(row, f"{side}_namespace")
             if getattr(row, f"{side}_entity") == POD and namespace in managed:
                 workload = (namespace, getattr(row, f"{side}_workload"))
                 traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
+    unobserved = find_unobserved(options.unobserved, pods, complete_pods, managed, traffic, selectors)
+    skipped = unobserved.skipped_namespaces
+    if options.baseline == NAMESPACE_BASELINE:
+        policies = [_default_deny(ns, unobserved.pod_selector(ns)) for ns in managed if ns not in skipped]
+    else:
+        policies = [_cluster_baseline(options)]
     for (namespace, workload), rows in sorted(traffic.items()):
         policies.append(_workload_policy(namespace, workload, rows, selectors, names, options.target))
+    policies += _dns_policies(dns, ruled[lookups], policies, unobserved, selectors, names)
 
     used = _peers(ruled)
     findings = Findings(
@@ -347,7 +404,9 @@ def synthesize(
         ],
         unexpressible=list(unexpressible.values()),
     )
-    return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed, options.target)
+    return Proposal(
+        policies, selectors, findings, ruled.reset_index(drop=True), managed, options.target, dns, unobserved
+    )
 
 
 def _unexpressible(edges: pd.DataFrame, managed: list[str], options: SynthesisOptions) -> dict[Any, UnexpressiblePeer]:
@@ -408,14 +467,62 @@ def _metadata(namespace: str, name: str, annotations: dict[str, str] | None = No
     return metadata
 
 
-def _default_deny(namespace: str) -> PolicyPlan:
+def _default_deny(namespace: str, pod_selector: dict[str, Any]) -> PolicyPlan:
     manifest = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(namespace, DEFAULT_DENY),
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress", "Egress"]},
     }
     return PolicyPlan(namespace, DEFAULT_DENY, "", manifest)
+
+
+def _dns_policies(
+    dns: DnsAllowance,
+    lookups: pd.DataFrame,
+    policies: list[PolicyPlan],
+    unobserved: Unobserved,
+    selectors: Mapping[tuple[str, str], Selector],
+    names: _Names,
+) -> list[PolicyPlan]:
+    """One `allow-dns` per namespace of the allowance, selecting what its default-deny selects. A
+    namespace without a default-deny gets the rule in each of its egress policies instead (a policy
+    selecting every pod would isolate them all)."""
+    found = []
+    note = f"DNS allowance: every pod may resolve names over UDP and TCP 53 ({dns.describe()})"
+    for namespace in dns.namespaces:
+        rows = list(lookups[lookups["client_namespace"] == namespace].itertuples(index=False))
+        if namespace in unobserved.skipped_namespaces:
+            for plan in policies:
+                egress = plan.manifest["spec"].get("egress")
+                if plan.namespace == namespace and egress is not None:
+                    evidence = _dns_evidence(len(egress), [], names, note)
+                    egress.append(dns.rule(selectors))
+                    plan.evidence.append(evidence)
+            continue
+        taken = {plan.name for plan in policies if plan.namespace == namespace}
+        name = DNS_POLICY if DNS_POLICY not in taken else f"netpol-recommender-{DNS_POLICY}"
+        spec = {
+            "podSelector": unobserved.pod_selector(namespace),
+            "policyTypes": ["Egress"],
+            "egress": [dns.rule(selectors)],
+        }
+        manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": _metadata(namespace, name), "spec": spec}  # fmt: skip
+        evidence = [_dns_evidence(0, rows, names, note)]
+        found.append(PolicyPlan(namespace, name, "", manifest, evidence, purpose="let every pod resolve names"))
+    return found
+
+
+def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvidence:
+    if rows:
+        return replace(_evidence("egress", index, rows, "server", DNS_PORTS, names), note=note)
+    return RuleEvidence("egress", index, (), (), 0, None, None, "", "", note=note)
+
+
+def _cluster_baseline(options: SynthesisOptions) -> PolicyPlan:
+    """The cluster-scoped default deny: a plan without namespace."""
+    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(options.exclude_namespaces, MANAGED_BY))
 
 
 def _workload_policy(
@@ -453,7 +560,13 @@ def _workload_policy(
     }
     warnings = selector_warnings(selectors[(namespace, workload)])
     return PolicyPlan(
-        namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, warnings, plan_rules
+        namespace,
+        f"allow-{workload}",
+        f"{namespace}/{workload}",
+        manifest,
+        evidence,
+        warnings=warnings,
+        rules=plan_rules,
     )
 
 

@@ -18,6 +18,8 @@ import pandas as pd
 from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
 from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
+from recommender.baseline import without_dns_allowance
+from recommender.dns_allowance import DnsAllowance, DnsProof, prove_allowance
 from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
@@ -41,6 +43,7 @@ from recommender.semantics.cluster_policies import compile_cluster_policy
 from recommender.semantics.matcher import PortRange
 from recommender.semantics.policies import Direction
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
+from recommender.unobserved import Unobserved, prove_left_as_is
 
 ENTITIES = {entity.value: entity for entity in Entity}
 """Observation entities as semantics entities; `unknown` IPs are world to a CNI."""
@@ -152,9 +155,9 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
 
 
 def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
-    """Every (rule, pod) where an ipBlock of `policies` contains an address evidence gives a pod: a
-    recommendation must select pods by labels, never by address (NetworkPolicies; a CNP's toCIDR is not
-    checked here)."""
+    """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
+    gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
+    deny every address on purpose; a CNP's toCIDR is not checked here)."""
     found = []
     addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
     for policy in parse_policy_set(policies).network_policies:
@@ -430,6 +433,13 @@ class Check:
 
     replayed: Replay
     excess: pd.DataFrame
+    """Allowed but never observed, the DNS allowance's part apart (in `dns`)."""
+    dns: DnsProof | None = None
+    """The synthetic DNS lookups of every pod, proven allowed, and what the allowance opens unobserved."""
+    left_as_is: int = 0
+    """Synthetic connections proving the unobserved workloads left as is are not isolated."""
+    baseline_dns: pd.DataFrame | None = None
+    """With a cluster baseline: the tuples only its DNS rule allows (never observed), not in `excess`."""
 
     @property
     def recall(self) -> float:
@@ -443,9 +453,12 @@ def check_proposal(
     options: SynthesisOptions,
     inventory: Inventory | None = None,
     profile: Profile = KUBERNETES,
+    dns: DnsAllowance | None = None,
+    unobserved: Unobserved | None = None,
 ) -> Check:
-    """Replay the traffic a proposal was built to allow (`edges`) as the dataplane of `profile` enforces
-    `policies`; raise `ReplayError` if any breaks."""
+    """Replay the traffic a proposal was built to allow (`edges`), every pod's lookups under the `dns`
+    allowance, and connections of the `unobserved` workloads it leaves as is, as the dataplane of
+    `profile` enforces `policies`; raise `ReplayError` if any is denied."""
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(
@@ -459,4 +472,15 @@ def check_proposal(
     replayed = replay(policies, observed, rows[meant], model=model, profile=profile)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
-    return Check(replayed, excess(replayed, observed, model, named_ports(policies)))
+    ports = named_ports(policies)
+    found = excess(replayed, observed, model, ports)
+    baseline_dns = None
+    without_dns = without_dns_allowance(policies)
+    if without_dns is not None:  # a cluster baseline: its DNS rule's reach is counted apart
+        rest = excess(replay(without_dns, observed, rows[meant], model=model, profile=profile), observed, model, ports)
+        kept = set(rest.itertuples(index=False, name=None))
+        only_dns = [row not in kept for row in found.itertuples(index=False, name=None)]
+        baseline_dns, found = found[only_dns].reset_index(drop=True), rest
+    proof, found = prove_allowance(replayed.evaluator, model.workload_of, dns, found) if dns else (None, found)
+    left_as_is = prove_left_as_is(replayed.evaluator, model.workload_of, unobserved) if unobserved else 0
+    return Check(replayed, found, proof, left_as_is, baseline_dns)

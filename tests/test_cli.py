@@ -30,6 +30,7 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
     assert {d["kind"] for d in documents} == {"NetworkPolicy"}
     assert [d["metadata"]["name"] for d in documents if d["metadata"]["namespace"] == "payments"] == [
         "default-deny",
+        "allow-dns",
         "allow-payments",
     ]
 
@@ -58,6 +59,7 @@ def test_explain_puts_evidence_above_every_rule():
     assert rules == len(comments) == 14
     assert any("DNS names: api.payments.example.com" in line for line in comments)
     assert all(" flows from " in line and " e.g. " in line for line in comments)
+    assert sum(line.startswith("    # DNS allowance: every pod may resolve names") for line in comments) == 2
 
 
 def test_summary_table_goes_to_stderr():

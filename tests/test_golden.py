@@ -36,6 +36,8 @@ class Case:
     options: tuple[str, ...] = ()
     policies: Path | None = None
     """Existing policies to verify and diff against, besides the case's own recommendation."""
+    recommend_options: tuple[str, ...] = ()
+    """Options only `recommend` gets."""
 
     def available(self) -> bool:
         return all(path.exists() for path in self.files)
@@ -43,9 +45,11 @@ class Case:
 
 HUBBLE = FIXTURES / "hubble"
 NETNS = FIXTURES / "conntrack" / "netns"
+BOOKINFO = (HUBBLE / "basic-sample-400-tcp-flows.json", HUBBLE / "basic-sample-400-udp-flows.json")
 CASES = [
     Case("example", (EXAMPLE,), policies=EXAMPLE_POLICIES),
-    Case("bookinfo", (HUBBLE / "basic-sample-400-tcp-flows.json", HUBBLE / "basic-sample-400-udp-flows.json")),
+    Case("bookinfo", BOOKINFO),
+    Case("bookinfo-baseline", BOOKINFO, recommend_options=("--baseline", "clusternetworkpolicy")),
     *(
         Case(name, (HUBBLE / f"{name}.json",))
         for name in (
@@ -88,17 +92,17 @@ def case_outputs(case: Case, work: Path) -> dict[str, str]:
         outputs[name] = _portable(out, work)
         outputs[f"{name}.stderr"] = _portable(err, work) + f"exit status {code}\n"
 
-    record("recommend.yaml", "recommend", *files, *case.options, "-o", "yaml")
-    record("recommend-explain.yaml", "recommend", *files, *case.options, "-o", "yaml", "--explain", "-q")
-    record("recommend.json", "recommend", *files, *case.options, "-o", "json", "-q")
-    cilium = ("--target", "cilium")
-    record("recommend-cilium.yaml", "recommend", *files, *case.options, *cilium, "-o", "yaml")
-    record(
-        "recommend-cilium-explain.yaml", "recommend", *files, *case.options, *cilium, "-o", "yaml", "--explain", "-q"
-    )
-    record("recommend-cilium.json", "recommend", *files, *case.options, *cilium, "-o", "json", "-q")
+    recommending = ("recommend", *files, *case.options, *case.recommend_options)
+    record("recommend.yaml", *recommending, "-o", "yaml")
+    record("recommend-explain.yaml", *recommending, "-o", "yaml", "--explain", "-q")
+    record("recommend.json", *recommending, "-o", "json", "-q")
+    if "--baseline" not in case.recommend_options:  # the cluster baseline is written for NetworkPolicy only
+        cilium = ("--target", "cilium")
+        record("recommend-cilium.yaml", *recommending, *cilium, "-o", "yaml")
+        record("recommend-cilium-explain.yaml", *recommending, *cilium, "-o", "yaml", "--explain", "-q")
+        record("recommend-cilium.json", *recommending, *cilium, "-o", "json", "-q")
     folder = work / "policies"
-    record("recommend-folder.txt", "recommend", *files, *case.options, "-o", str(folder), "-q")
+    record("recommend-folder.txt", *recommending, "-o", str(folder), "-q")
     for path in sorted(folder.iterdir()) if folder.exists() else ():  # none when there is nothing to recommend
         outputs[f"folder/{path.name}"] = path.read_text()
 
@@ -120,6 +124,8 @@ def case_outputs(case: Case, work: Path) -> dict[str, str]:
                     output_format,
                 )
 
+    if case.recommend_options:  # the report takes none of them: it would repeat the case without them
+        return outputs
     store, report = work / "store", work / "report"
     record("report.md", "report", *files, *case.options, "--store", str(store), "-o", str(report))
     for path in sorted(report.iterdir()):

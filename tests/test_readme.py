@@ -66,6 +66,7 @@ def test_the_api_example_runs_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: 
         "allow-catalog",
         "allow-catalog-db",
         "allow-checkout",
+        "allow-dns",
         "allow-frontend",
         "default-deny",
     ]

@@ -1,0 +1,153 @@
+"""`recommend --baseline clusternetworkpolicy`: one Baseline ClusterNetworkPolicy instead of a
+default-deny per namespace, valid by the upstream CRD, proven by replay with the NetworkPolicies."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recommender import api
+from recommender.baseline import CLUSTER_BASELINE, CLUSTER_BASELINE_NAME, cluster_baseline
+from recommender.cli import main
+from recommender.dns_allowance import DnsMode
+from recommender.render import namespace_file
+from recommender.semantics import KUBERNETES, Evaluator, ExternalPeer, Namespace, Pod, parse_policy_set
+from recommender.semantics.profiles import Entity
+from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, MANAGED_BY, SynthesisOptions
+from tests.crd_schema import validate
+
+BASELINE_OPTIONS = SynthesisOptions(baseline=CLUSTER_BASELINE)
+
+
+@pytest.mark.parametrize("excluded", [DEFAULT_EXCLUDED_NAMESPACES, ("kube-system",), ()])
+def test_the_baseline_fits_the_upstream_crd_and_the_engine(excluded):
+    manifest = cluster_baseline(excluded, MANAGED_BY)
+    validate(manifest)
+    (policy,) = parse_policy_set([manifest]).cluster_policies
+    assert policy.tier.value == "Baseline"
+
+
+def test_excluded_namespaces_are_exempt_by_name():
+    subject = cluster_baseline(("kube-system", "kube-public"), MANAGED_BY)["spec"]["subject"]
+    assert subject == {
+        "namespaces": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-public", "kube-system"]}
+            ]
+        }
+    }
+    assert cluster_baseline((), MANAGED_BY)["spec"]["subject"] == {"namespaces": {}}
+
+
+def test_a_namespace_named_like_the_baseline_file_gets_another_file():
+    assert namespace_file("", "yaml") == f"{CLUSTER_BASELINE_NAME}.yaml"
+    assert namespace_file(CLUSTER_BASELINE_NAME, "yaml") == f"{CLUSTER_BASELINE_NAME}.namespace.yaml"
+
+
+@pytest.fixture
+def observed(bookinfo_files):
+    return api.load_observations(bookinfo_files)
+
+
+def _evaluator(policies: list[dict]) -> Evaluator:
+    """The bookinfo proposal's cluster plus a namespace nobody observed (two pods) and kube-dns."""
+    pods = [
+        Pod("unseen", "job", {"app": "job"}),
+        Pod("unseen", "admin", {"app": "admin"}),
+        Pod("kube-system", "coredns", {"k8s-app": "kube-dns"}),
+        Pod("kube-system", "agent", {"app": "agent"}),
+    ]
+    namespaces = [Namespace("unseen"), Namespace("kube-system"), Namespace("bookinfo")]
+    return Evaluator(policies, namespaces, pods, profile=KUBERNETES)
+
+
+def test_a_pod_in_a_namespace_never_observed_is_denied_under_the_baseline_only(observed):
+    per_namespace = [plan.manifest for plan in api.recommend(observed).proposal.policies]
+    cluster_wide = [plan.manifest for plan in api.recommend(observed, BASELINE_OPTIONS).proposal.policies]
+    job, admin = Pod("unseen", "job", {"app": "job"}), Pod("unseen", "admin", {"app": "admin"})
+    coredns, agent = (
+        Pod("kube-system", "coredns", {"k8s-app": "kube-dns"}),
+        Pod("kube-system", "agent", {"app": "agent"}),
+    )
+    world = ExternalPeer("203.0.113.7", Entity.WORLD)
+    without, under = _evaluator(per_namespace), _evaluator(cluster_wide)
+    for client, server, protocol, port in [
+        (job, admin, "TCP", 8080),
+        (agent, job, "TCP", 8080),
+        (job, world, "TCP", 443),
+        (job, coredns, "UDP", 5353),
+    ]:
+        assert without.evaluate(client, server, protocol, port).allowed
+        decision = under.evaluate(client, server, protocol, port)
+        assert not decision.allowed, decision
+        assert f"ClusterNetworkPolicy {CLUSTER_BASELINE_NAME}" in str(decision)
+    for protocol in ("UDP", "TCP"):  # DNS always resolves, over TCP too
+        assert under.evaluate(job, coredns, protocol, 53).allowed
+    assert under.evaluate(agent, world, "TCP", 443).allowed  # excluded namespaces are exempt
+
+
+def test_bookinfo_under_the_baseline_has_full_recall_and_the_per_namespace_excess(observed):
+    per_namespace = api.recommend(observed)
+    cluster_wide = api.recommend(observed, BASELINE_OPTIONS)
+    assert cluster_wide.check.recall == 1.0
+    assert len(cluster_wide.check.replayed.connections) == len(per_namespace.check.replayed.connections)
+    assert cluster_wide.check.excess.equals(per_namespace.check.excess)
+    # Every observed namespace has its allow-dns: the baseline's DNS rule opens nothing more there.
+    assert len(cluster_wide.check.baseline_dns) == 0
+    assert per_namespace.check.baseline_dns is None
+    # With DNS only as observed, the baseline's rule is what lets the other pods resolve: counted apart.
+    observed_dns = api.recommend(observed, replace(BASELINE_OPTIONS, dns=DnsMode.OBSERVED))
+    assert observed_dns.check.excess.equals(
+        api.recommend(observed, SynthesisOptions(dns=DnsMode.OBSERVED)).check.excess
+    )
+    dns = observed_dns.check.baseline_dns  # pods no egress policy decides may resolve, over TCP too
+    assert set(dns["server"]) == {"kube-system/coredns"} and set(dns["port"]) == {53}
+    resolving = set(zip(dns["client"], dns["protocol"], strict=True))
+    assert {("bookinfo/details-v1", "TCP"), ("bookinfo/details-v1", "UDP")} <= resolving
+    names = [(plan.namespace, plan.name) for plan in cluster_wide.proposal.policies]
+    assert ("", CLUSTER_BASELINE_NAME) in names
+    assert not any(name == "default-deny" for _, name in names)
+    assert sorted(names[1:]) == sorted(
+        (plan.namespace, plan.name) for plan in per_namespace.proposal.policies if plan.name != "default-deny"
+    )
+
+
+def test_the_folder_holds_the_baseline_file_in_the_kustomization(bookinfo_files, tmp_path):
+    folder = tmp_path / "policies"
+    args = ["recommend", *bookinfo_files, "--baseline", CLUSTER_BASELINE, "-o", str(folder), "-q"]
+    outcome = CliRunner().invoke(main, args)
+    assert outcome.exit_code == 0, outcome.output
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert f"{CLUSTER_BASELINE_NAME}.yaml" in kustomization["resources"]
+    (manifest,) = yaml.safe_load_all((folder / f"{CLUSTER_BASELINE_NAME}.yaml").read_text())
+    validate(manifest)
+    stream = CliRunner().invoke(main, ["recommend", *bookinfo_files, "--baseline", CLUSTER_BASELINE, "-q"])
+    kinds = [document["kind"] for document in yaml.safe_load_all(stream.stdout)]
+    assert kinds[0] == "ClusterNetworkPolicy" and kinds.count("ClusterNetworkPolicy") == 1
+
+
+NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(namespaces=st.lists(NAMES, min_size=1, max_size=5, unique=True), data=st.data())
+def test_exactly_the_pods_of_namespaces_not_excluded_are_denied_by_default(namespaces, data):
+    excluded = data.draw(st.lists(st.sampled_from(namespaces), unique=True))
+    evaluator = Evaluator(
+        [cluster_baseline(excluded, MANAGED_BY)],
+        [Namespace(name) for name in namespaces],
+        [Pod(name, "app", {"app": "app"}) for name in namespaces],
+        profile=KUBERNETES,
+    )
+    world = ExternalPeer("203.0.113.7", Entity.WORLD)
+    for name in namespaces:
+        pod = Pod(name, "app", {"app": "app"})
+        assert evaluator.evaluate(pod, world, "TCP", 443).allowed == (name in excluded)
+        for other in namespaces:
+            client = Pod(other, "app", {"app": "app"})
+            assert evaluator.evaluate(client, pod, "TCP", 80).allowed == (name in excluded and other in excluded)

@@ -391,7 +391,8 @@ def synthesize(
     else:
         policies = [_cluster_baseline(options)]
     for (namespace, workload), rows in sorted(traffic.items()):
-        policies.append(_workload_policy(namespace, workload, rows, selectors, names, options.target))
+        resolves = namespace in dns.namespaces  # its lookups go through the allowance's DNS rule
+        policies.append(_workload_policy(namespace, workload, rows, selectors, names, options.target, resolves))
     policies += _dns_policies(dns, ruled[lookups], policies, unobserved, selectors, names)
 
     used = _peers(ruled)
@@ -532,14 +533,17 @@ def _workload_policy(
     selectors: Mapping[tuple[str, str], Selector],
     names: _Names,
     target: str,
+    resolves: bool,
 ) -> PolicyPlan:
-    """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}."""
+    """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}; `resolves`:
+    its pods' lookups pass the DNS proxy (the DNS allowance), so world peers may be selected by name."""
     spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
     evidence: list[RuleEvidence] = []
     plan_rules: list[Rule] = []
     for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
         if rows[direction]:
-            fqdn = names.dns if target == "cilium" and direction == "egress" and _uses_dns(rows[direction]) else {}
+            looks_up = resolves or _uses_dns(rows[direction])
+            fqdn = names.dns if target == "cilium" and direction == "egress" and looks_up else {}
             rules, rule_evidence = _rules(
                 rows[direction], peer_side, direction, namespace, selectors, names, target, fqdn
             )

@@ -38,7 +38,7 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
 def test_json_on_stdout_is_a_list():
     outcome = run("recommend", EXAMPLE, "-o", "json", "-q")
     document = json.loads(outcome.stdout)
-    assert document["kind"] == "List" and len(document["items"]) == 9
+    assert document["kind"] == "List" and len(document["items"]) == 11
 
 
 def test_directory_output_with_json_files(tmp_path):

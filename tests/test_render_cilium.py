@@ -123,12 +123,34 @@ def rule_ports(rule: dict) -> set[tuple[str, int]]:
 def edge_connections(result: api.Recommendation) -> set[tuple[str, str, str, str, int]]:
     """The same tuples from the proposal's edges: what each managed workload's CNP must allow."""
     managed = set(result.proposal.managed_namespaces)
+    edges, dns = result.proposal.edges, result.proposal.dns
+    lookups = dns.covers(edges) & edges["client_namespace"].isin(dns.namespaces)  # the allow-dns CNP's
     found = set()
-    for row in result.proposal.edges.itertuples(index=False):
+    for row, lookup in zip(edges.itertuples(index=False), lookups, strict=True):
         for side, peer, direction in (("client", row.server, "egress"), ("server", row.client, "ingress")):
+            if lookup and direction == "egress":
+                continue
             if getattr(row, f"{side}_entity") == POD and getattr(row, f"{side}_namespace") in managed:
                 found.add((getattr(row, side), direction, entity_key(peer), row.protocol, int(row.port)))
     return found
+
+
+def assert_lookups_through_the_dns_proxy(result: api.Recommendation, namespace: str) -> None:
+    """The namespace's allow-dns CNP: every pod to kube-dns on UDP and TCP 53 with the DNS rule."""
+    plans = target_policies(result.proposal)
+    allow_dns = next(p for p in plans if p.name == "allow-dns" and p.namespace == namespace).manifest["spec"]
+    assert allow_dns["endpointSelector"] == {}
+    assert allow_dns["egress"] == [
+        {
+            "toEndpoints": [{"matchLabels": {"k8s-app": "kube-dns", NAMESPACE_KEY: "kube-system"}}],
+            "toPorts": [
+                {
+                    "ports": [{"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"}],
+                    "rules": {"dns": [{"matchPattern": "*"}]},
+                }
+            ],
+        }
+    ]
 
 
 def assert_exact_and_valid(result: api.Recommendation) -> None:
@@ -203,19 +225,15 @@ def test_world_peers_with_a_resolved_name_are_fqdns_with_the_dns_proxy_rule():
     checkout = next(p for p in target_policies(result.proposal) if p.name == "allow-checkout").manifest["spec"]
     assert {"toFQDNs": [{"matchName": "api.payments.example.com"}],
             "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]} in checkout["egress"]  # fmt: skip
-    dns = [rule for rule in checkout["egress"] if "toEndpoints" in rule and "53" in str(rule["toPorts"])]
-    assert dns == [
-        {
-            "toEndpoints": [{"matchLabels": {"k8s-app": "kube-dns", NAMESPACE_KEY: "kube-system"}}],
-            "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [{"matchPattern": "*"}]}}],
-        }
-    ]
+    # The lookups pass the DNS proxy through the namespace's allow-dns (UDP and TCP 53), which toFQDNs needs.
+    assert_lookups_through_the_dns_proxy(result, "shop")
+    assert not any("53" in str(rule.get("toPorts")) for rule in checkout["egress"])
     assert "203.0.113.10" not in yaml.safe_dump(checkout)
 
 
 def test_the_default_deny_is_a_cnp_per_namespace():
     result = recommend([EXAMPLE], target="cilium")
-    denies = [p.manifest for p in target_policies(result.proposal) if not p.workload]
+    denies = [p.manifest for p in target_policies(result.proposal) if p.name == "default-deny"]
     assert [d["metadata"]["namespace"] for d in denies] == result.proposal.managed_namespaces
     assert all(
         d["spec"] == {"endpointSelector": {}, "enableDefaultDeny": {"egress": True, "ingress": True},
@@ -244,14 +262,7 @@ def test_cilium_output_is_byte_identical_and_explained(tmp_path):
 def test_bookinfo_cnps_allow_exactly_the_observed_connections(bookinfo_files):
     result = recommend(bookinfo_files, target="cilium")
     assert_exact_and_valid(result)
-    productpage = next(p for p in target_policies(result.proposal) if p.name == "allow-productpage-v1")
-    dns = [rule for rule in productpage.manifest["spec"]["egress"] if rule.get("toPorts", [{}])[0].get("rules")]
-    assert dns == [
-        {
-            "toEndpoints": [{"matchLabels": {"k8s-app": "kube-dns", NAMESPACE_KEY: "kube-system"}}],
-            "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [{"matchPattern": "*"}]}}],
-        }
-    ]
+    assert_lookups_through_the_dns_proxy(result, "bookinfo")
     assert result.proposal.findings.unexpressible == []  # its one remote-node address is a pod's (identity)
 
 

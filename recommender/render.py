@@ -74,11 +74,12 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
             direction, rule_index = line.strip(" :"), -1
         elif indent <= 2:
             direction = None
-        elif direction and plan.workload and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
+        elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
             rule_index += 1
-            evidence = plan.evidence_for(direction)[rule_index]
-            lines += [f"    # WARNING: {warning}" for warning in evidence.warnings]
-            lines.append(f"    # {evidence.comment()}")
+            evidence = plan.evidence_for(direction)
+            if rule_index < len(evidence):  # a default-deny CNP's empty rules have none
+                lines += [f"    # WARNING: {warning}" for warning in evidence[rule_index].warnings]
+                lines.append(f"    # {evidence[rule_index].comment()}")
         lines.append(line)
     return "\n".join(lines) + "\n"
 

@@ -72,7 +72,7 @@ def test_the_api_example_runs_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: 
     ]
     printed = capsys.readouterr().out
     assert "shop/frontend" in printed and "shop/catalog" in printed  # the busiest edge, from the table
-    assert printed.count("kind: NetworkPolicy") == 9
+    assert printed.count("kind: NetworkPolicy") == 11
     assert "cidr: 203.0.113.10/32" in printed and f"DNS names: {WORLD_API}" in printed  # explained
 
 

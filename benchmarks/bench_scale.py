@@ -42,6 +42,7 @@ from benchmarks.bench_ingest import decode_lines
 from benchmarks.generate import shop_topology, write_capture
 from collectors.hubble import Chunk, lines_starting_in, plan_chunks, read_hubble_files
 from collectors.records import ObservationSet
+from collectors.sources import READ_BUFFER
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ def timed(function: Callable[[], T]) -> tuple[float, T]:
 
 def decode_range(chunk: Chunk) -> int:
     """Decode the lines of a chunk into typed structs (`bench_ingest`'s floor), nothing else done."""
-    with open(chunk.path, "rb") as handle:
+    with open(chunk.path, "rb", buffering=READ_BUFFER) as handle:
         return decode_lines(lines_starting_in(handle, chunk.start, chunk.end))
 
 
@@ -72,7 +73,7 @@ def decode_in_processes(path: str, processes: int) -> int:
 
 def read_floor(path: str) -> None:
     """Every line of the file, not decoded: what any line-based reader has to do."""
-    with open(path, "rb") as lines:
+    with open(path, "rb", buffering=READ_BUFFER) as lines:
         for _line in lines:
             pass
 
@@ -157,6 +158,29 @@ def first_lines(capture: str, lines: int, total: int) -> Iterator[str]:
         os.remove(path)
 
 
+def print_figures(figures: dict, load_start: tuple[float, float, float]) -> dict:
+    """Print a run's figures as JSON, with the CPUs and the load averages at its start and at its end."""
+    figures["cpus"] = os.cpu_count()
+    figures["load_average_start"] = [round(load, 2) for load in load_start]
+    figures["load_average_end"] = [round(load, 2) for load in os.getloadavg()]
+    print(json.dumps(figures, indent=2))
+    return figures
+
+
+@contextmanager
+def generated_capture(flows: int, copied: int, where: str | None) -> Iterator[tuple[str, str]]:
+    """(a temporary folder in `where`, the shop capture of `flows` flows in it), once the disk is found
+    to have room for it and for `copied` more flows (`first_lines` copies); deleted afterwards."""
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        needed = (flows + copied) * BYTES_PER_FLOW
+        free = shutil.disk_usage(tmp).free
+        if free < needed:
+            sys.exit(f"{tmp}: {free / 1e9:.1f} GB free, {needed / 1e9:.1f} GB needed: use --tmp or smaller --sizes")
+        capture = os.path.join(tmp, "capture.json")
+        write_capture(capture, shop_topology(), flows)
+        yield tmp, capture
+
+
 def parallel(path: str, flows: int, rounds: int) -> dict:
     """The best wall-clock time of each way to read `path`, each in a fresh process, over `rounds`
     rounds that take turns (a burst of other work on the machine does not favour one way); and what,
@@ -202,13 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted(int(size) for size in args.sizes.split(","))
     largest = max(args.flows, *sizes)
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        needed = (largest + args.flows) * BYTES_PER_FLOW
-        free = shutil.disk_usage(tmp).free
-        if free < needed:
-            sys.exit(f"{tmp}: {free / 1e9:.1f} GB free, {needed / 1e9:.1f} GB needed: use --tmp or smaller --sizes")
-        capture = os.path.join(tmp, "capture.json")
-        write_capture(capture, shop_topology(), largest)
+    with generated_capture(largest, args.flows, args.tmp) as (_tmp, capture):
         with first_lines(capture, args.flows, largest) as path:
             figures: dict[str, object] = {"parallel": parallel(path, args.flows, args.rounds)}
         growth = []
@@ -224,11 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     clusters = [size.split(":") for size in args.clusters.split(",")]
     figures["synthesis_and_verification"] = [bench_verify.run(int(w), int(e)) for w, e in clusters]
-    figures["cpus"] = os.cpu_count()
-    figures["load_average_start"] = [round(load, 2) for load in load_start]
-    figures["load_average_end"] = [round(load, 2) for load in os.getloadavg()]
-    print(json.dumps(figures, indent=2))
-    return figures
+    return print_figures(figures, load_start)
 
 
 if __name__ == "__main__":

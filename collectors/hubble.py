@@ -38,7 +38,7 @@ from collectors.aggregate import (
 from collectors.errors import CollectorError, OnError
 from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from collectors.hubble_identity import EndpointResolver, PodKey, better_record
-from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, schema_for
+from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, envelope_time, schema_for
 from collectors.identity import fold_proxy_twins, settle_endpoints
 from collectors.names import InvalidName, is_host_name
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
@@ -50,7 +50,7 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import STDIN, TruncatedInput, display_name, expand_inputs, open_input
+from collectors.sources import READ_BUFFER, STDIN, TruncatedInput, display_name, expand_inputs, open_input
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -116,7 +116,7 @@ class HubbleIngest:
     def add_line(self, line: Any) -> None:
         """One decoded envelope (GetFlowsResponse or ExportEvent) with a flow or another event."""
         if line.flow is not None:
-            self.add_flow(line.flow, line.time)
+            self.add_flow(line.flow, None if line.flow.time is not None else envelope_time(line))
         elif line.lost_events is not None:
             self.add_lost_events(int(line.lost_events.num_events_lost or 0))
         else:
@@ -213,19 +213,22 @@ class HubbleIngest:
         if dst.__class__ is not tuple:
             dst = self.resolver.resolve(destination, ip.destination)
         if flow.destination_names or flow.source_names or flow.l7 is not None:
+            self.stats.l7_events += flow.l7 is not None
             self._learn_names(flow, ip)
         seen = flow.time or fallback_time
         if self.window is not None and not self.window.in_window(seen):
             self.stats.skipped[OUTSIDE_WINDOW] += 1
             return
         if direction == UNDECIDED:
-            self._hold(
-                (src[0], dst[0], protocol, sport, dport, verdict, ip.source, ip.destination),
-                seen,
-                src[1],
-                dst[1],
-            )
-            return
+            direction, rule = self.correlator.correlate((protocol, ip.source, sport, ip.destination, dport))
+            if direction == UNDECIDED:
+                self._hold(
+                    (src[0], dst[0], protocol, sport, dport, verdict, ip.source, ip.destination),
+                    seen,
+                    src[1],
+                    dst[1],
+                )
+                return
 
         self.stats.orientation[rule] += 1
         recent = self.correlator.recent
@@ -255,20 +258,27 @@ class HubbleIngest:
 
     def _learn_names(self, flow: Any, ip: Any) -> None:
         """DNS names of IPs: from `destination_names`/`source_names` and from DNS answers."""
-        pairs = [(ip.destination, name) for name in flow.destination_names]
-        pairs += [(ip.source, name) for name in flow.source_names]
+        if flow.destination_names:
+            self._add_names(ip.destination, flow.destination_names)
+        if flow.source_names:
+            self._add_names(ip.source, flow.source_names)
         dns = flow.l7.dns if flow.l7 is not None else None
         if dns is not None and dns.query:
-            pairs += [(answer, dns.query) for answer in dns.ips]
-        for address, name in pairs:
-            if name:
-                known, name = self.dns_names.setdefault(address, set()), name.rstrip(".")
-                if name in known:
-                    continue
-                if is_host_name(name):
-                    known.add(name)
-                else:
-                    self.stats.ignored["DNS name that is not a host name"] += 1
+            for answer in dns.ips:
+                self._add_names(answer, (dns.query,))
+
+    def _add_names(self, address: str, names: Iterable[str]) -> None:
+        known = self.dns_names.get(address)
+        if known is None:
+            known = self.dns_names[address] = set()
+        for name in names:
+            name = name.rstrip(".") if name else name
+            if not name or name in known:
+                continue
+            if is_host_name(name):
+                known.add(name)
+            else:
+                self.stats.ignored["DNS name that is not a host name"] += 1
 
     def _hold(self, key: tuple, seen: datetime | None, src_pod: str, dst_pod: str) -> None:
         """Keep an undecided event until the rest of the stream can decide it."""
@@ -360,6 +370,7 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
     unlabelled: dict[Endpoint, set[PodKey]] = {}
     leg_ips: dict[str, set[Endpoint]] = {}
     dns_names: dict[str, set[str]] = {}
+    anything_pending = any(part.pending for part in parts)
     for part in parts:
         ids = [aggregator.endpoint_id(endpoint) for endpoint in part.endpoints]
         for (client, server, *rest), record in part.records.items():
@@ -372,7 +383,8 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
                 merge_record(correlator.pending[key], record)
             else:
                 correlator.pending[key] = list(record)
-        correlator.recent |= part.remembered
+        if anything_pending:  # the decided 5-tuples are there only to decide undecided events
+            correlator.recent |= part.remembered
         for pod, endpoint in part.pods.items():
             pods[pod] = better_record(pods.get(pod), endpoint)
         for ip, named in part.pod_ips.items():
@@ -418,11 +430,16 @@ def read_hubble_files(
 
     With `jobs` > 1, files (and large plain files by byte ranges on line boundaries) are read by that
     many processes and their partial results combined: the result is the same as with one process
-    (inputs smaller than `MIN_CHUNK_BYTES` are read in this process). `window`'s --since/--until
-    keep the flows seen in that time.
+    (inputs smaller than `MIN_CHUNK_BYTES` are read in this process). A single gzip file is
+    decompressed in this process and ingested in another. `window`'s --since/--until keep the flows
+    seen in that time.
     """
     paths = expand_inputs(specs)
     chunks = plan_chunks(paths, jobs)
+    if jobs > 1 and len(chunks) == 1 and chunks[0].size >= MIN_GZIP_BYTES and _is_gzip(chunks[0].path):
+        combined = finish_partials([read_gzip_in_two_processes(chunks[0].path, on_error, progress, window)])
+        combined.stats.sources = [display_name(path) for path in paths]
+        return combined
     if jobs <= 1 or len(chunks) <= 1 or sum(chunk.size for chunk in chunks) < MIN_CHUNK_BYTES:
         ingest = HubbleIngest(window=window)
         ingest.stats.bad.on_error = on_error
@@ -457,6 +474,8 @@ class Chunk:
 
 
 MIN_CHUNK_BYTES = 16 << 20
+MIN_GZIP_BYTES = 1 << 20
+"""A gzip file from this size (compressed; about 20 MiB of flows) is decompressed and ingested in two processes."""
 
 
 def plan_chunks(paths: Sequence[str], jobs: int, min_chunk: int | None = None) -> list[Chunk]:
@@ -485,7 +504,7 @@ def read_chunk(chunk: Chunk, on_error: OnError, window: FlowFilter | None = None
     if chunk.end is None:
         with open_input(chunk.path) as stream:
             return read_lines(stream, name, on_error, window=window)
-    with open(chunk.path, "rb") as handle:
+    with open(chunk.path, "rb", buffering=READ_BUFFER) as handle:
         lines = lines_starting_in(handle, chunk.start, chunk.end)
         return read_lines(lines, name, on_error, lambda: lines_starting_before(chunk.path, chunk.start), window=window)
 
@@ -509,6 +528,67 @@ def read_lines(
     except (OSError, EOFError, zlib.error) as exc:
         raise CollectorError(f"{name}: cannot read: {exc}") from exc
     return ingest.partial()
+
+
+def read_gzip_in_two_processes(
+    path: str,
+    on_error: OnError,
+    progress: Callable[[int], None] | None = None,
+    window: FlowFilter | None = None,
+) -> PartialIngest:
+    """Ingest a gzip file with decompression (about as costly as the ingest) in this process and the
+    ingest in a forked one, fed the decompressed bytes through a pipe: the same lines in the same
+    order as one process reads them, so the same result, on two cores."""
+    context = multiprocessing.get_context("fork")
+    read_end, write_end = os.pipe()
+    results = context.SimpleQueue()
+    arguments = (read_end, write_end, display_name(path), on_error, window, results)
+    worker = context.Process(target=_ingest_pipe, args=arguments, daemon=True)
+    worker.start()
+    os.close(read_end)
+    try:
+        with open(write_end, "wb", buffering=0) as pipe:
+            _decompress_into(path, pipe, progress)
+        result = results.get()
+    except BaseException:
+        worker.terminate()  # it may be blocked giving a result nobody will read
+        raise
+    finally:
+        worker.join()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | None) -> None:
+    """Write the decompressed bytes of `path` into `pipe`, until the end or until its reader stops."""
+    with open_input(path) as stream:
+        compressed = stream.fileobj  # type: ignore[attr-defined]
+        reported = 0
+        try:
+            while block := stream.read(READ_BUFFER):
+                pipe.write(block)
+                if progress is not None:
+                    position = compressed.tell()
+                    progress(position - reported)
+                    reported = position
+        except BrokenPipeError:
+            return  # the reader stopped at a bad line: it reports it
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
+
+
+def _ingest_pipe(
+    read_end: int, write_end: int, name: str, on_error: OnError, window: FlowFilter | None, results: Any
+) -> None:
+    """The worker of `read_gzip_in_two_processes`: ingest the lines arriving on `read_end`."""
+    os.close(write_end)  # the parent's, inherited: the pipe ends when the parent closes it
+    try:
+        with open(read_end, "rb", buffering=READ_BUFFER) as stream:
+            result: PartialIngest | BaseException = read_lines(stream, name, on_error, window=window)
+    except BaseException as exc:  # given to the parent, which raises it
+        result = exc
+    results.put(result)
 
 
 def lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
@@ -594,8 +674,9 @@ def _read_stream(
                 decode = schema.line.decode
                 ingest.resolver.decode = schema.endpoint.decode
             line = decode(raw)
-            if line.flow is not None:
-                add_flow(line.flow, line.time)
+            flow = line.flow
+            if flow is not None:
+                add_flow(flow, None if flow.time is not None else envelope_time(line))
             else:
                 problem = _read_other(line, raw, schema, ingest)
                 if problem:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 EMPTY_RAW = msgspec.Raw(b"{}")
+NULL_RAW = msgspec.Raw(b"null")
 
 # Enum fields arrive as names ("FORWARDED"); protojson also accepts numbers.
 EnumValue = str | int
@@ -137,8 +138,7 @@ def build_schema(rename: Callable[[str], str] | None = None, *, lazy_endpoints: 
         node_status: dict[str, Any] | None = None
         agent_event: dict[str, Any] | None = None
         debug_event: dict[str, Any] | None = None
-        node_name: str = ""
-        time: datetime | None = None
+        time: msgspec.Raw = NULL_RAW  # needed only for a flow without its own: decoded by `envelope_time`
 
     structs = {
         cls.__name__: cls
@@ -166,6 +166,14 @@ def build_schema(rename: Callable[[str], str] | None = None, *, lazy_endpoints: 
         endpoint=msgspec.json.Decoder(Endpoint),
         structs=structs,
     )
+
+
+_TIME = msgspec.json.Decoder(datetime | None)
+
+
+def envelope_time(line: Any) -> datetime | None:
+    """The time of a decoded envelope (its `time` stays raw JSON until asked for)."""
+    return _TIME.decode(line.time)
 
 
 PROTO_NAMES = build_schema()

@@ -3,9 +3,10 @@
 Reply traffic must never become a rule. Per-event evidence is tried first, strongest first:
 `is_reply`, the L7 record type, the legacy `reply`, TCP flags, policy-verdict events (always the
 first packet), ICMP echo types, and drops (Hubble's own assumption: drops are not replies). Events
-none of these decide are held by the `Correlator` and decided later from the other events of the
-same 5-tuple, then from ports already seen as server ports of the same endpoint, and only last by a
-port heuristic. What still cannot be decided is reported as unoriented, never guessed into a rule.
+none of these decide are decided by the `Correlator` from the decided events of the same 5-tuple
+seen so far, or held and decided later from the other events of the same 5-tuple, then from ports
+already seen as server ports of the same endpoint, and only last by a port heuristic. What still
+cannot be decided is reported as unoriented, never guessed into a rule.
 """
 
 from __future__ import annotations
@@ -105,12 +106,20 @@ class Correlator:
             direction, rule = self._decide(key, server_ports)
             yield key, record, direction, rule
 
-    def _decide(self, key: PendingKey, server_ports: set[tuple[int, str, int]]) -> tuple[int, str]:
-        src, dst, protocol, sport, dport, _verdict, src_ip, dst_ip = key
-        if self.knows((protocol, src_ip, sport, dst_ip, dport)):
+    def correlate(self, five_tuple: FiveTuple) -> tuple[int, str]:
+        """An event's direction from the decided connections, given its 5-tuple in packet order."""
+        if self.knows(five_tuple):
             return FORWARD, "correlated"
+        protocol, src_ip, sport, dst_ip, dport = five_tuple
         if self.knows((protocol, dst_ip, dport, src_ip, sport)):
             return REPLY, "correlated"
+        return UNDECIDED, ""
+
+    def _decide(self, key: PendingKey, server_ports: set[tuple[int, str, int]]) -> tuple[int, str]:
+        src, dst, protocol, sport, dport, _verdict, src_ip, dst_ip = key
+        direction, rule = self.correlate((protocol, src_ip, sport, dst_ip, dport))
+        if direction != UNDECIDED:
+            return direction, rule
         dst_serves = (dst, protocol, dport) in server_ports
         src_serves = (src, protocol, sport) in server_ports
         if dst_serves != src_serves:

@@ -103,6 +103,7 @@ def _stats_from_dict(data: dict[str, Any]) -> ReadStats:
         skipped=Counter(data["skipped"]),
         orientation=Counter(data["orientation"]),
         unoriented=data["unoriented"],
+        l7_events=data.get("l7_events", 0),
         bad=bad,
         resolution=Counter(data.get("resolution", {})),
     )

@@ -99,6 +99,8 @@ class ReadStats:
     skipped: Counter[str] = field(default_factory=Counter)
     orientation: Counter[str] = field(default_factory=Counter)
     unoriented: int = 0
+    l7_events: int = 0
+    """Events that were L7 records (Cilium's proxy: HTTP, DNS, Kafka), among the flows counted."""
     bad: BadRecords = field(default_factory=BadRecords)
     resolution: Counter[str] = field(default_factory=Counter)
     """How addresses were named (sources that resolve IPs with an inventory), in connections:
@@ -115,6 +117,7 @@ class ReadStats:
         self.skipped.update(other.skipped)
         self.orientation.update(other.orientation)
         self.unoriented += other.unoriented
+        self.l7_events += other.l7_events
         self.bad.merge(other.bad)
         self.resolution.update(other.resolution)
 
@@ -130,6 +133,7 @@ class ReadStats:
             "skipped": dict(sorted(self.skipped.items())),
             "orientation": dict(sorted(self.orientation.items())),
             "unoriented": self.unoriented,
+            "l7_events": self.l7_events,
             "bad_records": self.bad.count,
             "bad_record_examples": list(self.bad.examples),
             "resolution": dict(sorted(self.resolution.items())),

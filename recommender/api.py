@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import pandas as pd
@@ -25,18 +26,25 @@ from collectors.inventory import Inventory, inventory_from_cluster, load_invento
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
-from recommender import pictures
+from recommender.coverage import Coverage, observation_coverage
+from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
 from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
-from recommender.render import proposal_text, write_proposal
+from recommender.render import proposal_text, target_policies, write_proposal
 from recommender.semantics import Profile, profile_named
-from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
+from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize, wanted_observations
+from recommender.unobserved import UnobservedMode
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+
+if TYPE_CHECKING:
+    from recommender import pictures
 
 __all__ = [
     "Check",
+    "Coverage",
+    "DnsMode",
     "Drift",
     "FlowFilter",
     "Inventory",
@@ -46,8 +54,10 @@ __all__ = [
     "RelayOptions",
     "Replay",
     "SynthesisOptions",
+    "UnobservedMode",
     "collect",
     "dataplane_profile",
+    "default_cni",
     "diff",
     "edges",
     "graph",
@@ -133,10 +143,11 @@ class Recommendation:
     proposal: Proposal
     options: SynthesisOptions
     check: Check
+    coverage: Coverage
 
     def findings(self) -> list[Finding]:
         """Every item behind the summary's counts that are not rules, with its evidence."""
-        return collect_findings(self.observed, self.proposal, self.check)
+        return collect_findings(self.observed, self.proposal, self.check, self.coverage)
 
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""
@@ -157,18 +168,26 @@ class Recommendation:
             ("unoriented flows (not used)", f"{stats.unoriented:,}"),
             ("dropped flows", f"{dropped:,}" + _dropped_note(observations, self.options)),
             *_resolution_rows(observations, stats.resolution),
+            ("target", self.options.target),
+            (
+                "CNI profile",
+                f"{self.options.cni}" + (f" ({CIDR_MATCH_NODES})" if self.options.cidr_match_nodes else ""),
+            ),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
             ("edges allowed", str(len(proposal.edges))),
             ("policies", str(len(proposal.policies))),
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
+            ("replayed as", f"{self.options.target} on {self.options.cni}"),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
             *_dns_allowance_rows(self.check),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
+            ("edges not expressible on the CNI (no rule)", str(len(findings.unexpressible))),
             ("unresolved endpoints", str(count(listed, FindingKind.UNRESOLVED))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
+            *self._switch_on_rows(),
         ]
         without_selector = count(listed, FindingKind.NO_STABLE_SELECTOR)
         if without_selector:  # listed below the table
@@ -176,12 +195,57 @@ class Recommendation:
             rows.append(("workloads without a stable selector", f"{without_selector} ({fate})"))
         return rows
 
+    def _switch_on_rows(self) -> list[tuple[str, str]]:
+        """The DNS allowance, the unobserved workloads and the observation coverage."""
+        dns, proof, unobserved = self.proposal.dns, self.check.dns, self.proposal.unobserved
+        rows = [("observation window", self.coverage.describe_window())]
+        rows.append(("flows per namespace", self.coverage.describe_flows()))
+        if dns.active and proof is not None:
+            rows += [
+                (
+                    "DNS allowance (UDP and TCP 53)",
+                    f"{len(dns.namespaces)} namespace{'s' if len(dns.namespaces) != 1 else ''} to {dns.describe()}",
+                ),
+                ("DNS lookups proven (synthetic, every pod)", f"{proof.lookups:,}"),
+                ("DNS allowance (allowed, never observed)", str(len(proof.unobserved))),
+            ]
+        else:
+            rows.append(
+                (
+                    "DNS allowance",
+                    f"none (--dns {dns.mode})" if dns.mode != DnsMode.ALLOW else "none (no DNS server known)",
+                )
+            )
+        if unobserved.known:
+            isolated = sum(item.isolated for item in unobserved.workloads)
+            rows.append(("unobserved workloads (no allow rule)", f"{len(unobserved.workloads)} ({isolated} isolated)"))
+        else:
+            rows.append(("unobserved workloads", "unknown without an inventory (--inventory FILE or --cluster)"))
+        return rows
+
+    def warnings(self) -> list[str]:
+        """What the input or the proposal cannot support: coverage warnings, and no DNS server known."""
+        lines = [warning.message for warning in self.coverage.warnings]
+        dns = self.proposal.dns
+        if dns.mode is DnsMode.ALLOW and not dns.active and self.proposal.managed_namespaces:
+            where = (
+                "the inventory (no Service kube-dns with pods, no node-local-dns)"
+                if self.proposal.unobserved.known
+                else "an inventory (give one: --inventory FILE or --cluster)"
+            )
+            lines.append(f"the proposal lets no pod resolve names: no DNS server was observed or found in {where}")
+        return lines
+
+    def notes(self) -> list[str]:
+        """Lines to read after the summary: the unobserved workloads and what became of them."""
+        return [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
+
 
 def _dns_allowance_rows(check: Check) -> list[tuple[str, str]]:
     """With a cluster baseline: what its DNS rule allows beyond the observed, apart from excess."""
-    if check.dns_allowance is None:
+    if check.baseline_dns is None:
         return []
-    return [("DNS allowance (baseline allow-dns, never observed)", str(len(check.dns_allowance)))]
+    return [("cluster baseline DNS rule (allowed, never observed)", str(len(check.baseline_dns)))]
 
 
 def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:
@@ -219,8 +283,18 @@ def recommend(
 
     With an `inventory`, workloads and labels come from the cluster, selectors are exact against
     every pod of a namespace, the excess counts every pod, and the evidence names container ports.
+
+    `options.cni` None means the input's CNI (`default_cni`). Edges the target cannot express on that
+    CNI get no rule and are listed in `proposal.findings.unexpressible`: the proposal is incomplete.
     """
     options = options or SynthesisOptions()
+    if options.cni is None:
+        options = replace(options, cni=default_cni(observed))
+    if inventory is None and options.unobserved is not UnobservedMode.ISOLATE:
+        raise RecommenderError(
+            f"--unobserved {options.unobserved} needs the inventory (--inventory FILE or --cluster): without it the "
+            "workloads nobody saw cannot be known"
+        )
     if inventory is not None:
         observed = apply_inventory(observed, inventory)
     proposal = synthesize(
@@ -229,14 +303,24 @@ def recommend(
         observed.dns_names,
         options,
         _port_names(inventory),
-        pods_complete=inventory is not None,
+        dns_servers=inventory_dns_servers(inventory) if inventory is not None else (),
+        complete_pods=inventory is not None,
     )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
+    profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
+    policies = [plan.manifest for plan in target_policies(proposal)]
     unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
     check = check_proposal(
-        [plan.manifest for plan in proposal.policies], observed, edges, options, inventory, unseen_pods_in=unseen
+        policies, observed, edges, options, inventory, profile, proposal.dns, proposal.unobserved, unseen_pods_in=unseen
     )
-    return Recommendation(observed, proposal, options, check)
+    coverage = observation_coverage(observed, proposal.managed_namespaces)
+    return Recommendation(observed, proposal, options, check, coverage)
+
+
+def default_cni(observed: ObservationSet) -> str:
+    """The CNI profile an input implies: "cilium" for Hubble flows, "kubernetes" (the spec) for conntrack
+    dumps (the only inputs that name their IPs with an inventory)."""
+    return "kubernetes" if observed.stats.resolution else "cilium"
 
 
 def _port_names(inventory: Inventory | None) -> dict[tuple[str, str, str, int], str]:
@@ -259,7 +343,7 @@ def dataplane_profile(observed: ObservationSet, cni: str | None = None, options:
     """The dataplane profile named `cni` (`kubernetes`, `cilium`, `calico`; `cilium` takes the option
     `cidr-match-nodes`). By default `cilium` for Hubble input (Cilium produced it) and `kubernetes`
     for conntrack dumps (the CNI is not known)."""
-    name = cni or ("kubernetes" if observed.stats.resolution else "cilium")
+    name = cni or default_cni(observed)
     try:
         return profile_named(name, options)
     except ValueError as exc:
@@ -327,6 +411,8 @@ def picture(
     """A picture of the traffic: `kind` "graph" (the workload graph), "matrix" (namespace by
     namespace) or "workload" (one `workload` with its clients and servers). With `policies`, edges
     are coloured as allowed, would-break or unobserved (allowed but never seen)."""
+    from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
     status = diff(policies, observed, inventory).status() if policies is not None else None
     traffic = edges(apply_inventory(observed, inventory) if inventory is not None else observed)
     if kind == "matrix":

@@ -12,7 +12,7 @@ from rich.table import Table
 from collectors.inventory import snapshot_json
 from collectors.records import POD
 from collectors.relay import RelayConnectionError
-from recommender import api, pictures, tables
+from recommender import api, tables
 from recommender.baseline import BASELINES, NAMESPACE_BASELINE
 from recommender.cli_options import (
     OUTPUT,
@@ -21,24 +21,28 @@ from recommender.cli_options import (
     Sources,
     cluster_options,
     dataplane_options,
+    dns_options,
     file_target,
     folder_or_format_options,
     option,
     output_target,
     source_options,
+    target_option,
     user_errors,
 )
-from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity
+from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity, warn
 from recommender.cli_report import report
 from recommender.findings import FindingKind, finding_text
 from recommender.render import proposal_text
 from recommender.report import GAP
-from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
+from recommender.synthesis import CIDR_MATCH_NODES, DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 TABLE_HELP = "table: a table on a terminal, one plain line per row in a pipe; or json, markdown."
 DENIED = 5
 """Exit status of `verify` when an observed connection would be denied."""
+INCOMPLETE = 6
+"""Exit status of `recommend` when observed edges cannot be expressed for the target on the CNI."""
 NO_TRAFFIC = GAP
 """Exit status when the input holds no connection to work on (as `report` for a gap)."""
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
@@ -154,6 +158,9 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     help="Write every item behind the summary's counts (dropped, not expressed, unresolved, ...) to this file: "
     "JSON for a .json name, Markdown otherwise. An --output folder gets findings.md and findings.json anyway.",
 )
+@target_option
+@dataplane_options
+@dns_options
 @cluster_options
 def recommend(
     sources: Sources,
@@ -166,7 +173,12 @@ def recommend(
     baseline: str,
     include_dropped: bool,
     allow_empty_selector: bool,
+    target: str,
+    cni: str | None,
+    cni_options: tuple[str, ...],
     findings_file: str | None,
+    dns: str,
+    unobserved: str,
 ) -> None:
     """Recommend NetworkPolicies from observed traffic.
 
@@ -179,11 +191,20 @@ def recommend(
         netpol-recommender recommend capture.json -o policies/ --explain
 
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
+
+    Exits with status 6 when some observed edges cannot be expressed for the --target on the --cni
+    (e.g. the API server or other nodes on Cilium with NetworkPolicies): the policies are written
+    without them, and each is named with why and how to fix it.
     """
     folder, output_format = output_target(output, output_format, ("yaml", "json"))
     options = SynthesisOptions(
         exclude_namespaces=tuple(ns for ns in exclude if ns),
         include_dropped=include_dropped,
+        target=target,
+        cni=cni,
+        cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
+        dns=api.DnsMode(dns),
+        unobserved=api.UnobservedMode(unobserved),
         baseline=baseline,
         allow_empty_selector=allow_empty_selector,
     )
@@ -208,6 +229,7 @@ def recommend(
         if findings_file:
             api.write_findings(result.findings(), findings_file)
     _print_summary(result)
+    _report_unexpressible(result)
 
 
 @main.command()
@@ -375,6 +397,8 @@ def graph(
         observed = sources.load(inventory)
         try:
             figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=inventory)
+            from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
+
             pictures.save(figure, output)
         except ValueError as exc:  # an unknown workload
             raise click.ClickException(str(exc)) from exc
@@ -428,9 +452,29 @@ def completion(shell: str) -> None:
     click.echo(script.source())
 
 
+def _report_unexpressible(result: api.Recommendation) -> None:
+    """Name every edge the target cannot express on the CNI (a warning, even with -q), and exit INCOMPLETE."""
+    unexpressible = result.proposal.findings.unexpressible
+    for edge in unexpressible:
+        stderr.print(
+            f"not expressible: {edge.client} -> {edge.server} {edge.protocol}/{edge.port} ({edge.count} flows): "
+            f"{edge.reason}. Fix: {edge.fix}.",
+            markup=False,
+            highlight=False,
+        )
+    if unexpressible:
+        stderr.print(
+            f"incomplete: {len(unexpressible)} observed edges have no rule and would be denied once the policies "
+            f"are enforced on {result.options.cni} (exit status {INCOMPLETE})",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(INCOMPLETE)
+
+
 def _print_summary(result: api.Recommendation) -> None:
     table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
-    table.add_column("what")
+    table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right")
     for label, value in result.summary():
         table.add_row(escape(label), escape(value))
@@ -438,6 +482,10 @@ def _print_summary(result: api.Recommendation) -> None:
         stderr.print(table)
     for example in result.observed.stats.bad.examples:
         say(f"skipped: {example}")
+    for line in result.notes():
+        say(line)
+    for message in result.warnings():
+        warn(message)
     for item in result.findings():
         if item.kind == FindingKind.NO_STABLE_SELECTOR:
             say(finding_text(item))

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import click
@@ -27,6 +28,7 @@ from recommender import api
 from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
 from recommender.errors import RecommenderError
 from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
+from recommender.synthesis import TARGETS
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
@@ -422,6 +424,34 @@ def cluster_options(command: Callable) -> Callable:
     return with_cluster
 
 
+def _mode_option(name: str, modes: type[StrEnum], help_text: str) -> Callable:
+    """A choice among the values of `modes`, the first one the default."""
+    choices = [mode.value for mode in modes]
+    return click.option(name, type=click.Choice(choices), default=choices[0], show_default=True, help=help_text)
+
+
+def dns_options(command: Callable) -> Callable:
+    """--dns and --unobserved: what the proposal does for name resolution and for workloads nobody saw."""
+    options = [
+        _mode_option(
+            "--dns",
+            api.DnsMode,
+            "allow: one allow-dns per namespace lets every pod reach the cluster's DNS servers on UDP and TCP 53; "
+            "observed: DNS only as observed, in the workloads' policies; off: no DNS rules (lookups are left to "
+            "another policy and reported).",
+        ),
+        _mode_option(
+            "--unobserved",
+            api.UnobservedMode,
+            "Workloads of the inventory no allow rule names: isolate them (listed), allow-as-is (the "
+            "default-deny does not select them) or skip (their namespace gets no default-deny). Needs an inventory.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 FILE_SUFFIXES = (".yaml", ".yml", ".json", ".md", ".markdown", ".html", ".txt", ".csv", ".parquet", ".gz")
 FORMAT_WORDS = ("yaml", "yml", "json", "markdown", "md", "html", "table", "text", "txt", "wide", "csv", "parquet")
 
@@ -495,6 +525,18 @@ def dataplane_options(command: Callable) -> Callable:
     for add in reversed(options):
         command = add(command)
     return command
+
+
+def target_option(command: Callable) -> Callable:
+    """--target: the kind of policy written (handed over as `target=`)."""
+    return option(
+        OPTIONS,
+        "--target",
+        type=click.Choice(TARGETS),
+        default=TARGETS[0],
+        show_default=True,
+        help="Write Kubernetes NetworkPolicies, or CiliumNetworkPolicies (entities, FQDNs, ICMP).",
+    )(command)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from enum import StrEnum
 import pandas as pd
 
 from collectors.records import DROPPED, ObservationSet
+from recommender.coverage import Coverage
 from recommender.graph import build_edges, endpoint_keys
 from recommender.synthesis import NoStableSelector, Proposal
 from recommender.verification import Check
@@ -25,6 +26,7 @@ class FindingKind(StrEnum):
 
     DROPPED = "dropped"
     NOT_EXPRESSED = "not-expressed"
+    UNEXPRESSIBLE = "unexpressible-on-cni"
     UNRESOLVED = "unresolved-endpoint"
     AMBIGUOUS_SELECTOR = "ambiguous-selector"
     NO_STABLE_SELECTOR = "no-stable-selector"
@@ -33,6 +35,9 @@ class FindingKind(StrEnum):
     UNORIENTED = "unoriented"
     SKIPPED = "skipped-flows"
     MALFORMED = "malformed-line"
+    DNS_ALLOWANCE = "dns-allowance"
+    UNOBSERVED_WORKLOAD = "unobserved-workload"
+    COVERAGE = "coverage-warning"
 
     @property
     def title(self) -> str:
@@ -42,6 +47,7 @@ class FindingKind(StrEnum):
 _TITLES = {
     FindingKind.DROPPED: "Dropped flows (by connection)",
     FindingKind.NOT_EXPRESSED: "Edges not expressed (no rule)",
+    FindingKind.UNEXPRESSIBLE: "Edges the target cannot express on the CNI (no rule: the proposal is incomplete)",
     FindingKind.UNRESOLVED: "Unresolved endpoints (no rule, never an ipBlock)",
     FindingKind.AMBIGUOUS_SELECTOR: "Ambiguous selectors (extra reach)",
     FindingKind.NO_STABLE_SELECTOR: "Workloads without a stable selector (no rule, unless --allow-empty-selector)",
@@ -50,6 +56,9 @@ _TITLES = {
     FindingKind.UNORIENTED: "Unoriented flows (client not told from server: not used)",
     FindingKind.SKIPPED: "Flows skipped (not connection traffic)",
     FindingKind.MALFORMED: "Malformed lines skipped",
+    FindingKind.DNS_ALLOWANCE: "DNS allowance (allowed so that every pod resolves, never observed)",
+    FindingKind.UNOBSERVED_WORKLOAD: "Unobserved workloads (no allow rule)",
+    FindingKind.COVERAGE: "Coverage warnings (the input cannot support a default-deny)",
 }
 
 
@@ -68,13 +77,19 @@ class Finding:
     evidence: tuple[str, ...] = ()
 
 
-def collect_findings(observed: ObservationSet, proposal: Proposal, check: Check) -> list[Finding]:
+def collect_findings(
+    observed: ObservationSet, proposal: Proposal, check: Check, coverage: Coverage | None = None
+) -> list[Finding]:
     """Every finding of a recommendation, by kind in `FindingKind` order, then by subject."""
     findings = proposal.findings
     unresolved = findings.not_expressed["reason"].str.contains("unknown|unresolved")
     found = [
         *_dropped(observed.observations),
         *_edges(FindingKind.NOT_EXPRESSED, findings.not_expressed, "reason"),
+        *(
+            Finding(FindingKind.UNEXPRESSIBLE, _connection(edge), f"{edge.reason}. Fix: {edge.fix}", edge.count)
+            for edge in findings.unexpressible
+        ),
         *_unresolved(findings.not_expressed[unresolved]),
         *(
             Finding(
@@ -97,6 +112,18 @@ def collect_findings(observed: ObservationSet, proposal: Proposal, check: Check)
             for reason, count in sorted(observed.stats.skipped.items())
         ),
         *(Finding(FindingKind.MALFORMED, example) for example in observed.stats.bad.examples),
+        *(
+            Finding(FindingKind.DNS_ALLOWANCE, _connection(row), "allowed by allow-dns, never observed")
+            for row in (check.dns.unobserved.itertuples(index=False) if check.dns is not None else ())
+        ),
+        *(
+            Finding(FindingKind.UNOBSERVED_WORKLOAD, item.key, item.outcome, evidence=item.pods)
+            for item in proposal.unobserved.workloads
+        ),
+        *(
+            Finding(FindingKind.COVERAGE, warning.namespace or str(warning.kind), warning.message)
+            for warning in (coverage.warnings if coverage is not None else ())
+        ),
     ]
     order = list(FindingKind)
     return sorted(found, key=lambda item: (order.index(item.kind), item.subject))

@@ -1,6 +1,7 @@
 """Rendering of a proposal: YAML (with optional evidence comments), JSON, files and kustomization.
 
-Everything is sorted, so the same proposal always gives byte-identical files.
+The policies are the proposal's target kind: NetworkPolicies, or CiliumNetworkPolicies
+(`render_cilium`). Everything is sorted, so the same proposal always gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collectors.names import is_dns_label
 from recommender.baseline import CLUSTER_BASELINE_NAME
 from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
+from recommender.render_cilium import cilium_policies
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
@@ -40,6 +42,12 @@ def ordered_policies(proposal: Proposal) -> list[PolicyPlan]:
     return sorted(proposal.policies, key=lambda plan: (plan.namespace, plan.name != DEFAULT_DENY, plan.name))
 
 
+def target_policies(proposal: Proposal) -> list[PolicyPlan]:
+    """The policies to write, of the proposal's target kind, in `ordered_policies` order."""
+    plans = ordered_policies(proposal)
+    return cilium_policies(plans, proposal.selectors, proposal.dns) if proposal.target == "cilium" else plans
+
+
 def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
     """One policy as a YAML document; with `explain`, a comment with its evidence above every rule."""
     text = _dump(plan.manifest)
@@ -51,9 +59,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
         return f"{header}\n{warning}\n{text}"
     header = f"# {plan.namespace}/{plan.name}: "
     header += (
-        "deny all ingress and egress not allowed by another policy"
-        if not plan.workload
-        else (f"what {plan.workload} was observed doing")
+        plan.purpose
+        or (f"what {plan.workload} was observed doing" if plan.workload else "")
+        or "deny all ingress and egress not allowed by another policy"
     )
     lines = [header, *(f"# WARNING: {warning}" for warning in plan.warnings)]
     direction = None
@@ -66,9 +74,10 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
             direction = None
         elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
             rule_index += 1
-            evidence = plan.evidence_for(direction)[rule_index]
-            lines += [f"    # WARNING: {warning}" for warning in evidence.warnings]
-            lines.append(f"    # {evidence.comment()}")
+            evidence = plan.evidence_for(direction)
+            if rule_index < len(evidence):  # a default-deny CNP's empty rules have none
+                lines += [f"    # WARNING: {warning}" for warning in evidence[rule_index].warnings]
+                lines.append(f"    # {evidence[rule_index].comment()}")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -84,7 +93,7 @@ def as_list(plans: Iterable[PolicyPlan]) -> dict[str, Any]:
 
 def proposal_text(proposal: Proposal, output_format: str, *, explain: bool = False) -> str:
     """The whole proposal as one YAML stream or one JSON document."""
-    plans = ordered_policies(proposal)
+    plans = target_policies(proposal)
     if output_format == "json":
         return json.dumps(as_list(plans), indent=2) + "\n"
     return namespace_yaml(plans, explain=explain)
@@ -121,7 +130,7 @@ def write_proposal(
     a whole, and a folder holding files it did not write is refused unless `force`.
     """
     by_namespace: dict[str, list[PolicyPlan]] = {}
-    for plan in ordered_policies(proposal):
+    for plan in target_policies(proposal):
         by_namespace.setdefault(plan.namespace, []).append(plan)
     files = {}
     for namespace, plans in sorted(by_namespace.items()):

@@ -246,6 +246,12 @@ def _recommendation_sections(report: Report) -> list[_Section]:
         f"Replay recall {recommendation.check.recall:.0%}, excess {len(recommendation.check.excess)} "
         "(allowed, never observed)."
     )
+    dns = recommendation.check.dns
+    if dns is not None and recommendation.proposal.dns.active:
+        summary += (
+            f" The DNS allowance (allow-dns: every pod may resolve names over UDP and TCP 53) adds "
+            f"{len(dns.unobserved)} more, proven by {dns.lookups:,} synthetic lookups."
+        )
     sections = [_Section("Recommendation", (summary,))]
     if report.changes is not None:
         sections.append(

@@ -19,6 +19,7 @@ from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
 from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
 from recommender.baseline import without_dns_allowance
+from recommender.dns_allowance import DnsAllowance, DnsProof, prove_allowance
 from recommender.errors import RecommenderError, ReplayError
 from recommender.graph import endpoint_keys
 from recommender.semantics import (
@@ -42,6 +43,7 @@ from recommender.semantics.cluster_policies import compile_cluster_policy
 from recommender.semantics.matcher import PortRange
 from recommender.semantics.policies import Direction
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
+from recommender.unobserved import Unobserved, prove_left_as_is
 
 UNSEEN_POD = "(any-other-pod)"
 """The pods of a namespace nobody saw, in the excess of an empty podSelector."""
@@ -157,7 +159,7 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
 def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
     """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
     gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
-    deny every address on purpose)."""
+    deny every address on purpose; a CNP's toCIDR is not checked here)."""
     found = []
     addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
     for policy in parse_policy_set(policies).network_policies:
@@ -433,7 +435,12 @@ class Check:
 
     replayed: Replay
     excess: pd.DataFrame
-    dns_allowance: pd.DataFrame | None = None
+    """Allowed but never observed, the DNS allowance's part apart (in `dns`)."""
+    dns: DnsProof | None = None
+    """The synthetic DNS lookups of every pod, proven allowed, and what the allowance opens unobserved."""
+    left_as_is: int = 0
+    """Synthetic connections proving the unobserved workloads left as is are not isolated."""
+    baseline_dns: pd.DataFrame | None = None
     """With a cluster baseline: the tuples only its DNS rule allows (never observed), not in `excess`."""
 
     @property
@@ -447,10 +454,15 @@ def check_proposal(
     edges: pd.DataFrame,
     options: SynthesisOptions,
     inventory: Inventory | None = None,
+    profile: Profile = KUBERNETES,
+    dns: DnsAllowance | None = None,
+    unobserved: Unobserved | None = None,
     *,
     unseen_pods_in: Iterable[str] = (),
 ) -> Check:
-    """Replay the traffic a proposal was built to allow (`edges`); raise `ReplayError` if any breaks.
+    """Replay the traffic a proposal was built to allow (`edges`), every pod's lookups under the `dns`
+    allowance, and connections of the `unobserved` workloads it leaves as is, as the dataplane of
+    `profile` enforces `policies`; raise `ReplayError` if any is denied.
 
     `unseen_pods_in`: namespaces where an empty podSelector selects a workload, so that it reaches pods
     nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess."""
@@ -468,15 +480,18 @@ def check_proposal(
     if misread:
         raise ReplayError(misread, "the proposal selects pods by address ({count} ipBlock/pod pair(s)); a bug")
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
-    replayed = replay(policies, observed, rows[meant], model=model)
+    replayed = replay(policies, observed, rows[meant], model=model, profile=profile)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
     ports = named_ports(policies)
-    allowed = excess(replayed, observed, model, ports)
+    found = excess(replayed, observed, model, ports)
+    baseline_dns = None
     without_dns = without_dns_allowance(policies)
-    if without_dns is None:
-        return Check(replayed, allowed)
-    rest = excess(replay(without_dns, observed, rows[meant], model=model), observed, model, ports)
-    kept = set(rest.itertuples(index=False, name=None))
-    dns = allowed[[row not in kept for row in allowed.itertuples(index=False, name=None)]]
-    return Check(replayed, rest, dns.reset_index(drop=True))
+    if without_dns is not None:  # a cluster baseline: its DNS rule's reach is counted apart
+        rest = excess(replay(without_dns, observed, rows[meant], model=model, profile=profile), observed, model, ports)
+        kept = set(rest.itertuples(index=False, name=None))
+        only_dns = [row not in kept for row in found.itertuples(index=False, name=None)]
+        baseline_dns, found = found[only_dns].reset_index(drop=True), rest
+    proof, found = prove_allowance(replayed.evaluator, model.workload_of, dns, found) if dns else (None, found)
+    left_as_is = prove_left_as_is(replayed.evaluator, model.workload_of, unobserved) if unobserved else 0
+    return Check(replayed, found, proof, left_as_is, baseline_dns)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from collectors.aggregate import combine_observations
-from collectors.records import OBSERVATION_COLUMNS, POD
+from collectors.records import OBSERVATION_COLUMNS, POD, ObservationSet, ReadStats
 
 WHEN = pd.Timestamp("2026-11-02T09:00:00Z")
 
@@ -52,3 +52,14 @@ def observations(*rows: tuple) -> pd.DataFrame:
         }
         records.append(record)
     return combine_observations(pd.DataFrame(records, columns=list(OBSERVATION_COLUMNS)))
+
+
+def observation_set(frame: pd.DataFrame) -> ObservationSet:
+    """An ObservationSet of an observations table alone (no pods table, no read statistics)."""
+    return ObservationSet(
+        frame,
+        frame.iloc[0:0][[]].assign(cluster="", namespace="", pod="", workload="", kind="", labels=""),
+        frame.iloc[0:0],
+        {},
+        ReadStats(),
+    )

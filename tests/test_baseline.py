@@ -3,6 +3,8 @@ default-deny per namespace, valid by the upstream CRD, proven by replay with the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from recommender import api
 from recommender.baseline import CLUSTER_BASELINE, CLUSTER_BASELINE_NAME, cluster_baseline
 from recommender.cli import main
+from recommender.dns_allowance import DnsMode
 from recommender.render import namespace_file
 from recommender.semantics import KUBERNETES, Evaluator, ExternalPeer, Namespace, Pod, parse_policy_set
 from recommender.semantics.profiles import Entity
@@ -94,11 +97,18 @@ def test_bookinfo_under_the_baseline_has_full_recall_and_the_per_namespace_exces
     assert cluster_wide.check.recall == 1.0
     assert len(cluster_wide.check.replayed.connections) == len(per_namespace.check.replayed.connections)
     assert cluster_wide.check.excess.equals(per_namespace.check.excess)
-    dns = cluster_wide.check.dns_allowance  # apart: pods no egress policy decides may resolve, over TCP too
+    # Every observed namespace has its allow-dns: the baseline's DNS rule opens nothing more there.
+    assert len(cluster_wide.check.baseline_dns) == 0
+    assert per_namespace.check.baseline_dns is None
+    # With DNS only as observed, the baseline's rule is what lets the other pods resolve: counted apart.
+    observed_dns = api.recommend(observed, replace(BASELINE_OPTIONS, dns=DnsMode.OBSERVED))
+    assert observed_dns.check.excess.equals(
+        api.recommend(observed, SynthesisOptions(dns=DnsMode.OBSERVED)).check.excess
+    )
+    dns = observed_dns.check.baseline_dns  # pods no egress policy decides may resolve, over TCP too
     assert set(dns["server"]) == {"kube-system/coredns"} and set(dns["port"]) == {53}
     resolving = set(zip(dns["client"], dns["protocol"], strict=True))
     assert {("bookinfo/details-v1", "TCP"), ("bookinfo/details-v1", "UDP")} <= resolving
-    assert per_namespace.check.dns_allowance is None
     names = [(plan.namespace, plan.name) for plan in cluster_wide.proposal.policies]
     assert ("", CLUSTER_BASELINE_NAME) in names
     assert not any(name == "default-deny" for _, name in names)

@@ -221,3 +221,20 @@ def test_foreign_or_future_parquet_files_are_refused_clearly(tmp_path):
     pq.write_table(table, future)
     with pytest.raises(CollectorError, match="format 99 is not supported"):
         load_observation_file(str(future))
+
+
+def test_a_flow_without_its_own_time_takes_the_envelopes_and_a_bad_envelope_time_is_named(tmp_path):
+    own = fixture_flow(TCP, SYNACK)
+    own["time"] = "2030-01-01T00:00:00Z"  # the envelope's, ignored: the flow has its own
+    borrowed = copy.deepcopy(own)
+    del borrowed["flow"]["time"]
+    borrowed["time"] = "2021-11-10T10:41:00.5Z"
+    seen = read([write_lines(tmp_path / "times.json", [own, borrowed])]).observations
+    assert [str(seen.first_seen[0]), str(seen.last_seen[0])] == [
+        "2021-11-10 10:40:56.886328+00:00",
+        "2021-11-10 10:41:00.500000+00:00",
+    ]
+    borrowed["time"] = "yesterday"
+    with pytest.raises(BadInputError) as error:
+        read([write_lines(tmp_path / "bad-time.json", [own, borrowed])])
+    assert error.value.line == 2 and "datetime" in error.value.message

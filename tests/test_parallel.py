@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pandas.testing as pdt
@@ -9,7 +10,8 @@ import pytest
 
 import collectors.hubble as hubble
 from benchmarks.generate import shop_topology, write_capture
-from collectors.errors import BadInputError, OnError
+from collectors.errors import BadInputError, CollectorError, OnError
+from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from tests.conftest import fixture_lines
 
 
@@ -69,3 +71,62 @@ def test_a_bad_line_in_a_later_byte_range_is_named_by_its_line_in_the_file(tmp_p
     skipped = hubble.read_hubble_files([str(path)], jobs=2, on_error=OnError.SKIP)
     (example,) = skipped.stats.bad.examples
     assert example.startswith(f"{path}:1001: not valid JSON")
+
+
+@pytest.fixture
+def piped_gzip(monkeypatch):
+    """Every gzip file read with jobs > 1 goes through `read_gzip_in_two_processes`; its calls are listed."""
+    monkeypatch.setattr(hubble, "MIN_GZIP_BYTES", 1)
+    calls = []
+    real = hubble.read_gzip_in_two_processes
+
+    def spy(path, *arguments):
+        calls.append(path)
+        return real(path, *arguments)
+
+    monkeypatch.setattr(hubble, "read_gzip_in_two_processes", spy)
+    return calls
+
+
+def gzip_file(path: Path, text: str) -> str:
+    path.write_bytes(gzip.compress(text.encode(), 1))
+    return str(path)
+
+
+def test_a_gzip_file_decompressed_and_ingested_in_two_processes_gives_the_single_process_result(tmp_path, piped_gzip):
+    plain = tmp_path / "shop.json"
+    write_capture(str(plain), shop_topology(), 3000)
+    path = gzip_file(tmp_path / "shop.json.gz", plain.read_text())
+    progress = []
+    one, two = hubble.read_hubble_files([path]), hubble.read_hubble_files([path], jobs=2, progress=progress.append)
+    assert piped_gzip == [path]
+    same(one, two)
+    assert sum(progress) == Path(path).stat().st_size  # compressed bytes, as the progress bar counts them
+    middle = (
+        one.observations.first_seen.min() + (one.observations.last_seen.max() - one.observations.first_seen.min()) / 2
+    )
+    window = FlowFilter(since=middle.floor("s").to_pydatetime())
+    windowed = hubble.read_hubble_files([path], window=window)
+    assert windowed.stats.skipped[OUTSIDE_WINDOW] > 0
+    same(windowed, hubble.read_hubble_files([path], jobs=2, window=window))
+
+
+def test_a_bad_line_in_a_gzip_file_read_in_two_processes_is_named_by_its_line(tmp_path, piped_gzip):
+    lines = fixture_lines("basic-sample-400-tcp-flows.json") * 3
+    lines.insert(1000, "not json at all")
+    path = gzip_file(tmp_path / "bad.json.gz", "\n".join(lines) + "\n")
+    with pytest.raises(BadInputError) as error:
+        hubble.read_hubble_files([path], jobs=2)
+    assert error.value.line == 1001
+    skipped = hubble.read_hubble_files([path], jobs=2, on_error=OnError.SKIP)
+    (example,) = skipped.stats.bad.examples
+    assert example.startswith(f"{path}:1001: not valid JSON") and skipped.stats.bad.count == 1
+    assert piped_gzip == [path, path]
+
+
+def test_a_truncated_gzip_file_read_in_two_processes_fails_naming_the_file(tmp_path, piped_gzip):
+    data = gzip.compress("\n".join(fixture_lines("basic-sample-400-tcp-flows.json") * 20).encode(), 1)
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CollectorError, match=f"{path}: cannot read"):
+        hubble.read_hubble_files([str(path)], jobs=2)

@@ -6,6 +6,7 @@ import pandas as pd
 
 from collectors.records import POD_COLUMNS, ObservationSet, ReadStats
 from recommender import api
+from recommender.dns_allowance import DnsMode
 from recommender.synthesis import SynthesisOptions, synthesize
 from tests.builders import observations
 
@@ -103,9 +104,11 @@ def test_ingress_from_the_local_node_is_reported_not_ruled():
     assert list(proposal.findings.host_ingress["client"]) == ["host:172.18.0.2"]
 
 
-def test_dns_is_allowed_only_as_observed():
+def test_with_dns_observed_dns_is_allowed_only_as_observed():
     found, _ = policies(
-        ("shop/web", "kube-system/coredns:k8s-app=kube-dns", "UDP", 53), ("shop/api", "shop/db", "TCP", 5432)
+        ("shop/web", "kube-system/coredns:k8s-app=kube-dns", "UDP", 53),
+        ("shop/api", "shop/db", "TCP", 5432),
+        dns=DnsMode.OBSERVED,
     )
     assert found[("shop", "allow-web")]["spec"]["egress"] == [
         {

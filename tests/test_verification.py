@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 
 from benchmarks.generate import Connection, Topology, Workload, write_capture
 from collectors.inventory import Inventory
-from collectors.records import ObservationSet, ReadStats
 from recommender import api
 from recommender.cli import main
 from recommender.errors import RecommenderError, ReplayError
 from recommender.synthesis import SynthesisOptions
-from tests.builders import observations
+from tests.builders import observation_set, observations
 
 DEFAULT_DENY = {
     "apiVersion": "networking.k8s.io/v1",
@@ -182,9 +181,7 @@ def test_a_proposal_that_breaks_traffic_fails_the_run(monkeypatch, bookinfo_file
 
     def lose_the_first_rule(rows, *args):
         rules, evidence = real(rows, *args)
-        return rules[1:] or [
-            {"from" if args[1] == "from" else "to": [], "ports": [{"protocol": "TCP", "port": 1}]}
-        ], evidence
+        return rules[1:] or [synthesis.Rule(args[1], (), (("TCP", 1),), ())], evidence
 
     monkeypatch.setattr(synthesis, "_rules", lose_the_first_rule)
     with pytest.raises(ReplayError, match=r"the proposal would break \d+ observed connection"):
@@ -193,19 +190,9 @@ def test_a_proposal_that_breaks_traffic_fails_the_run(monkeypatch, bookinfo_file
 
 def test_excess_counts_what_an_ambiguous_selector_opens():
     rows = (("shop/a:tier=x", "shop/db", "TCP", 5432), ("shop/b:tier=x", "shop/cache", "TCP", 6379))
-    result = api.recommend(_observed(observations(*rows)), SynthesisOptions())
+    result = api.recommend(observation_set(observations(*rows)), SynthesisOptions())
     excess = set(map(tuple, result.check.excess[["client", "server", "protocol", "port"]].values.tolist()))
     assert excess == {("shop/a", "shop/cache", "TCP", 6379), ("shop/b", "shop/db", "TCP", 5432)}
-
-
-def _observed(frame) -> ObservationSet:
-    return ObservationSet(
-        frame,
-        frame.iloc[0:0][[]].assign(cluster="", namespace="", pod="", workload="", kind="", labels=""),
-        frame.iloc[0:0],
-        {},
-        ReadStats(),
-    )
 
 
 NAMESPACES = ["shop", "data", "kube-system"]
@@ -233,7 +220,7 @@ def topologies(draw):
 def test_synthesize_then_replay_is_exact(edges):
     if not edges:
         return
-    result = api.recommend(_observed(observations(*edges)))
+    result = api.recommend(observation_set(observations(*edges)))
     assert result.check.recall == 1.0
     assert result.check.excess.empty, result.check.excess
 
@@ -251,8 +238,12 @@ NODE_TRAFFIC = (
 
 
 def _node_edge_policies() -> list[dict]:
-    """Today's NetworkPolicy output for NODE_TRAFFIC: ipBlock /32 for every node-side peer."""
-    return [plan.manifest for plan in api.recommend(_observed(observations(*NODE_TRAFFIC))).proposal.policies]
+    """NetworkPolicy output for NODE_TRAFFIC on the spec: ipBlock /32 for every node-side peer (on Cilium,
+    `recommend` writes no rule for them: `test_render_cilium`)."""
+    spec = SynthesisOptions(cni="kubernetes")
+    return [
+        plan.manifest for plan in api.recommend(observation_set(observations(*NODE_TRAFFIC)), spec).proposal.policies
+    ]
 
 
 def _verdicts(replayed) -> dict[tuple[str, str], bool]:
@@ -260,7 +251,7 @@ def _verdicts(replayed) -> dict[tuple[str, str], bool]:
 
 
 def test_node_side_ip_blocks_hold_under_the_spec_and_calico_but_are_denied_under_cilium():
-    policies, observed = _node_edge_policies(), _observed(observations(*NODE_TRAFFIC))
+    policies, observed = _node_edge_policies(), observation_set(observations(*NODE_TRAFFIC))
 
     for cni in ("kubernetes", "calico"):
         assert all(_verdicts(api.verify(policies, observed, cni=cni)).values()), cni
@@ -280,7 +271,7 @@ def test_node_side_ip_blocks_hold_under_the_spec_and_calico_but_are_denied_under
 
 
 def test_pod_to_host_egress_is_enforced_under_every_profile():
-    observed = _observed(observations(("shop/metrics", "host:172.18.0.3", "TCP", 10250)))
+    observed = observation_set(observations(("shop/metrics", "host:172.18.0.3", "TCP", 10250)))
     deny_egress = {
         "metadata": {"name": "deny-egress", "namespace": "shop"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress"]},
@@ -292,7 +283,7 @@ def test_pod_to_host_egress_is_enforced_under_every_profile():
 
 
 def test_cilium_entities_in_a_cnp_allow_the_node_side_peers():
-    observed = _observed(observations(*NODE_TRAFFIC))
+    observed = observation_set(observations(*NODE_TRAFFIC))
     cnp = {
         "apiVersion": "cilium.io/v2",
         "kind": "CiliumNetworkPolicy",
@@ -311,7 +302,7 @@ def test_cilium_entities_in_a_cnp_allow_the_node_side_peers():
 
 
 def test_the_default_profile_is_cilium_for_hubble_input_and_kubernetes_for_conntrack():
-    observed = _observed(observations(*NODE_TRAFFIC))
+    observed = observation_set(observations(*NODE_TRAFFIC))
     assert api.dataplane_profile(observed).name == "cilium"
     observed.stats.resolution["services_from_dnat"] += 1  # IPs named with an inventory: conntrack
     assert api.dataplane_profile(observed).name == "kubernetes"
@@ -341,7 +332,7 @@ def test_verify_cli_takes_a_cnp_file_and_prints_the_profile(tmp_path, seed_captu
 
 
 def test_excess_of_a_cnp_counts_the_ports_it_opens_beyond_what_was_observed():
-    observed = _observed(observations(("shop/web", "shop/db", "TCP", 5432)))
+    observed = observation_set(observations(("shop/web", "shop/db", "TCP", 5432)))
     cnp = {
         "apiVersion": "cilium.io/v2",
         "kind": "CiliumNetworkPolicy",

@@ -32,12 +32,12 @@ def _shown(name: str) -> str:
     return repr(name if len(name) <= _SHOWN else name[:_SHOWN] + "…")
 
 
-def is_dns_label(name: str) -> bool:
-    return bool(DNS_LABEL.fullmatch(name))
+def is_dns_label(name: object) -> bool:
+    return isinstance(name, str) and bool(DNS_LABEL.fullmatch(name))
 
 
-def is_dns_subdomain(name: str) -> bool:
-    return len(name) <= 253 and bool(_SUBDOMAIN.fullmatch(name))
+def is_dns_subdomain(name: object) -> bool:
+    return isinstance(name, str) and len(name) <= 253 and bool(_SUBDOMAIN.fullmatch(name))
 
 
 def check_namespace(name: str) -> str:
@@ -69,6 +69,8 @@ def check_kind(kind: str) -> str:
 
 def label_key_problem(key: str) -> str:
     """Why `key` is not a label key (`[prefix/]name`), or "" when it is one."""
+    if not isinstance(key, str):
+        return "it is not a string"
     prefix, slash, name = key.rpartition("/")
     if slash and not (prefix and is_dns_subdomain(prefix)):
         return "its prefix is not an RFC 1123 subdomain"
@@ -79,6 +81,8 @@ def label_key_problem(key: str) -> str:
 
 def label_value_problem(value: str) -> str:
     """Why `value` is not a label value, or "" when it is one (the empty value is one)."""
+    if not isinstance(value, str):
+        return "not a string"
     if value and (len(value) > 63 or not _QUALIFIED.fullmatch(value)):
         return "not at most 63 letters, digits, '-', '_' and '.', alphanumeric at both ends"
     return ""

@@ -215,12 +215,18 @@ def topologies(draw):
     return [e for e in edges if "/" in e[0] or "/" in e[1]]  # at least one side is a pod
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(topologies())
-def test_synthesize_then_replay_is_exact(edges):
+PROFILES_AND_TARGETS = [("kubernetes", "networkpolicy"), ("calico", "networkpolicy"), ("cilium", "networkpolicy"),
+                        ("cilium", "cilium")]  # fmt: skip
+"""Every dataplane profile with the targets it proves (CiliumNetworkPolicies are Cilium's alone)."""
+
+
+@pytest.mark.parametrize(("cni", "target"), PROFILES_AND_TARGETS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edges=topologies())
+def test_synthesize_then_replay_is_exact(cni, target, edges):
     if not edges:
         return
-    result = api.recommend(observation_set(observations(*edges)))
+    result = api.recommend(observation_set(observations(*edges)), SynthesisOptions(cni=cni, target=target))
     assert result.check.recall == 1.0
     assert result.check.excess.empty, result.check.excess
 

@@ -47,8 +47,11 @@ class Workload:
 class Connection:
     """Observed traffic the generator produces: `client` calls `server` on (protocol, port).
 
-    `server` is a workload key `namespace/name`, or `world:IP` (with `dns_name`), or `host`
-    (kubelet probes: the client is the node). `dropped` connections are refused by a policy.
+    `server` is a workload key `namespace/name`, or `world:IP` (with `dns_name`), or a Cilium entity:
+    `host` (the pod's own node: kubelet probes as client, the kubelet API as server), `remote-node`
+    (another node: NodePort traffic SNATed to its IP as client, node-exporter as server),
+    `kube-apiserver` (server) or `ingress` (Cilium Ingress, client). `dropped` connections are refused
+    by a policy.
     """
 
     client: str
@@ -72,7 +75,9 @@ class Topology:
 
 def shop_topology() -> Topology:
     """The example shop: frontend → checkout → payments, catalog with its database, kube-dns for all,
-    checkout calling a public payment API, kubelet probes, and one policy drop."""
+    checkout calling a public payment API, kubelet probes, and one policy drop; the frontend reached
+    through a NodePort from other nodes and through Cilium Ingress; Prometheus calling the API server,
+    the kubelets and node-exporter on the other nodes."""
 
     def app(namespace: str, name: str, kind: str = "Deployment", replicas: int = 2, **extra: str) -> Workload:
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "shop", **extra}
@@ -84,6 +89,7 @@ def shop_topology() -> Topology:
         app("shop", "catalog"),
         app("shop", "catalog-db", kind="StatefulSet", replicas=1),
         app("payments", "payments"),
+        app("monitoring", "prometheus", replicas=1),
         Workload("kube-system", "coredns", labels=(("k8s-app", "kube-dns"),), replicas=2),
     ]
     dns = [
@@ -107,6 +113,11 @@ def shop_topology() -> Topology:
         Connection("host", "shop/frontend", "TCP", 8080, 2),
         Connection("host", "shop/checkout", "TCP", 8080, 1),
         Connection("shop/frontend", "payments/payments", "TCP", 8443, 1, dropped=True),
+        Connection("remote-node", "shop/frontend", "TCP", 8080, 2),
+        Connection("ingress", "shop/frontend", "TCP", 8080, 3),
+        Connection("monitoring/prometheus", "kube-apiserver", "TCP", 6443, 1),
+        Connection("monitoring/prometheus", "host", "TCP", 10250, 1),
+        Connection("monitoring/prometheus", "remote-node", "TCP", 9100, 1),
         *dns,
     ]
     return Topology(_with_identities(workloads), connections)
@@ -210,7 +221,19 @@ def _dumps(value: object) -> str:
 
 _HOST = _dumps({"ID": 1, "identity": 1, "labels": ["reserved:host"]})
 _WORLD = _dumps({"identity": 2, "labels": ["reserved:world"]})
+_ENTITIES = {
+    "host": _HOST,
+    "remote-node": _dumps({"identity": 6, "labels": ["reserved:remote-node"]}),
+    "kube-apiserver": _dumps({"identity": 7, "labels": ["reserved:kube-apiserver", "reserved:remote-node"]}),
+    "ingress": _dumps({"identity": 8, "labels": ["reserved:ingress"]}),
+}
+"""Cilium's reserved identities as Hubble prints them (the API server runs on a control-plane node)."""
+_CLIENT_ENTITIES = ("host", "remote-node", "ingress")
+"""Entities that call pods: only the server's node sees that traffic (no client-side events)."""
 _NODE_IPS = {"node-a": "172.18.0.2", "node-b": "172.18.0.3", "node-c": "172.18.0.4"}
+_APISERVER_IP = "172.18.0.5"
+_INGRESS_IPS = {"node-a": "10.244.0.200", "node-b": "10.244.1.200", "node-c": "10.244.2.200"}
+"""Cilium Ingress's per-node source addresses (taken from each node's pod CIDR)."""
 
 
 def _node_ip(node: str) -> str:
@@ -235,10 +258,10 @@ def flow_lines(topology: Topology, flows: int, seed: int = 1) -> Iterator[str]:
 
 
 def _side(key: str, pods: dict[str, list[_Pod]], rng: random.Random, topology: Topology) -> tuple[str, str, str, str]:
-    """(endpoint JSON, IP, pod name, node) for one side of a connection."""
-    if key == "host":
-        node = rng.choice(topology.nodes)
-        return _HOST, _node_ip(node), "", node
+    """(endpoint JSON, IP, pod name, node) for one side of a connection; an entity's node and IP
+    are settled against the other side in `_connection_events`."""
+    if key in _ENTITIES:
+        return _ENTITIES[key], "", "", ""
     if key.startswith("world:"):
         return _WORLD, key.removeprefix("world:"), "", ""
     pod = rng.choice(pods[key])
@@ -248,11 +271,16 @@ def _side(key: str, pods: dict[str, list[_Pod]], rng: random.Random, topology: T
 def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime, topology: Topology) -> list[str]:
     client, client_ip, _, client_node = _side(c.client, pods, rng, topology)
     server, server_ip, _, server_node = _side(c.server, pods, rng, topology)
-    if c.client == "host":
+    if c.client in _CLIENT_ENTITIES:
         client_node = server_node
-        client_ip = _NODE_IPS.get(server_node, client_ip)
+        client_ip = _entity_ip(c.client, server_node, rng, topology)
+    if c.server in _ENTITIES:
+        server_node = client_node
+        server_ip = _entity_ip(c.server, client_node, rng, topology)
     client_node = client_node or server_node
     server_node = server_node or client_node
+    node_side = c.server in _ENTITIES or c.server.startswith("world:")
+    """The server has no endpoint: only the client's node sees the traffic."""
     sport = rng.randint(32768, 60999)
     names = f',"destination_names":["{c.dns_name}"]' if c.dns_name else ""
     events: list[str] = []
@@ -301,7 +329,7 @@ def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime,
             extra=',"traffic_direction":"EGRESS","drop_reason_desc":"POLICY_DENIED"',
         )
         return events
-    if c.client != "host":
+    if c.client not in _CLIENT_ENTITIES:
         emit(
             *fwd,
             client_node,
@@ -309,6 +337,8 @@ def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime,
             kind='{"type":5}',
             extra=f',"traffic_direction":"EGRESS"{names}',
         )
+    elif c.client != "host":  # the server's ingress policy decides (the host's own traffic is allowed anyway)
+        emit(*fwd, server_node, flags=syn, kind='{"type":5}', extra=',"traffic_direction":"INGRESS"')
     if c.protocol == "UDP" and c.port == 53:
         query, answer = _dns_question(c.client, topology, rng)
         emit(
@@ -336,14 +366,14 @@ def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime,
             reply=None,
             extra=',"trace_observation_point":"TO_OVERLAY"',
         )
-    if not c.server.startswith("world:"):
+    if not node_side:
         emit(
             *fwd,
             server_node,
             flags=syn,
             extra=',"traffic_direction":"INGRESS","trace_observation_point":"TO_ENDPOINT"',
         )
-    if server_node != client_node and not c.server.startswith("world:"):
+    if server_node != client_node and not node_side:
         emit(
             *back,
             server_node,
@@ -352,7 +382,7 @@ def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime,
             reply=None,
             extra=',"trace_observation_point":"TO_OVERLAY"',
         )
-    if c.client != "host":
+    if c.client not in _CLIENT_ENTITIES:
         emit(
             *back,
             client_node,
@@ -372,14 +402,29 @@ def _connection_events(c: Connection, pods, rng: random.Random, clock: datetime,
     return events
 
 
+def _entity_ip(entity: str, node: str, rng: random.Random, topology: Topology) -> str:
+    """The address `entity` has as seen from a pod on `node`."""
+    if entity == "host":
+        return _node_ip(node)
+    if entity == "remote-node":
+        return _node_ip(rng.choice([other for other in topology.nodes if other != node] or topology.nodes))
+    if entity == "ingress":
+        return _INGRESS_IPS.get(node, "10.244.9.200")
+    return _APISERVER_IP
+
+
 def _dns_question(client: str, topology: Topology, rng: random.Random) -> tuple[str, str]:
     """A DNS name the client looks up before calling one of its servers, and the answer."""
-    servers = [c for c in topology.connections if c.client == client and c.port != 53] or [
-        Connection(client, "kube-system/kube-dns", "UDP", 53)
-    ]
+    servers = [
+        c
+        for c in topology.connections
+        if c.client == client and c.port != 53 and ("/" in c.server or c.dns_name or c.server == "kube-apiserver")
+    ] or [Connection(client, "kube-system/kube-dns", "UDP", 53)]
     server = rng.choice(servers)
     if server.dns_name:
         return server.dns_name + ".", server.server.removeprefix("world:")
+    if server.server == "kube-apiserver":
+        return "kubernetes.default.svc.cluster.local.", "10.96.0.1"
     namespace, name = server.server.split("/")
     index = sum(map(ord, server.server)) % 250 + 1
     return f"{name}.{namespace}.svc.cluster.local.", f"10.96.{index // 256}.{index % 256}"
@@ -426,7 +471,7 @@ def _called_ports(topology: Topology) -> dict[str, list[tuple[str, int]]]:
     """Workload key → the (protocol, port) pairs it is called on, sorted."""
     ports: dict[str, set[tuple[str, int]]] = {}
     for c in topology.connections:
-        if c.server != "host" and not c.server.startswith("world:"):
+        if c.server not in _ENTITIES and not c.server.startswith("world:"):
             ports.setdefault(c.server, set()).add((c.protocol, c.port))
     return {key: sorted(pairs) for key, pairs in ports.items()}
 
@@ -551,7 +596,9 @@ def conntrack_dump(
     ClusterIP to the chosen backend and its target port), else at the pod IP; the world call is
     masqueraded to the client's node IP (SNAT); kubelet probes come from the server's node IP. A
     connection between pods on two nodes is in both tables, with the DNAT in the client's. Policy
-    drops are absent: a dropped packet makes no conntrack entry. The same seed gives the same lines.
+    drops are absent: a dropped packet makes no conntrack entry, and so is traffic of Cilium's other
+    entities (node-exporter, the API server, NodePort and Ingress clients). The same seed gives the
+    same lines.
     """
     if fmt not in CONNTRACK_FORMATS:
         raise ValueError(f"fmt must be one of {CONNTRACK_FORMATS}, not {fmt!r}")
@@ -560,7 +607,7 @@ def conntrack_dump(
     cluster_ips = {
         f"{w.namespace}/{w.name}": _service_name_and_ip(w, index)[1] for index, w in enumerate(topology.workloads)
     }
-    made = [c for c in topology.connections if not c.dropped]
+    made = [c for c in without_entities(topology).connections if not c.dropped]
     weights = [c.weight for c in made]
     used_ports: dict[str, int] = {}
     for index in range(connections):
@@ -568,6 +615,13 @@ def conntrack_dump(
         for where, line in _conntrack_entries(connection, pods, cluster_ips, used_ports, rng):
             if node is None or where == node:
                 yield f"{line} use=1" if fmt == "list" else f"ipv4     2 {line} zone=0 use=2"
+
+
+def without_entities(topology: Topology) -> Topology:
+    """The topology without the traffic of Cilium's entities other than kubelet probes (what a
+    conntrack dump of the nodes and its inventory describe alike)."""
+    kept = [c for c in topology.connections if c.server not in _ENTITIES and c.client not in ("remote-node", "ingress")]
+    return Topology(topology.workloads, kept, topology.nodes)
 
 
 def _conntrack_entries(
@@ -691,7 +745,7 @@ def observation_set(topology: Topology) -> ObservationSet:
                 "cluster": CLUSTER,
             }
         entity, _, ip = key.partition(":")
-        entity = "world" if entity == "world" else "host"
+        ip = ip or _entity_ip(entity, topology.nodes[0], random.Random(0), topology)
         return {"entity": entity, "namespace": "", "workload": "", "kind": "", "labels": "", "ip": ip, "cluster": ""}
 
     rows = []

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from collectors.errors import BadRecords, CollectorError
-from collectors.sources import STDIN, display_name, expand_inputs, numbered_lines, open_input
+from collectors.sources import STDIN, TruncatedInput, display_name, expand_inputs, numbered_lines, open_input
 
 PROTOCOL_NUMBERS: dict[str, int] = {
     "icmp": 1,
@@ -873,6 +873,8 @@ class ConnectionScanner:
                 number += len(batch)
                 if progress is not None:
                     progress(sum(map(len, batch)))
+        except TruncatedInput as cut:
+            self.bad_records.report(cut.path, cut.line, cut.message)
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{name}: cannot read: {exc}") from exc
         finally:

@@ -40,6 +40,7 @@ from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from collectors.hubble_identity import EndpointResolver, PodKey, better_record
 from collectors.hubble_schema import PROTO_NAMES, HubbleSchema, envelope_time, schema_for
 from collectors.identity import fold_proxy_twins, settle_endpoints
+from collectors.names import InvalidName, is_host_name
 from collectors.orientation import FORWARD, REPLY, UNDECIDED, Correlator, orient_event
 from collectors.records import (
     DROPPED,
@@ -49,7 +50,7 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import READ_BUFFER, STDIN, display_name, expand_inputs, open_input
+from collectors.sources import READ_BUFFER, STDIN, TruncatedInput, display_name, expand_inputs, open_input
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -148,7 +149,12 @@ class HubbleIngest:
         l4 = flow.l4
         ports = None if l4 is None else l4.TCP or l4.UDP or l4.SCTP
         event = flow.event_type
-        if verdict not in _KEPT_VERDICTS or ports is None or (event is not None and event.type not in _FAST_EVENTS):
+        if (
+            verdict not in _KEPT_VERDICTS
+            or ports is None
+            or flow.IP is None
+            or (event is not None and event.type not in _FAST_EVENTS)
+        ):
             self._add_unusual_flow(flow, fallback_time)
             return
         protocol = "TCP" if ports is l4.TCP else "UDP" if ports is l4.UDP else "SCTP"
@@ -265,7 +271,14 @@ class HubbleIngest:
         known = self.dns_names.get(address)
         if known is None:
             known = self.dns_names[address] = set()
-        known.update(name.rstrip(".") for name in names if name)
+        for name in names:
+            name = name.rstrip(".") if name else name
+            if not name or name in known:
+                continue
+            if is_host_name(name):
+                known.add(name)
+            else:
+                self.stats.ignored["DNS name that is not a host name"] += 1
 
     def _hold(self, key: tuple, seen: datetime | None, src_pod: str, dst_pod: str) -> None:
         """Keep an undecided event until the rest of the stream can decide it."""
@@ -510,6 +523,8 @@ def read_lines(
     ingest.stats.bad.on_error = on_error
     try:
         _read_stream(lines, name, ingest, None, lines_before)
+    except TruncatedInput as cut:
+        _count_cut(ingest.stats, cut)
     except (OSError, EOFError, zlib.error) as exc:
         raise CollectorError(f"{name}: cannot read: {exc}") from exc
     return ingest.partial()
@@ -533,8 +548,10 @@ def read_gzip_in_two_processes(
     os.close(read_end)
     try:
         with open(write_end, "wb", buffering=0) as pipe:
-            _decompress_into(path, pipe, progress)
+            cut = _decompress_into(path, pipe, progress)
         result = results.get()
+        if cut is not None and not isinstance(result, BaseException):
+            result.stats.bad.report(cut.path, cut.line, cut.message)  # the lines before it were read
     except BaseException:
         worker.terminate()  # it may be blocked giving a result nobody will read
         raise
@@ -545,22 +562,26 @@ def read_gzip_in_two_processes(
     return result
 
 
-def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | None) -> None:
-    """Write the decompressed bytes of `path` into `pipe`, until the end or until its reader stops."""
+def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | None) -> TruncatedInput | None:
+    """Write the decompressed bytes of `path` into `pipe`, until the end or until its reader stops;
+    where the file breaks off, the break (every complete line before it was written)."""
     with open_input(path) as stream:
-        compressed = stream.fileobj  # type: ignore[attr-defined]
+        compressed = stream.raw  # type: ignore[attr-defined]
         reported = 0
         try:
-            while block := stream.read(READ_BUFFER):
+            while block := compressed.read(READ_BUFFER):  # unbuffered: whatever came before a break is kept
                 pipe.write(block)
                 if progress is not None:
-                    position = compressed.tell()
+                    position = compressed.compressed_position
                     progress(position - reported)
                     reported = position
+        except TruncatedInput as cut:
+            return cut
         except BrokenPipeError:
-            return  # the reader stopped at a bad line: it reports it
+            return None  # the reader stopped at a bad line: it reports it
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
+    return None
 
 
 def _ingest_pipe(
@@ -610,8 +631,17 @@ def _read_file(path: str, ingest: HubbleIngest, progress: Callable[[int], None] 
     with open_input(path) as stream:
         try:
             _read_stream(stream, name, ingest, progress)
+        except TruncatedInput as cut:
+            _count_cut(ingest.stats, cut)
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{name}: cannot read: {exc}") from exc
+
+
+def _count_cut(stats: ReadStats, cut: TruncatedInput) -> None:
+    """A compressed file broke off: the lines before the cut were read; the cut is a bad record
+    (an error, or skipped and counted)."""
+    stats.lines += cut.line - 1
+    stats.bad.report(cut.path, cut.line, cut.message)
 
 
 _PROGRESS_EVERY = 4096  # lines
@@ -659,6 +689,8 @@ def _read_stream(
                     report(problem)
         except msgspec.ValidationError as exc:  # valid JSON, wrong shape (a subclass of DecodeError)
             report(f"unexpected value: {exc}")
+        except InvalidName as exc:
+            report(str(exc))
         except msgspec.DecodeError as exc:
             if raw.strip():
                 report(f"not valid JSON ({exc})")

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from collectors.aggregate import ObservationAggregator
+from collectors.names import check_ip, check_pod, is_ip_address
 from collectors.records import (
     HEALTH,
     HOST,
@@ -107,6 +108,7 @@ def classify(endpoint: Any) -> Endpoint:
     a namespace without a pod name (a proxy leg, resolved later from the labels of known pods).
     Labels come only from the record's own pod labels: a record with reserved labels only gives a
     pod without labels, which `collectors.identity` completes from the pod's best record.
+    Raises `collectors.names.InvalidName` for a pod whose names Kubernetes would not accept.
     """
     labels, reserved, cidr, label_namespace = split_labels(endpoint.labels)
     if not named_pod(endpoint)[0]:
@@ -124,6 +126,7 @@ def classify(endpoint: Any) -> Endpoint:
         workload, kind = workload_from_pod_name(endpoint.pod_name)
     else:
         workload, kind = "", ""  # a proxy leg: resolved later from the labels of known pods
+    check_pod(namespace, endpoint.pod_name, workload, kind, labels)
     return Endpoint(POD, namespace, workload, kind, labels_to_text(labels), "", endpoint.cluster_name)
 
 
@@ -176,16 +179,16 @@ class EndpointResolver:
             return known
         found = self._with_ip.get((known, ip))
         if found is None:
-            with_ip = Endpoint(known.entity, ip=ip, cluster=known.cluster)
+            with_ip = Endpoint(known.entity, ip=check_ip(ip), cluster=known.cluster)
             found = self._with_ip[(known, ip)] = (self._aggregator.endpoint_id(with_ip), "")
         return found
 
     def _learn(self, key: Any, ip: str) -> tuple[int, str] | ProxyLeg | Endpoint:
         decoded = self.decode(key) if key.__class__ is bytes else key
+        resolved = classify(decoded)  # first: names are checked before any evidence is kept
         namespace, pod_name = named_pod(decoded)
-        if pod_name:
+        if pod_name and is_ip_address(ip):  # an address that is not one is no evidence of whose it is
             self.pod_ips.setdefault(ip, set()).add((decoded.cluster_name, namespace, pod_name))
-        resolved = classify(decoded)
         if resolved.entity != POD:
             return resolved
         if decoded.pod_name:

@@ -26,6 +26,15 @@ from typing import Any
 import yaml
 
 from collectors.errors import CollectorError
+from collectors.names import (
+    InvalidName,
+    check_cidr,
+    check_ip,
+    check_kind,
+    check_labels,
+    check_namespace,
+    check_object_name,
+)
 from collectors.sources import display_name, open_input
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -121,6 +130,26 @@ class _Fields:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def checked(self, key: str, check: Callable[[Any], Any], value: Any) -> Any:
+        """`value` (read from `key`) if `check` (of `collectors.names`) accepts it."""
+        try:
+            check(value)
+        except InvalidName as exc:
+            raise InvalidObject(f"{self._at(key)}: {exc}") from None
+        return value
+
+    def namespace(self) -> str:
+        """`namespace`, a namespace name."""
+        return self.checked("namespace", check_namespace, self.text("namespace"))
+
+    def name(self, what: str) -> str:
+        """`name`, an object name (of a `what`)."""
+        return self.checked("name", lambda name: check_object_name(name, f"{what} name"), self.text("name"))
+
+    def labels(self, key: str) -> dict[str, str]:
+        """A map of labels (or a selector's matchLabels) in the Kubernetes label syntax."""
+        return self.checked(key, check_labels, self.mapping(key))
+
     def raw(self, key: str) -> dict[str, Any]:
         """A nested object as it is."""
         return self._get(key, dict, "an object", {})
@@ -180,7 +209,9 @@ def _controller(metadata: _Fields) -> Owner | None:
     """The owner reference marked `controller` (else the first one): who created the pod."""
     references = metadata.children("ownerReferences")
     chosen = next((ref for ref in references if ref.flag("controller", False)), references[0] if references else None)
-    return None if chosen is None else Owner(chosen.text("kind"), chosen.text("name"))
+    if chosen is None:
+        return None
+    return Owner(chosen.checked("kind", check_kind, chosen.text("kind")), chosen.name("owner"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,14 +267,15 @@ class Pod:
     @classmethod
     def from_object(cls, item: _Fields) -> Pod:
         metadata, spec, status = item.child("metadata"), item.child("spec"), item.child("status")
-        name, labels, controller = metadata.text("name"), metadata.mapping("labels"), _controller(metadata)
-        ips = tuple(entry.text("ip") for entry in status.children("podIPs"))
+        name, labels, controller = metadata.name("pod"), metadata.labels("labels"), _controller(metadata)
+        ips = tuple(entry.checked("ip", check_ip, entry.text("ip")) for entry in status.children("podIPs"))
+        pod_ip = status.text("podIP", "")
         sidecars = [c for c in spec.children("initContainers") if c.text("restartPolicy", "") == "Always"]
         return cls(
-            namespace=metadata.text("namespace"),
+            namespace=metadata.namespace(),
             name=name,
             uid=metadata.text("uid", ""),
-            ips=ips or tuple(ip for ip in [status.text("podIP", "")] if ip),
+            ips=ips or ((status.checked("podIP", check_ip, pod_ip),) if pod_ip else ()),
             labels=labels,
             owner=top_owner(name, labels, controller),
             controller=controller,
@@ -301,7 +333,7 @@ class Namespace:
     @classmethod
     def from_object(cls, item: _Fields) -> Namespace:
         metadata = item.child("metadata")
-        return cls(metadata.text("name"), metadata.mapping("labels"))
+        return cls(metadata.checked("name", check_namespace, metadata.text("name")), metadata.labels("labels"))
 
     def to_object(self) -> dict[str, Any]:
         return _object("v1", "Namespace", {"name": self.name, "labels": self.labels})
@@ -359,12 +391,12 @@ class Service:
         metadata, spec = item.child("metadata"), item.child("spec")
         ips = spec.texts("clusterIPs") or (spec.text("clusterIP", ""),)
         return cls(
-            namespace=metadata.text("namespace"),
-            name=metadata.text("name"),
+            namespace=metadata.namespace(),
+            name=metadata.name("Service"),
             type=spec.text("type", "ClusterIP"),
-            cluster_ips=tuple(ip for ip in ips if ip not in ("", "None")),
+            cluster_ips=tuple(spec.checked("clusterIPs", check_ip, ip) for ip in ips if ip not in ("", "None")),
             ports=tuple(ServicePort.from_object(port) for port in spec.children("ports")),
-            selector=spec.mapping("selector"),
+            selector=spec.labels("selector"),
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -393,7 +425,7 @@ class SliceEndpoint:
         target = endpoint.child("targetRef")
         pod = (target.text("namespace", namespace), target.text("name")) if target.text("kind", "") == "Pod" else None
         return cls(
-            addresses=endpoint.texts("addresses"),
+            addresses=tuple(endpoint.checked("addresses", check_ip, ip) for ip in endpoint.texts("addresses")),
             ready=endpoint.child("conditions").flag("ready", True),  # unset means ready (API reference)
             pod=pod,
             node=endpoint.text("nodeName", ""),
@@ -440,10 +472,10 @@ class EndpointSlice:
     @classmethod
     def from_object(cls, item: _Fields) -> EndpointSlice:
         metadata = item.child("metadata")
-        namespace = metadata.text("namespace")
+        namespace = metadata.namespace()
         return cls(
             namespace=namespace,
-            name=metadata.text("name"),
+            name=metadata.name("EndpointSlice"),
             service=metadata.mapping("labels").get(SERVICE_NAME_LABEL, ""),
             address_type=item.text("addressType", "IPv4"),
             endpoints=tuple(SliceEndpoint.from_object(endpoint, namespace) for endpoint in item.children("endpoints")),
@@ -466,6 +498,9 @@ class EndpointSlice:
         )
 
 
+_NODE_IPS = ("InternalIP", "ExternalIP")
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     name: str
@@ -477,12 +512,16 @@ class Node:
     @classmethod
     def from_object(cls, item: _Fields) -> Node:
         metadata, spec = item.child("metadata"), item.child("spec")
-        addresses = [(a.text("type"), a.text("address")) for a in item.child("status").children("addresses")]
+        addresses = [(a.text("type"), a.text("address"), a) for a in item.child("status").children("addresses")]
+        ips = {
+            kind: tuple(a.checked("address", check_ip, ip) for k, ip, a in addresses if k == kind) for kind in _NODE_IPS
+        }
+        cidrs = spec.texts("podCIDRs") or tuple(cidr for cidr in [spec.text("podCIDR", "")] if cidr)
         return cls(
-            name=metadata.text("name"),
-            internal_ips=tuple(address for kind, address in addresses if kind == "InternalIP"),
-            external_ips=tuple(address for kind, address in addresses if kind == "ExternalIP"),
-            pod_cidrs=spec.texts("podCIDRs") or tuple(cidr for cidr in [spec.text("podCIDR", "")] if cidr),
+            name=metadata.name("Node"),
+            internal_ips=ips["InternalIP"],
+            external_ips=ips["ExternalIP"],
+            pod_cidrs=tuple(spec.checked("podCIDRs", check_cidr, cidr) for cidr in cidrs),
             labels=metadata.mapping("labels"),
         )
 

@@ -22,11 +22,12 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from collectors.errors import CollectorError
+from collectors.errors import CollectorError, OnError
 from collectors.hubble import HubbleIngest
 from collectors.hubble_api.flow import flow_pb2
 from collectors.hubble_api.observer import observer_pb2, observer_pb2_grpc
 from collectors.hubble_api.relay import relay_pb2
+from collectors.names import InvalidName
 from collectors.relay_convert import endpoint_from_wire, flow_from_message, to_datetime
 from collectors.relay_options import RelayConnectionError, RelayOptions
 
@@ -80,8 +81,12 @@ class StreamSummary:
 
 
 def relay_ingest() -> HubbleIngest:
-    """A `HubbleIngest` for flows from `flow_from_message`: it decodes their endpoints' protobuf bytes."""
+    """A `HubbleIngest` for flows from `flow_from_message`: it decodes their endpoints' protobuf bytes.
+
+    A flow naming an endpoint as Kubernetes would not (`collectors.names`) is skipped and counted: a
+    live window cannot be read again, so one bad flow does not end it."""
     ingest = HubbleIngest()
+    ingest.stats.bad.on_error = OnError.SKIP
     ingest.resolver.decode = endpoint_from_wire
     return ingest
 
@@ -211,16 +216,19 @@ class RelayStream:
                 message = response.flow
                 flow = flow_from_message(message)
                 seen = flow.time
-                if seen is None:
-                    add_flow(flow, to_datetime(response.time) if response.HasField("time") else None)
-                else:
-                    if self._resume_mark is not None and self._in_overlap(message, seen):
-                        continue
-                    if mark is None or seen > mark:
-                        mark, at_mark = seen, [message]
-                    elif seen == mark:
-                        at_mark.append(message)
-                    add_flow(flow)
+                try:
+                    if seen is None:
+                        add_flow(flow, to_datetime(response.time) if response.HasField("time") else None)
+                    else:
+                        if self._resume_mark is not None and self._in_overlap(message, seen):
+                            continue
+                        if mark is None or seen > mark:
+                            mark, at_mark = seen, [message]
+                        elif seen == mark:
+                            at_mark.append(message)
+                        add_flow(flow)
+                except InvalidName as exc:  # an endpoint Kubernetes would not name so (see `relay_ingest`)
+                    stats.bad.report(f"Hubble Relay {self.options.server}, response", stats.lines, str(exc))
                 flows += 1
                 if limit and flows >= limit:
                     return True

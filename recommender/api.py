@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -32,9 +32,9 @@ from recommender.errors import RecommenderError
 from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
-from recommender.render import proposal_text, write_proposal
+from recommender.render import proposal_text, target_policies, write_proposal
 from recommender.semantics import Profile, profile_named
-from recommender.synthesis import Proposal, SynthesisOptions, synthesize, wanted_observations
+from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.unobserved import UnobservedMode
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
@@ -57,6 +57,7 @@ __all__ = [
     "UnobservedMode",
     "collect",
     "dataplane_profile",
+    "default_cni",
     "diff",
     "edges",
     "graph",
@@ -155,7 +156,7 @@ class Recommendation:
         observations = self.observed.observations
         dropped = int(observations.loc[observations["verdict"] == DROPPED, "count"].sum())
         rules = sum(len(p.manifest["spec"].get(d, [])) for p in proposal.policies for d in ("ingress", "egress"))
-        unresolved = count(self.findings(), FindingKind.UNRESOLVED)
+        listed = self.findings()
         rows = [
             ("sources", str(len(stats.sources))),
             ("lines read", f"{stats.lines:,}"),
@@ -167,20 +168,31 @@ class Recommendation:
             ("unoriented flows (not used)", f"{stats.unoriented:,}"),
             ("dropped flows", f"{dropped:,}" + _dropped_note(observations, self.options)),
             *_resolution_rows(observations, stats.resolution),
+            ("target", self.options.target),
+            (
+                "CNI profile",
+                f"{self.options.cni}" + (f" ({CIDR_MATCH_NODES})" if self.options.cidr_match_nodes else ""),
+            ),
             ("managed namespaces", str(len(proposal.managed_namespaces))),
             ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
             ("edges allowed", str(len(proposal.edges))),
             ("policies", str(len(proposal.policies))),
             ("rules", str(rules)),
             ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
+            ("replayed as", f"{self.options.target} on {self.options.cni}"),
             ("excess (allowed, never observed)", str(len(self.check.excess))),
             *_dns_allowance_rows(self.check),
             ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
             ("edges not expressed", str(len(findings.not_expressed))),
-            ("unresolved endpoints", str(int(unresolved))),
+            ("edges not expressible on the CNI (no rule)", str(len(findings.unexpressible))),
+            ("unresolved endpoints", str(count(listed, FindingKind.UNRESOLVED))),
             ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
             *self._switch_on_rows(),
         ]
+        without_selector = count(listed, FindingKind.NO_STABLE_SELECTOR)
+        if without_selector:  # listed below the table
+            fate = "podSelector {}, reach in excess" if self.options.allow_empty_selector else "no rule"
+            rows.append(("workloads without a stable selector", f"{without_selector} ({fate})"))
         return rows
 
     def _switch_on_rows(self) -> list[tuple[str, str]]:
@@ -271,8 +283,13 @@ def recommend(
 
     With an `inventory`, workloads and labels come from the cluster, selectors are exact against
     every pod of a namespace, the excess counts every pod, and the evidence names container ports.
+
+    `options.cni` None means the input's CNI (`default_cni`). Edges the target cannot express on that
+    CNI get no rule and are listed in `proposal.findings.unexpressible`: the proposal is incomplete.
     """
     options = options or SynthesisOptions()
+    if options.cni is None:
+        options = replace(options, cni=default_cni(observed))
     if inventory is None and options.unobserved is not UnobservedMode.ISOLATE:
         raise RecommenderError(
             f"--unobserved {options.unobserved} needs the inventory (--inventory FILE or --cluster): without it the "
@@ -290,10 +307,20 @@ def recommend(
         complete_pods=inventory is not None,
     )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
-    policies = [plan.manifest for plan in proposal.policies]
-    check = check_proposal(policies, observed, edges, options, inventory, proposal.dns, proposal.unobserved)
+    profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
+    policies = [plan.manifest for plan in target_policies(proposal)]
+    unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
+    check = check_proposal(
+        policies, observed, edges, options, inventory, profile, proposal.dns, proposal.unobserved, unseen_pods_in=unseen
+    )
     coverage = observation_coverage(observed, proposal.managed_namespaces)
     return Recommendation(observed, proposal, options, check, coverage)
+
+
+def default_cni(observed: ObservationSet) -> str:
+    """The CNI profile an input implies: "cilium" for Hubble flows, "kubernetes" (the spec) for conntrack
+    dumps (the only inputs that name their IPs with an inventory)."""
+    return "kubernetes" if observed.stats.resolution else "cilium"
 
 
 def _port_names(inventory: Inventory | None) -> dict[tuple[str, str, str, int], str]:
@@ -316,7 +343,7 @@ def dataplane_profile(observed: ObservationSet, cni: str | None = None, options:
     """The dataplane profile named `cni` (`kubernetes`, `cilium`, `calico`; `cilium` takes the option
     `cidr-match-nodes`). By default `cilium` for Hubble input (Cilium produced it) and `kubernetes`
     for conntrack dumps (the CNI is not known)."""
-    name = cni or ("kubernetes" if observed.stats.resolution else "cilium")
+    name = cni or default_cni(observed)
     try:
         return profile_named(name, options)
     except ValueError as exc:

@@ -27,18 +27,22 @@ from recommender.cli_options import (
     option,
     output_target,
     source_options,
+    target_option,
     user_errors,
 )
 from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity, warn
 from recommender.cli_report import report
+from recommender.findings import FindingKind, finding_text
 from recommender.render import proposal_text
 from recommender.report import GAP
-from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
+from recommender.synthesis import CIDR_MATCH_NODES, DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 TABLE_HELP = "table: a table on a terminal, one plain line per row in a pipe; or json, markdown."
 DENIED = 5
 """Exit status of `verify` when an observed connection would be denied."""
+INCOMPLETE = 6
+"""Exit status of `recommend` when observed edges cannot be expressed for the target on the CNI."""
 NO_TRAFFIC = GAP
 """Exit status when the input holds no connection to work on (as `report` for a gap)."""
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
@@ -140,6 +144,12 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     is_flag=True,
     help="Allow traffic a policy DROPPED (by default only reported; other drops never).",
 )
+@click.option(
+    "--allow-empty-selector",
+    is_flag=True,
+    help="Select a workload without stable labels with podSelector {} (its whole namespace, counted as excess) "
+    "instead of leaving its traffic without rules.",
+)
 @option(
     OUTPUT,
     "--findings",
@@ -148,6 +158,8 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     help="Write every item behind the summary's counts (dropped, not expressed, unresolved, ...) to this file: "
     "JSON for a .json name, Markdown otherwise. An --output folder gets findings.md and findings.json anyway.",
 )
+@target_option
+@dataplane_options
 @dns_options
 @cluster_options
 def recommend(
@@ -160,6 +172,10 @@ def recommend(
     exclude: tuple[str, ...],
     baseline: str,
     include_dropped: bool,
+    allow_empty_selector: bool,
+    target: str,
+    cni: str | None,
+    cni_options: tuple[str, ...],
     findings_file: str | None,
     dns: str,
     unobserved: str,
@@ -175,14 +191,22 @@ def recommend(
         netpol-recommender recommend capture.json -o policies/ --explain
 
         netpol-recommender recommend --server localhost:4245 --follow --duration 10m -o policies/
+
+    Exits with status 6 when some observed edges cannot be expressed for the --target on the --cni
+    (e.g. the API server or other nodes on Cilium with NetworkPolicies): the policies are written
+    without them, and each is named with why and how to fix it.
     """
     folder, output_format = output_target(output, output_format, ("yaml", "json"))
     options = SynthesisOptions(
         exclude_namespaces=tuple(ns for ns in exclude if ns),
         include_dropped=include_dropped,
+        target=target,
+        cni=cni,
+        cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
         dns=api.DnsMode(dns),
         unobserved=api.UnobservedMode(unobserved),
         baseline=baseline,
+        allow_empty_selector=allow_empty_selector,
     )
     with user_errors():
         inventory = cluster.load()
@@ -205,6 +229,7 @@ def recommend(
         if findings_file:
             api.write_findings(result.findings(), findings_file)
     _print_summary(result)
+    _report_unexpressible(result)
 
 
 @main.command()
@@ -427,6 +452,26 @@ def completion(shell: str) -> None:
     click.echo(script.source())
 
 
+def _report_unexpressible(result: api.Recommendation) -> None:
+    """Name every edge the target cannot express on the CNI (a warning, even with -q), and exit INCOMPLETE."""
+    unexpressible = result.proposal.findings.unexpressible
+    for edge in unexpressible:
+        stderr.print(
+            f"not expressible: {edge.client} -> {edge.server} {edge.protocol}/{edge.port} ({edge.count} flows): "
+            f"{edge.reason}. Fix: {edge.fix}.",
+            markup=False,
+            highlight=False,
+        )
+    if unexpressible:
+        stderr.print(
+            f"incomplete: {len(unexpressible)} observed edges have no rule and would be denied once the policies "
+            f"are enforced on {result.options.cni} (exit status {INCOMPLETE})",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(INCOMPLETE)
+
+
 def _print_summary(result: api.Recommendation) -> None:
     table = Table(title="netpol-recommender summary", show_header=False, title_justify="left")
     table.add_column("what", no_wrap=True)
@@ -441,6 +486,9 @@ def _print_summary(result: api.Recommendation) -> None:
         say(line)
     for message in result.warnings():
         warn(message)
+    for item in result.findings():
+        if item.kind == FindingKind.NO_STABLE_SELECTOR:
+            say(finding_text(item))
 
 
 main.add_command(report)

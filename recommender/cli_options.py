@@ -28,6 +28,7 @@ from recommender import api
 from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
 from recommender.errors import RecommenderError
 from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
+from recommender.synthesis import TARGETS
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
@@ -524,6 +525,18 @@ def dataplane_options(command: Callable) -> Callable:
     for add in reversed(options):
         command = add(command)
     return command
+
+
+def target_option(command: Callable) -> Callable:
+    """--target: the kind of policy written (handed over as `target=`)."""
+    return option(
+        OPTIONS,
+        "--target",
+        type=click.Choice(TARGETS),
+        default=TARGETS[0],
+        show_default=True,
+        help="Write Kubernetes NetworkPolicies, or CiliumNetworkPolicies (entities, FQDNs, ICMP).",
+    )(command)
 
 
 @contextmanager

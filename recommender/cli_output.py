@@ -38,12 +38,12 @@ def verbosity() -> int:
 def say(message: str, *, level: int = NORMAL) -> None:
     """A message on stderr, shown literally, unless the run is quieter than `level`."""
     if _verbosity >= level:
-        stderr.print(message, markup=False, highlight=False)
+        stderr.print(message, markup=False, highlight=False, emoji=False)
 
 
 def warn(message: str) -> None:
     """A warning on stderr, shown even with -q."""
-    stderr.print(f"warning: {message}", markup=False, highlight=False)
+    stderr.print(f"warning: {message}", markup=False, highlight=False, emoji=False)
 
 
 def rich_table(table: TextTable) -> Table:

@@ -17,7 +17,7 @@ import pandas as pd
 from collectors.records import DROPPED, ObservationSet
 from recommender.coverage import Coverage
 from recommender.graph import build_edges, endpoint_keys
-from recommender.synthesis import Proposal
+from recommender.synthesis import NoStableSelector, Proposal
 from recommender.verification import Check
 
 
@@ -26,8 +26,10 @@ class FindingKind(StrEnum):
 
     DROPPED = "dropped"
     NOT_EXPRESSED = "not-expressed"
+    UNEXPRESSIBLE = "unexpressible-on-cni"
     UNRESOLVED = "unresolved-endpoint"
     AMBIGUOUS_SELECTOR = "ambiguous-selector"
+    NO_STABLE_SELECTOR = "no-stable-selector"
     EXCESS = "excess"
     HOST_INGRESS = "host-ingress"
     UNORIENTED = "unoriented"
@@ -45,8 +47,10 @@ class FindingKind(StrEnum):
 _TITLES = {
     FindingKind.DROPPED: "Dropped flows (by connection)",
     FindingKind.NOT_EXPRESSED: "Edges not expressed (no rule)",
+    FindingKind.UNEXPRESSIBLE: "Edges the target cannot express on the CNI (no rule: the proposal is incomplete)",
     FindingKind.UNRESOLVED: "Unresolved endpoints (no rule, never an ipBlock)",
     FindingKind.AMBIGUOUS_SELECTOR: "Ambiguous selectors (extra reach)",
+    FindingKind.NO_STABLE_SELECTOR: "Workloads without a stable selector (no rule, unless --allow-empty-selector)",
     FindingKind.EXCESS: "Excess (allowed, never observed)",
     FindingKind.HOST_INGRESS: "Host ingress (the pod's own node, kubelet probes: no rule)",
     FindingKind.UNORIENTED: "Unoriented flows (client not told from server: not used)",
@@ -82,6 +86,10 @@ def collect_findings(
     found = [
         *_dropped(observed.observations),
         *_edges(FindingKind.NOT_EXPRESSED, findings.not_expressed, "reason"),
+        *(
+            Finding(FindingKind.UNEXPRESSIBLE, _connection(edge), f"{edge.reason}. Fix: {edge.fix}", edge.count)
+            for edge in findings.unexpressible
+        ),
         *_unresolved(findings.not_expressed[unresolved]),
         *(
             Finding(
@@ -92,6 +100,7 @@ def collect_findings(
             )
             for selector in findings.ambiguous_selectors
         ),
+        *(_no_stable_selector(item) for item in findings.no_stable_selector),
         *(
             Finding(FindingKind.EXCESS, _connection(row), "allowed by the proposal, never observed")
             for row in check.excess.itertuples(index=False)
@@ -194,6 +203,23 @@ def _unresolved(edges: pd.DataFrame) -> list[Finding]:
     ]
 
 
+def _no_stable_selector(item: NoStableSelector) -> Finding:
+    """A workload only `podSelector: {}` would select: what it carries, what became of its connections,
+    and (with an inventory) the label that would make it selectable."""
+    detail = [
+        f"labels {_labels(item.labels)}, none stable",
+        "allowed with podSelector {} (its whole namespace, counted as excess)"
+        if item.emitted
+        else "no rule for its connections (--allow-empty-selector: podSelector {})",
+    ]
+    if item.suggestion:
+        detail.append(
+            f"the label {_labels(item.suggestion)} on its pod template would select it "
+            f"and no other pod of {item.namespace}"
+        )
+    return Finding(FindingKind.NO_STABLE_SELECTOR, item.key, "; ".join(detail), item.flows, evidence=item.connections)
+
+
 def _unoriented(unoriented: pd.DataFrame) -> list[Finding]:
     if unoriented.empty:
         return []
@@ -247,6 +273,15 @@ def findings_markdown(findings: Sequence[Finding]) -> str:
             lines.append("| " + " | ".join(_cell(text) for text in (*cells, "; ".join(item.evidence))) + " |")
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def finding_text(item: Finding, *, shown: int = 10) -> str:
+    """One finding for the terminal: its kind, subject and detail, then up to `shown` lines of evidence."""
+    lines = [f"{item.kind.value.replace('-', ' ')}: {item.subject}: {item.detail}"]
+    lines += [f"  {example}" for example in item.evidence[:shown]]
+    if len(item.evidence) > shown:
+        lines.append(f"  … and {len(item.evidence) - shown} more")
+    return "\n".join(lines)
 
 
 def _cell(text: str) -> str:

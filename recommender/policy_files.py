@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from collectors.names import InvalidName, check_labels, check_namespace, check_object_name
 from recommender.errors import PolicyFileError
 from recommender.semantics import POLICY_KINDS, InvalidPolicyError, NetworkPolicy, parse_any_policy
 
@@ -66,17 +67,42 @@ def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
             continue
         try:
             policy = parse_any_policy(document)
-            found.append((document, f"NetworkPolicy {policy.id}" if isinstance(policy, NetworkPolicy) else policy.id))
+            policy_id = f"NetworkPolicy {policy.id}" if isinstance(policy, NetworkPolicy) else policy.id
+            _check_names(document)
         except InvalidPolicyError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
+        except InvalidName as exc:
+            raise PolicyFileError(f"{path}: {policy_id}: {exc}") from exc
+        found.append((document, policy_id))
     return found
+
+
+def _check_names(policy: dict[str, Any]) -> None:
+    """Check the names of a valid policy: its namespace and name, and (for a NetworkPolicy) the labels
+    its selectors match. Cilium selectors carry source prefixes (`k8s:`, `reserved:`) their parser checks."""
+    metadata = policy.get("metadata") or {}
+    if metadata.get("namespace"):
+        check_namespace(metadata["namespace"])
+    check_object_name(metadata["name"], "policy name")
+    if policy["kind"] != "NetworkPolicy":
+        return
+    spec = policy.get("spec") or {}
+    selectors = [spec.get("podSelector") or {}]
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for rule in spec.get(direction) or []:
+            for peer in (rule or {}).get(peers) or []:
+                selectors += [peer.get(key) or {} for key in ("podSelector", "namespaceSelector")]
+    for selector in selectors:
+        check_labels(selector.get("matchLabels") or {})
+        check_labels({expression["key"]: "" for expression in selector.get("matchExpressions") or []})
 
 
 def _flatten(documents: list[Any]) -> list[Any]:
     """Documents, with the items of `List` objects (what `kubectl get -o yaml` writes) in their place."""
     flat = []
     for document in documents:
-        if isinstance(document, dict) and document.get("kind", "").endswith("List"):
+        kind = document.get("kind") if isinstance(document, dict) else None
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(document.get("items") or [], list):
             flat.extend(_flatten(document.get("items") or []))
         elif document is not None:
             flat.append(document)

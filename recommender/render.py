@@ -1,20 +1,22 @@
 """Rendering of a proposal: YAML (with optional evidence comments), JSON, files and kustomization.
 
-Everything is sorted, so the same proposal always gives byte-identical files.
+The policies are the proposal's target kind: NetworkPolicies, or CiliumNetworkPolicies
+(`render_cilium`). Everything is sorted, so the same proposal always gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
 
+from collectors.names import is_dns_label
 from recommender.baseline import CLUSTER_BASELINE_NAME
 from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
+from recommender.render_cilium import cilium_policies
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
@@ -22,8 +24,6 @@ OWN_STEMS = ("kustomization", "findings", CLUSTER_BASELINE_NAME)
 """The names of the folder's own files (kustomization.yaml; findings.md and findings.json; the cluster-scoped
 baseline's), without extension: a namespace of that name gets `<namespace>.namespace.<format>`, a name no
 namespace file has."""
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-"""A namespace name: an RFC 1123 label, as Kubernetes validates it."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -40,6 +40,12 @@ def _dump(document: Any) -> str:
 def ordered_policies(proposal: Proposal) -> list[PolicyPlan]:
     """Policies by namespace (the cluster-scoped baseline first), the default-deny first, then by name."""
     return sorted(proposal.policies, key=lambda plan: (plan.namespace, plan.name != DEFAULT_DENY, plan.name))
+
+
+def target_policies(proposal: Proposal) -> list[PolicyPlan]:
+    """The policies to write, of the proposal's target kind, in `ordered_policies` order."""
+    plans = ordered_policies(proposal)
+    return cilium_policies(plans, proposal.selectors, proposal.dns) if proposal.target == "cilium" else plans
 
 
 def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
@@ -68,9 +74,10 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
             direction = None
         elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
             rule_index += 1
-            evidence = plan.evidence_for(direction)[rule_index]
-            lines += [f"    # WARNING: {warning}" for warning in evidence.warnings]
-            lines.append(f"    # {evidence.comment()}")
+            evidence = plan.evidence_for(direction)
+            if rule_index < len(evidence):  # a default-deny CNP's empty rules have none
+                lines += [f"    # WARNING: {warning}" for warning in evidence[rule_index].warnings]
+                lines.append(f"    # {evidence[rule_index].comment()}")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -86,7 +93,7 @@ def as_list(plans: Iterable[PolicyPlan]) -> dict[str, Any]:
 
 def proposal_text(proposal: Proposal, output_format: str, *, explain: bool = False) -> str:
     """The whole proposal as one YAML stream or one JSON document."""
-    plans = ordered_policies(proposal)
+    plans = target_policies(proposal)
     if output_format == "json":
         return json.dumps(as_list(plans), indent=2) + "\n"
     return namespace_yaml(plans, explain=explain)
@@ -99,7 +106,7 @@ def namespace_file(namespace: str, output_format: str) -> str:
     Kubernetes namespace name: no file is ever named after anything else."""
     if not namespace:
         return f"{CLUSTER_BASELINE_NAME}.{output_format}"
-    if not DNS_LABEL.fullmatch(namespace):
+    if not is_dns_label(namespace):
         raise OutputFolderError(
             f"namespace {namespace!r} is not a Kubernetes namespace name (an RFC 1123 label): "
             "no policy file is named after it"
@@ -123,7 +130,7 @@ def write_proposal(
     a whole, and a folder holding files it did not write is refused unless `force`.
     """
     by_namespace: dict[str, list[PolicyPlan]] = {}
-    for plan in ordered_policies(proposal):
+    for plan in target_policies(proposal):
         by_namespace.setdefault(plan.namespace, []).append(plan)
     files = {}
     for namespace, plans in sorted(by_namespace.items()):

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 
+from collectors.names import label_value_problem
+
 VOLATILE_KEYS = frozenset(
     {
         "pod-template-hash",
@@ -121,3 +123,15 @@ def _choose(
         return Selector(namespace, workload, widest)
     also = tuple(sorted({name for name, labels in others if _selects(widest, labels)}))
     return Selector(namespace, workload, widest, also)
+
+
+def label_to_select(workload: str, others: Iterable[Mapping[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A stable label (`app.kubernetes.io/name=<workload>`, else the next stable key) that, put on a
+    workload's pod template, would select it and none of `others` (the other pods of its namespace)."""
+    others = list(others)
+    if label_value_problem(workload):
+        return ()
+    for key in STABLE_KEYS:
+        if not any(labels.get(key) == workload for labels in others):
+            return ((key, workload),)
+    return ()

@@ -6,6 +6,13 @@ to its observed servers. Peers with identical port sets share one rule (a rule i
 this is exact). Pods are always selected by labels, never by IP; world, node and API server peers by
 exact ipBlocks of the observed IPs, adjacent blocks collapsed exactly. Every rule carries its
 evidence. What NetworkPolicy cannot or need not express is reported in `Findings`, never dropped.
+
+The peers depend on the target and the CNI profile (`SynthesisOptions`): on Cilium, NetworkPolicy
+cannot reach the node, other nodes, the API server or Cilium Ingress (no ipBlock matches them), so
+those edges become `UnexpressiblePeer` findings instead of dead ipBlocks. With `target="cilium"` they
+are entity peers, world IPs with DNS names are FQDN peers and ICMP is expressible; the CiliumNetworkPolicy
+renderer (`render_cilium`) reads the same `Rule`s. A rule then has peers of one kind only (Cilium
+refuses to combine L3 selectors of different kinds in one rule).
 """
 
 from __future__ import annotations
@@ -21,9 +28,13 @@ from collectors.records import (
     DROPPED,
     HEALTH,
     HOST,
+    INGRESS,
+    KUBE_APISERVER,
     POD,
+    REMOTE_NODE,
     SEEN_VERDICTS,
     UNKNOWN,
+    WORLD,
     labels_from_text,
 )
 from recommender.baseline import CLUSTER_BASELINE_NAME, NAMESPACE_BASELINE, cluster_baseline
@@ -36,14 +47,21 @@ from recommender.dns_allowance import (
     observed_dns_servers,
     plan_allowance,
 )
+from recommender.errors import RecommenderError
 from recommender.graph import build_edges
-from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors
+from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors, label_to_select
+from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
 from recommender.unobserved import Unobserved, UnobservedMode, find_unobserved
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-recommender"}
 DEFAULT_DENY = "default-deny"
+TARGETS = ("networkpolicy", "cilium")
+CNI_PROFILES = PROFILE_NAMES
+CILIUM_ENTITIES = (HOST, REMOTE_NODE, KUBE_APISERVER, INGRESS)
+"""Cluster entities Cilium gives their own identity: only `toEntities`/`fromEntities` select them."""
+ICMP_PROTOCOLS = ("ICMPv4", "ICMPv6")
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,16 @@ class SynthesisOptions:
     """Namespaces left without policies; their workloads stay usable as peers."""
     include_dropped: bool = False
     """Treat flows a policy DROPPED as wanted traffic (by default they are only reported)."""
+    allow_empty_selector: bool = False
+    """Select a workload without stable labels with `podSelector: {}` (its whole namespace; the reach is
+    counted as excess) instead of leaving its traffic without rules."""
+    target: str = "networkpolicy"
+    """The policy kind written: "networkpolicy" (Kubernetes) or "cilium" (CiliumNetworkPolicy)."""
+    cni: str | None = None
+    """The dataplane that enforces the policies: "kubernetes" (the spec), "cilium" or "calico"; None:
+    the one the input implies (`recommend` settles it: Cilium for Hubble flows)."""
+    cidr_match_nodes: bool = False
+    """The Cilium agent runs with `policy-cidr-match-mode=nodes`: ipBlocks match node IPs."""
     dns: DnsMode = DnsMode.ALLOW
     """How pods resolve names: the shared DNS allowance, DNS only as observed, or no DNS rules."""
     unobserved: UnobservedMode = UnobservedMode.ISOLATE
@@ -59,6 +87,21 @@ class SynthesisOptions:
     baseline: str = NAMESPACE_BASELINE
     """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
     (`recommender.baseline`)."""
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise RecommenderError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
+        if self.cni is not None and self.cni not in CNI_PROFILES:
+            raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
+        if self.target == "cilium" and self.baseline != NAMESPACE_BASELINE:
+            raise RecommenderError(
+                "--baseline clusternetworkpolicy is written for --target networkpolicy only: its Cilium equivalent "
+                "(a CiliumClusterwideNetworkPolicy) is not built yet"
+            )
+        if self.target == "cilium" and self.unobserved is UnobservedMode.SKIP:
+            raise RecommenderError(
+                "--unobserved skip is written for --target networkpolicy only (not built for Cilium)"
+            )
 
 
 POLICY_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED")
@@ -113,7 +156,7 @@ class RuleEvidence:
 
 @dataclass
 class PolicyPlan:
-    """One proposed NetworkPolicy and the evidence for each of its rules."""
+    """One proposed NetworkPolicy, its rules as data, and the evidence for each of its rules."""
 
     namespace: str  # "" for the cluster-scoped baseline
     name: str
@@ -124,9 +167,57 @@ class PolicyPlan:
     """What the policy is for, when it is neither a default-deny nor a workload's (the DNS allowance)."""
     warnings: tuple[str, ...] = ()
     """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
+    rules: list[Rule] = field(default_factory=list)
+    """The rules the manifest is made of, in the order of `evidence` (what other renderers read)."""
 
     def evidence_for(self, direction: str) -> list[RuleEvidence]:
         return [item for item in self.evidence if item.direction == direction]
+
+
+@dataclass(frozen=True)
+class UnexpressiblePeer:
+    """An observed edge NetworkPolicy cannot allow on the CNI: no rule is written for it."""
+
+    client: str
+    server: str
+    protocol: str
+    port: int
+    count: int
+    entity: str
+    """The Cilium entity on the far side (the policy's peer)."""
+    direction: str
+    """The direction of the managed workload's policy that would need the rule."""
+    reason: str
+    fix: str
+
+
+_UNEXPRESSIBLE = {
+    HOST: "Cilium never matches an ipBlock against the pod's own node (the host entity; cilium#13081)",
+    REMOTE_NODE: "Cilium never matches an ipBlock against another node (the remote-node entity; cilium#46571)",
+    KUBE_APISERVER: "Cilium matches the in-cluster API server only as the kube-apiserver entity, never by "
+    "ipBlock (cilium#20550, cilium#33525)",
+    INGRESS: "Cilium Ingress traffic carries the ingress identity, which no ipBlock matches (cilium commit 04f19e9)",
+}
+_NODE_ENTITIES = (HOST, REMOTE_NODE, KUBE_APISERVER)
+"""Entities at node IPs: ipBlocks match them when the agent runs with `policy-cidr-match-mode=nodes`
+(Cilium language.rst, "Selecting nodes with CIDR / ipBlock"; the API server since cilium#39573)."""
+
+
+def unexpressible_reason(entity: str, options: SynthesisOptions) -> str:
+    """Why a NetworkPolicy peer cannot select `entity` under the options' CNI profile ("" when it can)."""
+    if options.target != "networkpolicy" or options.cni != "cilium" or entity not in _UNEXPRESSIBLE:
+        return ""
+    if options.cidr_match_nodes and entity in _NODE_ENTITIES:
+        return ""
+    return _UNEXPRESSIBLE[entity]
+
+
+def _fix(entity: str, direction: str) -> str:
+    key = "toEntities" if direction == "egress" else "fromEntities"
+    fix = f"--target cilium writes it as a CiliumNetworkPolicy ({key}: [{entity}])"
+    if entity in _NODE_ENTITIES:
+        fix += f"; or run the Cilium agent with policy-cidr-match-mode=nodes and pass --cni-option {CIDR_MATCH_NODES}"
+    return fix
 
 
 @dataclass
@@ -141,6 +232,33 @@ class Findings:
     """Edges with DROPPED flows (wanted only with `include_dropped`)."""
     ambiguous_selectors: list[Selector]
     """Workloads whose selector also selects other workloads (extra reach)."""
+    no_stable_selector: list[NoStableSelector] = field(default_factory=list)
+    """Workloads no stable label selects: their traffic has no rule, unless `allow_empty_selector`."""
+    unexpressible: list[UnexpressiblePeer] = field(default_factory=list)
+    """Edges of managed workloads the target cannot allow under the CNI profile: the proposal is incomplete."""
+
+
+@dataclass(frozen=True)
+class NoStableSelector:
+    """A workload whose pods carry no stable label (only volatile ones such as `job-name`, or none), so
+    that only `podSelector: {}`, every pod of its namespace, would select it."""
+
+    namespace: str
+    workload: str
+    labels: tuple[tuple[str, str], ...]
+    """The labels its pods share (none of them stable)."""
+    connections: tuple[str, ...]
+    """Its observed connections, `client -> server PROTOCOL/port`."""
+    emitted: bool
+    """Whether its rules were made anyway with `podSelector: {}` (`allow_empty_selector`)."""
+    suggestion: tuple[tuple[str, str], ...] = ()
+    """With an inventory: a label that, on its pod template, would select it and no other pod."""
+    flows: int = 0
+    """The flows of its connections."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.workload}"
 
 
 @dataclass
@@ -151,6 +269,9 @@ class Proposal:
     edges: pd.DataFrame
     """The wanted edges the policies are built from (the traffic replay must find allowed)."""
     managed_namespaces: list[str]
+    target: str = "networkpolicy"
+    """The policy kind to render (`render.target_policies`): with "cilium", `manifest` is only the
+    NetworkPolicy equivalent of the rules (entity and FQDN peers as ipBlocks of their observed IPs)."""
     dns: DnsAllowance = field(default_factory=lambda: DnsAllowance(DnsMode.OBSERVED))
     """The DNS allowance: its servers and namespaces (rendered as `allow-dns` policies)."""
     unobserved: Unobserved = field(default_factory=lambda: Unobserved(UnobservedMode.ISOLATE, known=False))
@@ -160,14 +281,25 @@ class Proposal:
 # -- peers -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
-class _Peer:
-    """A rule peer: a workload by selector, or an IP. Ordered for deterministic output."""
+PEER_KINDS = ("pods", "pods", "cidr", "entities", "fqdn")
+"""The kind of peer of each `Peer.order`: Cilium allows one kind per rule."""
 
-    order: int  # 0 same-namespace pods, 1 other-namespace pods, 2 IPs
+
+@dataclass(frozen=True, order=True)
+class Peer:
+    """A rule peer: a workload by selector, an IP, a Cilium entity or DNS names. Ordered for
+    deterministic output."""
+
+    order: int  # 0 same-namespace pods, 1 other-namespace pods, 2 IPs, 3 entities, 4 DNS names
     namespace: str
     workload: str
     ip: str
+    entity: str = ""
+    names: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return PEER_KINDS[self.order]
 
     def as_dict(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
         selector = selectors[(self.namespace, self.workload)].as_dict()
@@ -179,22 +311,44 @@ class _Peer:
         }
 
 
-def _peer(row: Any, side: str, policy_namespace: str) -> _Peer:
-    """The peer one side of an edge row names in a rule of a policy of `policy_namespace`."""
-    if getattr(row, f"{side}_entity") == POD:
+@dataclass(frozen=True)
+class Rule:
+    """One allow rule: every peer × every (protocol, port); an ICMP "port" is 0, the echo request."""
+
+    direction: str
+    peers: tuple[Peer, ...]
+    ports: tuple[tuple[str, int], ...]
+    ips: tuple[str, ...]
+    """The observed IPs of the peers that are not pods (what an ipBlock of the rule holds)."""
+
+
+def _peer(row: Any, side: str, policy_namespace: str, target: str, fqdn: Mapping[str, tuple[str, ...]]) -> Peer:
+    """The peer one side of an edge row names in a rule of a policy of `policy_namespace`; `fqdn`
+    names the world IPs to select by DNS name."""
+    entity = getattr(row, f"{side}_entity")
+    if entity == POD:
         namespace = getattr(row, f"{side}_namespace")
-        return _Peer(0 if namespace == policy_namespace else 1, namespace, getattr(row, f"{side}_workload"), "")
-    return _Peer(2, "", "", getattr(row, f"{side}_ip"))
+        return Peer(0 if namespace == policy_namespace else 1, namespace, getattr(row, f"{side}_workload"), "")
+    ip = getattr(row, f"{side}_ip")
+    if target == "cilium" and entity in CILIUM_ENTITIES:
+        return Peer(3, "", "", "", entity)
+    if entity == WORLD and fqdn.get(ip):
+        return Peer(4, "", "", "", names=fqdn[ip])
+    return Peer(2, "", "", ip)
+
+
+def exact_cidrs(ips: Iterable[str]) -> list[str]:
+    """Exact CIDRs: /32 and /128 per address, adjacent blocks collapsed (an exact union); IPv4 first."""
+    addresses = [ipaddress.ip_network(ip) for ip in ips]
+    cidrs = []
+    for version in (4, 6):
+        same = [a for a in addresses if a.version == version]
+        cidrs += [str(net) for net in ipaddress.collapse_addresses(same)]
+    return cidrs
 
 
 def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
-    """Exact ipBlocks: /32 and /128 per address, adjacent blocks collapsed (an exact union)."""
-    addresses = [ipaddress.ip_network(ip) for ip in ips]
-    blocks = []
-    for version in (4, 6):
-        same = [a for a in addresses if a.version == version]
-        blocks += [{"ipBlock": {"cidr": str(net)}} for net in ipaddress.collapse_addresses(same)]
-    return blocks
+    return [{"ipBlock": {"cidr": cidr}} for cidr in exact_cidrs(ips)]
 
 
 # -- synthesis ---------------------------------------------------------------------------------
@@ -217,17 +371,33 @@ def synthesize(
     """Propose the NetworkPolicies that allow exactly the wanted observed traffic.
 
     `dns_servers` are the cluster's DNS servers known besides those observed (the inventory's);
-    `complete_pods` says `pods` lists every pod (an inventory's), so unobserved workloads are known.
+    `complete_pods` says `pods` lists every pod of its namespaces (an inventory's), so unobserved
+    workloads are known and an empty selector that selects no other known pod is proven exact
+    (otherwise a workload without stable labels gets none).
     """
     options = options or SynthesisOptions()
     names = _Names(dns_names or {}, port_names or {})
     all_edges = build_edges(observations)
     edges = build_edges(wanted_observations(observations, options))
-    selectors = choose_selectors(_selector_members(observations, pods))
+    members = _selector_members(observations, pods)
+    selectors = choose_selectors(members)
+    unselectable = {
+        key
+        for key, selector in selectors.items()
+        if not selector.match_labels and not (complete_pods and selector.exact)
+    }
 
-    expressible = edges["protocol"].isin(POLICY_PROTOCOLS)
+    protocols = POLICY_PROTOCOLS + (ICMP_PROTOCOLS if options.target == "cilium" else ())
+    expressible = edges["protocol"].isin(protocols)
     reasons = pd.Series("", index=edges.index, dtype=object)
-    reasons[~expressible] = "protocol not expressible in NetworkPolicy (only TCP, UDP and SCTP)"
+    reasons[~expressible] = (
+        "protocol not expressible in NetworkPolicy (only TCP, UDP and SCTP)"
+        if options.target == "networkpolicy"
+        else "protocol not expressible in CiliumNetworkPolicy (only TCP, UDP, SCTP and ICMP)"
+    )
+    reasons[edges["protocol"].isin(POLICY_PROTOCOLS) & ~edges["port"].between(1, 65535)] = (
+        "server port not a port number (1-65535)"
+    )
     for side in ("client", "server"):
         entity = edges[f"{side}_entity"]
         reasons[(reasons == "") & (entity == HEALTH)] = f"{side} is the Cilium health endpoint"
@@ -236,12 +406,17 @@ def synthesize(
         reasons[(reasons == "") & unresolved] = f"{side} pod's workload unresolved (labels only)"
     namespaces = _observed_namespaces(observations, pods)
     managed = sorted(ns for ns in namespaces if ns not in options.exclude_namespaces)
-    dns = plan_allowance(options.dns, [*dns_servers, *observed_dns_servers(edges[reasons == ""])], managed, selectors)
+    touches = _ends_in(edges, "client", unselectable) | _ends_in(edges, "server", unselectable)
+    selectable = options.allow_empty_selector | ~touches  # a DNS server without stable labels: no allowance
+    observed_servers = observed_dns_servers(edges[(reasons == "") & selectable])
+    dns = plan_allowance(options.dns, [*dns_servers, *observed_servers], managed, selectors)
     if options.dns is DnsMode.OFF:
         reasons[(reasons == "") & dns.covers(edges)] = "DNS lookup left to another policy (--dns off)"
     host_ingress = (reasons == "") & (edges["client_entity"] == HOST) & (edges["server_entity"] == POD)
-    ruled = edges[(reasons == "") & ~host_ingress]
+    without_selector = (reasons == "") & ~host_ingress & touches
 
+    unexpressible = _unexpressible(edges[(reasons == "") & ~host_ingress], managed, options)
+    ruled = edges[(reasons == "") & ~host_ingress & ~edges.index.isin(list(unexpressible)) & selectable]
     lookups = dns.covers(ruled) & ruled["client_namespace"].isin(dns.namespaces)
     traffic: dict[tuple[str, str], dict[str, list]] = {}
     for row, lookup in zip(ruled.itertuples(index=False), lookups, strict=True):
@@ -259,7 +434,8 @@ def synthesize(
     else:
         policies = [_cluster_baseline(options)]
     for (namespace, workload), rows in sorted(traffic.items()):
-        policies.append(_workload_policy(namespace, workload, rows, selectors, names))
+        resolves = namespace in dns.namespaces  # its lookups go through the allowance's DNS rule
+        policies.append(_workload_policy(namespace, workload, rows, selectors, names, options.target, resolves))
     policies += _dns_policies(dns, ruled[lookups], policies, unobserved, selectors, names)
 
     used = _peers(ruled)
@@ -270,8 +446,69 @@ def synthesize(
         ambiguous_selectors=[
             s for key, s in sorted(selectors.items()) if not s.exact and (key[0] in managed or key in used)
         ],
+        no_stable_selector=_no_stable_selector(edges[without_selector], unselectable, members, options, complete_pods),
+        unexpressible=list(unexpressible.values()),
     )
-    return Proposal(policies, selectors, findings, ruled.reset_index(drop=True), managed, dns, unobserved)
+    return Proposal(
+        policies, selectors, findings, ruled.reset_index(drop=True), managed, options.target, dns, unobserved
+    )
+
+
+def _unexpressible(edges: pd.DataFrame, managed: list[str], options: SynthesisOptions) -> dict[Any, UnexpressiblePeer]:
+    """The edges (by index) a managed workload's policy would need a peer for that the target cannot
+    select under the CNI profile."""
+    found = {}
+    for index, row in zip(edges.index, edges.itertuples(index=False), strict=True):
+        for side, peer_side, direction in (("client", "server", "egress"), ("server", "client", "ingress")):
+            entity = getattr(row, f"{peer_side}_entity")
+            reason = unexpressible_reason(entity, options)
+            if reason and getattr(row, f"{side}_entity") == POD and getattr(row, f"{side}_namespace") in managed:
+                found[index] = UnexpressiblePeer(
+                    row.client, row.server, row.protocol, int(row.port), int(row.count), entity, direction, reason,
+                    _fix(entity, direction),
+                )  # fmt: skip
+    return found
+
+
+def _ends_in(edges: pd.DataFrame, side: str, workloads: set[tuple[str, str]]) -> pd.Series:
+    """Whether the `side` end of each edge is a pod of one of `workloads`."""
+    keys = zip(edges[f"{side}_entity"], edges[f"{side}_namespace"], edges[f"{side}_workload"], strict=True)
+    hits = [entity == POD and (namespace, workload) in workloads for entity, namespace, workload in keys]
+    return pd.Series(hits, index=edges.index, dtype=bool)
+
+
+def _no_stable_selector(
+    edges: pd.DataFrame,
+    unselectable: set[tuple[str, str]],
+    members: list[tuple[str, str, dict]],
+    options: SynthesisOptions,
+    complete_pods: bool,
+) -> list[NoStableSelector]:
+    """One item per workload without a stable selector that has traffic in `edges`, with its connections."""
+    connections: dict[tuple[str, str], dict[str, int]] = {}
+    for row in edges.itertuples(index=False):
+        for side in ("client", "server"):
+            key = (getattr(row, f"{side}_namespace"), getattr(row, f"{side}_workload"))
+            if getattr(row, f"{side}_entity") == POD and key in unselectable:
+                connection = f"{row.client} -> {row.server} {row.protocol}/{row.port}"
+                connections.setdefault(key, {})[connection] = int(row.count)
+    items = []
+    for (namespace, workload), found in sorted(connections.items()):
+        own = [labels for ns, name, labels in members if (ns, name) == (namespace, workload)]
+        common = {k: v for k, v in own[0].items() if all(labels.get(k) == v for labels in own)} if own else {}
+        others = [labels for ns, name, labels in members if ns == namespace and name != workload]
+        items.append(
+            NoStableSelector(
+                namespace,
+                workload,
+                labels=tuple(sorted(common.items())),
+                connections=tuple(sorted(found)),
+                emitted=options.allow_empty_selector,
+                suggestion=label_to_select(workload, others) if complete_pods else (),
+                flows=sum(found.values()),
+            )
+        )
+    return items
 
 
 def _peers(edges: pd.DataFrame) -> set[tuple[str, str]]:
@@ -380,16 +617,26 @@ def _workload_policy(
     rows: Mapping[str, list],
     selectors: Mapping[tuple[str, str], Selector],
     names: _Names,
+    target: str,
+    resolves: bool,
 ) -> PolicyPlan:
-    """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}."""
+    """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}; `resolves`:
+    its pods' lookups pass the DNS proxy (the DNS allowance), so world peers may be selected by name."""
     spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
     evidence: list[RuleEvidence] = []
+    plan_rules: list[Rule] = []
     for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
         if rows[direction]:
-            rules, rule_evidence = _rules(rows[direction], peer_side, peer_key, direction, namespace, selectors, names)
-            spec[direction] = rules
+            looks_up = resolves or _uses_dns(rows[direction])
+            fqdn = names.dns if target == "cilium" and direction == "egress" and looks_up else {}
+            rules, rule_evidence = _rules(
+                rows[direction], peer_side, direction, namespace, selectors, names, target, fqdn
+            )
+            spec[direction] = [_networkpolicy_rule(rule, peer_key, selectors) for rule in rules]
+            spec[direction] = [rule for rule in spec[direction] if rule["ports"]]
             spec["policyTypes"].append(direction.capitalize())
             evidence += rule_evidence
+            plan_rules += rules
     some_row = (rows["ingress"] or rows["egress"])[0]
     kind = some_row.server_kind if rows["ingress"] else some_row.client_kind
     manifest = {
@@ -401,7 +648,28 @@ def _workload_policy(
         "spec": spec,
     }
     warnings = selector_warnings(selectors[(namespace, workload)])
-    return PolicyPlan(namespace, f"allow-{workload}", f"{namespace}/{workload}", manifest, evidence, warnings)
+    return PolicyPlan(
+        namespace,
+        f"allow-{workload}",
+        f"{namespace}/{workload}",
+        manifest,
+        evidence,
+        warnings=warnings,
+        rules=plan_rules,
+    )
+
+
+def _uses_dns(rows: list) -> bool:
+    """Whether the workload was seen asking DNS servers (pods on port 53): Cilium's DNS proxy then
+    sees its lookups, which `toFQDNs` needs."""
+    return any(row.server_entity == POD and int(row.port) == 53 for row in rows)
+
+
+def _networkpolicy_rule(rule: Rule, peer_key: str, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+    """A rule as NetworkPolicy writes it: pods by selector, every other peer by ipBlocks of its IPs."""
+    pod_peers = [peer.as_dict(selectors) for peer in rule.peers if peer.kind == "pods"]
+    ports = [{"protocol": p, "port": n} for p, n in rule.ports if p in POLICY_PROTOCOLS]
+    return {peer_key: pod_peers + _ip_blocks(rule.ips), "ports": ports}
 
 
 def selector_warnings(selector: Selector) -> tuple[str, ...]:
@@ -418,28 +686,31 @@ def selector_warnings(selector: Selector) -> tuple[str, ...]:
 def _rules(
     rows: list,
     peer_side: str,
-    peer_key: str,
     direction: str,
     namespace: str,
     selectors: Mapping[tuple[str, str], Selector],
     names: _Names,
-) -> tuple[list[dict[str, Any]], list[RuleEvidence]]:
-    """One rule per distinct port set; its peers are every peer observed on exactly those ports."""
-    rows_of: dict[_Peer, list] = {}
+    target: str,
+    fqdn: Mapping[str, tuple[str, ...]],
+) -> tuple[list[Rule], list[RuleEvidence]]:
+    """One rule per distinct port set (and, for Cilium, peer kind); its peers are every peer
+    observed on exactly those ports."""
+    rows_of: dict[Peer, list] = {}
     for row in rows:
-        rows_of.setdefault(_peer(row, peer_side, namespace), []).append(row)
-    groups: dict[tuple[tuple[str, int], ...], list[_Peer]] = {}
+        rows_of.setdefault(_peer(row, peer_side, namespace, target, fqdn), []).append(row)
+    groups: dict[tuple[tuple[tuple[str, int], ...], str], list[Peer]] = {}
     for peer, peer_rows in rows_of.items():
         ports = tuple(sorted({(row.protocol, int(row.port)) for row in peer_rows}))
-        groups.setdefault(ports, []).append(peer)
+        groups.setdefault((ports, peer.kind if target == "cilium" else ""), []).append(peer)
 
     rules, evidence = [], []
-    for index, (ports, peers) in enumerate(sorted(groups.items(), key=lambda item: (item[0], sorted(item[1])))):
+    for index, ((ports, _kind), peers) in enumerate(
+        sorted(groups.items(), key=lambda item: (item[0], sorted(item[1])))
+    ):
         peers.sort()
-        pod_peers = [peer.as_dict(selectors) for peer in peers if peer.order < 2]
-        ip_peers = _ip_blocks(peer.ip for peer in peers if peer.order == 2)
-        rules.append({peer_key: pod_peers + ip_peers, "ports": [{"protocol": p, "port": n} for p, n in ports]})
         rule_rows = [row for peer in peers for row in rows_of[peer]]
+        ips = {getattr(row, f"{peer_side}_ip") for peer in peers if peer.kind != "pods" for row in rows_of[peer]}
+        rules.append(Rule(direction, tuple(peers), ports, tuple(sorted(ips))))
         warnings = tuple(
             warning
             for peer in peers

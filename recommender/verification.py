@@ -45,6 +45,8 @@ from recommender.semantics.policies import Direction
 from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
 from recommender.unobserved import Unobserved, prove_left_as_is
 
+UNSEEN_POD = "(any-other-pod)"
+"""The pods of a namespace nobody saw, in the excess of an empty podSelector."""
 ENTITIES = {entity.value: entity for entity in Entity}
 """Observation entities as semantics entities; `unknown` IPs are world to a CNI."""
 CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
@@ -157,7 +159,7 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
 def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
     """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
     gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
-    deny every address on purpose)."""
+    deny every address on purpose; a CNP's toCIDR is not checked here)."""
     found = []
     addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
     for policy in parse_policy_set(policies).network_policies:
@@ -452,23 +454,33 @@ def check_proposal(
     edges: pd.DataFrame,
     options: SynthesisOptions,
     inventory: Inventory | None = None,
+    profile: Profile = KUBERNETES,
     dns: DnsAllowance | None = None,
     unobserved: Unobserved | None = None,
+    *,
+    unseen_pods_in: Iterable[str] = (),
 ) -> Check:
     """Replay the traffic a proposal was built to allow (`edges`), every pod's lookups under the `dns`
-    allowance, and connections of the `unobserved` workloads it leaves as is; raise `ReplayError` if
-    any is denied."""
+    allowance, and connections of the `unobserved` workloads it leaves as is, as the dataplane of
+    `profile` enforces `policies`; raise `ReplayError` if any is denied.
+
+    `unseen_pods_in`: namespaces where an empty podSelector selects a workload, so that it reaches pods
+    nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess."""
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(
         endpoint_keys(rows, "client"), endpoint_keys(rows, "server"), rows["protocol"], rows["port"], strict=True
     )
     model = cluster_model(observed, inventory)
+    for namespace in unseen_pods_in:
+        pod = Pod(namespace, UNSEEN_POD, {})
+        model.pods.append(pod)
+        model.workload_of[pod] = f"{namespace}/{UNSEEN_POD}"
     misread = pod_addresses_in_ip_blocks(policies, model)
     if misread:
         raise ReplayError(misread, "the proposal selects pods by address ({count} ipBlock/pod pair(s)); a bug")
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
-    replayed = replay(policies, observed, rows[meant], model=model)
+    replayed = replay(policies, observed, rows[meant], model=model, profile=profile)
     if len(replayed.denied):
         raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
     ports = named_ports(policies)
@@ -476,7 +488,7 @@ def check_proposal(
     baseline_dns = None
     without_dns = without_dns_allowance(policies)
     if without_dns is not None:  # a cluster baseline: its DNS rule's reach is counted apart
-        rest = excess(replay(without_dns, observed, rows[meant], model=model), observed, model, ports)
+        rest = excess(replay(without_dns, observed, rows[meant], model=model, profile=profile), observed, model, ports)
         kept = set(rest.itertuples(index=False, name=None))
         only_dns = [row not in kept for row in found.itertuples(index=False, name=None)]
         baseline_dns, found = found[only_dns].reset_index(drop=True), rest

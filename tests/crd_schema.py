@@ -83,3 +83,11 @@ def validate(manifest: dict[str, Any]) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
     if error is not None:
         raise error
+
+
+def schema_errors(manifest: dict[str, Any]) -> list[str]:
+    """Every violation of the manifest's CRD schema, as `path: message` (empty when valid)."""
+    require_crds()
+    validator = _validators()[(manifest["apiVersion"], manifest["kind"])]
+    errors = sorted(validator.iter_errors(manifest), key=lambda error: list(map(str, error.absolute_path)))
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in errors]

@@ -24,7 +24,7 @@ def test_every_command_has_help():
 
 
 def test_yaml_on_stdout_is_a_stream_of_network_policies():
-    outcome = run("recommend", EXAMPLE, "-o", "yaml", "-q")
+    outcome = run("recommend", EXAMPLE, "-o", "yaml", "-q", "--cni", "kubernetes")
     assert outcome.exit_code == 0
     documents = list(yaml.safe_load_all(outcome.stdout))
     assert {d["kind"] for d in documents} == {"NetworkPolicy"}
@@ -38,26 +38,28 @@ def test_yaml_on_stdout_is_a_stream_of_network_policies():
 def test_json_on_stdout_is_a_list():
     outcome = run("recommend", EXAMPLE, "-o", "json", "-q")
     document = json.loads(outcome.stdout)
-    assert document["kind"] == "List" and len(document["items"]) == 9
+    assert document["kind"] == "List" and len(document["items"]) == 11
 
 
 def test_directory_output_with_json_files(tmp_path):
-    outcome = run("recommend", EXAMPLE, "-o", str(tmp_path / "out"), "--format", "json", "-q")
+    outcome = run("recommend", EXAMPLE, "-o", str(tmp_path / "out"), "--format", "json", "-q", "--cni", "kubernetes")
     assert outcome.exit_code == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == [MANIFEST, "findings.json", "findings.md", "kustomization.yaml", "payments.json", "shop.json"]
+    assert names == [
+        MANIFEST, "findings.json", "findings.md", "kustomization.yaml", "monitoring.json", "payments.json", "shop.json"
+    ]  # fmt: skip
     kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
-    assert kustomization["resources"] == ["payments.json", "shop.json"]
+    assert kustomization["resources"] == ["monitoring.json", "payments.json", "shop.json"]
 
 
 def test_explain_puts_evidence_above_every_rule():
     text = run("recommend", EXAMPLE, "-o", "yaml", "--explain", "-q").stdout
     rules = sum(1 for line in text.splitlines() if line.startswith(("    - from:", "    - to:")))
     comments = [line for line in text.splitlines() if line.startswith("    # ")]
-    assert rules == len(comments) == 10
+    assert rules == len(comments) == 11  # on Cilium (the default for Hubble input) the entity edges get no rule
     assert any("DNS names: api.payments.example.com" in line for line in comments)
     assert all(" flows from " in line and " e.g. " in line for line in comments)
-    assert sum(line.startswith("    # DNS allowance: every pod may resolve names") for line in comments) == 2
+    assert sum(line.startswith("    # DNS allowance: every pod may resolve names") for line in comments) == 3
 
 
 def test_summary_table_goes_to_stderr():
@@ -75,12 +77,12 @@ def test_include_dropped_allows_the_refused_call():
 def test_exclude_namespace_replaces_the_defaults():
     text = run("recommend", EXAMPLE, "-o", "yaml", "-q", "--exclude-namespace", "payments").stdout
     namespaces = {d["metadata"]["namespace"] for d in yaml.safe_load_all(text)}
-    assert namespaces == {"shop", "kube-system"}
+    assert namespaces == {"shop", "monitoring", "kube-system"}
 
 
 def test_stdin_is_read_with_a_dash():
     lines = "\n".join(fixture_lines("basic-sample-400-tcp-flows.json")) + "\n"
-    outcome = run("recommend", "-", "-o", "yaml", "-q", input=lines)
+    outcome = run("recommend", "-", "-o", "yaml", "-q", "--cni", "kubernetes", input=lines)
     assert outcome.exit_code == 0 and "allow-productpage-v1" in outcome.stdout
 
 

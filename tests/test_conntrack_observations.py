@@ -24,6 +24,7 @@ from benchmarks.generate import (
     flow_lines,
     inventory_snapshot,
     shop_topology,
+    without_entities,
     write_capture,
     write_conntrack_dumps,
 )
@@ -591,7 +592,7 @@ def specs(result: api.Recommendation) -> dict[tuple[str, str], dict]:
 @pytest.mark.parametrize("fmt", ["proc", "list"])
 def test_node_dumps_give_the_policies_the_hubble_capture_gives(tmp_path, fmt):
     capture = tmp_path / "capture.json"
-    write_capture(str(capture), shop_topology(), 20000)
+    write_capture(str(capture), without_entities(shop_topology()), 20000)
     dumps = write_conntrack_dumps(str(tmp_path), shop_topology(), 2000, fmt=fmt)
     hubble = api.load_observations([str(capture)])
     conntrack = read_conntrack(dumps, shop_inventory())
@@ -646,7 +647,7 @@ def test_the_generated_dumps_and_capture_describe_the_same_pods(tmp_path):
 
 def test_cli_reads_node_dumps_with_the_inventory_as_it_reads_the_hubble_capture(tmp_path):
     capture = tmp_path / "capture.json"
-    write_capture(str(capture), shop_topology(), 20000)
+    write_capture(str(capture), without_entities(shop_topology()), 20000)
     write_conntrack_dumps(str(tmp_path), shop_topology(), 2000)
     snapshot = tmp_path / "cluster.json"
     snapshot.write_text(json.dumps(inventory_snapshot(shop_topology())))

@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from recommender import api
-from recommender.cli import main
+from recommender.cli import INCOMPLETE, main
 from recommender.findings import FindingKind, count, findings_markdown
 from tests.conftest import fixture_path, write_lines
+from tests.test_hostile_input import BACKUP, CLIENT, SERVER, flow
 
 EXAMPLE = "examples/shop-capture.json.gz"
 
@@ -19,6 +20,7 @@ SUMMARY_COUNTS = {
     "edges not expressed": (FindingKind.NOT_EXPRESSED, False),
     "unresolved endpoints": (FindingKind.UNRESOLVED, False),
     "ambiguous selectors": (FindingKind.AMBIGUOUS_SELECTOR, False),
+    "workloads without a stable selector": (FindingKind.NO_STABLE_SELECTOR, False),
     "excess (allowed, never observed)": (FindingKind.EXCESS, False),
     "dropped flows": (FindingKind.DROPPED, True),
     "unoriented flows (not used)": (FindingKind.UNORIENTED, True),
@@ -26,6 +28,7 @@ SUMMARY_COUNTS = {
     "lines skipped (malformed)": (FindingKind.MALFORMED, False),
     "DNS allowance (allowed, never observed)": (FindingKind.DNS_ALLOWANCE, False),
 }
+SHOWN_WHEN_NOT_ZERO = {"workloads without a stable selector"}
 
 
 def _number(text: str) -> int:
@@ -52,10 +55,29 @@ def _sources(name: str) -> list[str]:
 )
 def test_every_summary_count_that_is_not_a_rule_has_its_list(name):
     result = api.recommend(api.load_observations(_sources(name)), api.SynthesisOptions(exclude_namespaces=()))
+    _assert_counts_agree(result)
+
+
+@pytest.mark.parametrize("allow_empty_selector", [False, True])
+def test_workloads_without_a_stable_selector_are_counted_and_listed(tmp_path, allow_empty_selector):
+    capture = write_lines(tmp_path / "cronjob.json", [flow(BACKUP, SERVER, 5432, 0), flow(CLIENT, SERVER, 5432, 1)])
+    options = api.SynthesisOptions(allow_empty_selector=allow_empty_selector)
+    result = api.recommend(api.load_observations([str(capture)]), options)
+    _assert_counts_agree(result)
+    (item,) = [item for item in result.findings() if item.kind == FindingKind.NO_STABLE_SELECTOR]
+    assert (item.subject, item.flows, item.evidence) == ("shop/backup", 1, ("shop/backup -> shop/db TCP/5432",))
+    assert ("podSelector {}" in item.detail and "excess" in item.detail) == allow_empty_selector
+    excess = [item.subject for item in result.findings() if item.kind == FindingKind.EXCESS]
+    assert ("shop/(any-other-pod) -> shop/db TCP/5432" in excess) == allow_empty_selector
+
+
+def _assert_counts_agree(result: api.Recommendation) -> None:
     summary, findings = dict(result.summary()), result.findings()
     for label, (kind, in_flows) in SUMMARY_COUNTS.items():
-        shown = _number(summary[label]) if label in summary or kind is not FindingKind.DNS_ALLOWANCE else 0
-        assert shown == count(findings, kind, flows=in_flows), label  # no DNS row: no allowance, no finding
+        zero = label in SHOWN_WHEN_NOT_ZERO or kind is FindingKind.DNS_ALLOWANCE  # no row: none listed
+        shown = summary.get(label, "0" if zero else None)
+        assert shown is not None, label
+        assert _number(shown) == count(findings, kind, flows=in_flows), label
 
 
 def test_malformed_lines_and_unresolved_endpoints_are_listed_with_their_evidence(tmp_path):
@@ -89,12 +111,13 @@ def test_malformed_lines_and_unresolved_endpoints_are_listed_with_their_evidence
 def test_an_output_folder_gets_findings_md_and_json_and_findings_goes_anywhere(tmp_path):
     out, elsewhere = tmp_path / "policies", tmp_path / "findings.json"
     run = CliRunner().invoke(main, ["recommend", EXAMPLE, "-o", str(out), "-q", "--findings", str(elsewhere)])
-    assert run.exit_code == 0, run.output
+    assert run.exit_code == INCOMPLETE, run.output  # the example's entity edges on Cilium
     document = json.loads((out / "findings.json").read_text())
     assert document == json.loads(elsewhere.read_text())
     assert document["counts"]["dropped"] == 1 and document["counts"]["host-ingress"] == 5
+    assert document["counts"]["unexpressible-on-cni"] == 10
     assert [item["kind"] for item in document["findings"]].count("host-ingress") == 5
     assert (out / "findings.md").read_text().startswith("# Findings\n")
     markdown = tmp_path / "findings.md"
-    assert CliRunner().invoke(main, ["recommend", EXAMPLE, "-q", "--findings", str(markdown)]).exit_code == 0
+    assert CliRunner().invoke(main, ["recommend", EXAMPLE, "-q", "--findings", str(markdown)]).exit_code == INCOMPLETE
     assert markdown.read_text() == (out / "findings.md").read_text()

@@ -8,10 +8,24 @@ from benchmarks.generate import flow_lines, scale_topology, shop_topology, write
 from recommender import api
 from tests.conftest import REPO
 
+ENTITIES = ("host", "remote-node", "kube-apiserver", "ingress")
+
 
 def expected_edges(topology) -> set[tuple[str, str, str, int]]:
+    """The connections that get rules on Cilium with NetworkPolicies: no probes, drops or entities."""
     return {
-        (c.client, c.server, c.protocol, c.port) for c in topology.connections if c.client != "host" and not c.dropped
+        (c.client, c.server, c.protocol, c.port)
+        for c in topology.connections
+        if c.client not in ENTITIES and c.server not in ENTITIES and not c.dropped
+    }
+
+
+def entity_edges(topology) -> set[tuple[str, str, str, int]]:
+    """The connections to and from entities other than probes: NetworkPolicy cannot express them on Cilium."""
+    return {
+        (c.client, c.server, c.protocol, c.port)
+        for c in topology.connections
+        if (c.client in ENTITIES or c.server in ENTITIES) and c.client != "host"
     }
 
 
@@ -38,6 +52,10 @@ def test_generated_shop_traffic_is_recommended_exactly(tmp_path):
     assert result.observed.stats.unoriented == 0
     assert set(result.proposal.findings.host_ingress["server"]) == {"shop/frontend", "shop/checkout"}
     assert set(result.proposal.findings.dropped["server"]) == {"payments/payments"}
+    unexpressible = result.proposal.findings.unexpressible
+    assert {
+        (e.client.split(":")[0], e.server.split(":")[0], e.protocol, e.port) for e in unexpressible
+    } == entity_edges(shop_topology())
 
 
 def test_generated_cluster_traffic_is_recommended_exactly(tmp_path):

@@ -11,6 +11,7 @@ from collectors.inventory import Inventory, Namespace, Node, Owner, Pod
 from collectors.records import POD, WORLD, Endpoint
 from recommender import api
 from recommender.errors import ReplayError
+from recommender.findings import FindingKind
 from tests.conftest import fixture_lines, write_lines
 
 PRODUCTPAGE = {
@@ -76,7 +77,11 @@ def _ip_blocks(result) -> list[str]:
 
 
 def test_a_pod_seen_only_as_world_from_its_clients_gets_its_ingress_rule(tmp_path):
-    result = api.recommend(api.load_observations([world_labelled_capture(tmp_path)]))
+    observed = api.load_observations([world_labelled_capture(tmp_path)])
+    unlabelled = api.recommend(observed)  # a pod without labels: no stable selector, so no rule by default
+    no_selector = [item.subject for item in unlabelled.findings() if item.kind == FindingKind.NO_STABLE_SELECTOR]
+    assert no_selector == ["bookinfo/details-v1"] and _ip_blocks(unlabelled) == []
+    result = api.recommend(observed, api.SynthesisOptions(allow_empty_selector=True))
     details = next(plan for plan in result.proposal.policies if plan.name == "allow-details-v1")
     assert details.manifest["spec"]["ingress"] == [
         {

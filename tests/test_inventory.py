@@ -553,7 +553,7 @@ def test_the_generated_services_send_each_called_port_to_the_workload_pods():
 
 # -- any inventory survives a snapshot -------------------------------------------------------------
 
-_names = st.text("abcxyz019-", min_size=1, max_size=8)
+_names = st.from_regex(r"[abcxyz019]([-abcxyz019]{0,6}[abcxyz019])?", fullmatch=True)  # valid Kubernetes names
 _labels = st.dictionaries(st.sampled_from(["app", "tier", "pod-template-hash", "job-name"]), _names, max_size=3)
 _ips = st.lists(st.ip_addresses().map(str), max_size=2).map(tuple)
 _times = st.none() | st.datetimes(timezones=st.just(UTC))

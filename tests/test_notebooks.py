@@ -154,12 +154,16 @@ def test_discovery_shows_world_egress_evidence_and_proof(executed: dict[str, Not
     world = text(tagged(notebook, "world-egress"))
     assert "shop/checkout" in world and "203.0.113.10" in world and "api.payments.example.com" in world
     evidence = text(tagged(notebook, "evidence"))
-    assert "egress[0]: 99 flows from 2026-11-02T09:00:05Z" in evidence
+    assert "egress[0]: 114 flows from 2026-11-02T09:00:54Z" in evidence
     assert "DNS names: api.payments.example.com" in evidence
     proof = text(tagged(notebook, "proof"))
     assert "recall: 100%" in proof and "excess: 0 " in proof
     verified = text(tagged(notebook, "verify"))
-    assert "recall 100%, denied 0" in verified
+    assert "recall 62%, denied 10" in verified  # the entity edges: no rule (a dead ipBlock on Cilium)
+    unexpressible = text(tagged(notebook, "unexpressible"))
+    assert "kube-apiserver:172.18.0.5" in unexpressible and "--target cilium" in unexpressible
+    cilium = text(tagged(notebook, "cilium"))
+    assert "kind: CiliumNetworkPolicy" in cilium and "fromEntities:" in cilium and "- remote-node" in cilium
     assert "kustomization.yaml" in verified and "shop.yaml" in verified
 
 
@@ -175,12 +179,11 @@ def test_review_names_what_would_break_and_what_is_unused(executed: dict[str, No
     assert [line.split()[1:5] for line in unused[1:]] == [
         ["payments", "payments", "ingress", "0"],
         ["shop", "catalog", "ingress", "1"],
-        ["shop", "frontend", "ingress", "0"],
     ]
     unobserved = text(tagged(notebook, "unobserved"))
     assert "world:203.0.113.10" in unobserved and "shop/frontend" in unobserved
     comparison = text(tagged(notebook, "comparison")).splitlines()
-    assert comparison[1].split()[-2:] == ["2", "0"]  # would break: existing 2, recommended 0
+    assert comparison[1].split()[-2:] == ["2", "10"]  # would break: existing 2, recommended 10 (Cilium's entities)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -59,7 +59,7 @@ def test_the_api_example_runs_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: 
     namespace: dict[str, object] = {}
     exec(compile(example(), "README.md", "exec"), namespace)
     observed, result = namespace["observed"], namespace["result"]
-    assert isinstance(observed, api.ObservationSet) and len(observed.observations) == 16
+    assert isinstance(observed, api.ObservationSet) and len(observed.observations) == 27
     assert isinstance(result, api.Recommendation)
     assert result.check.recall == 1.0 and result.check.excess.empty
     assert sorted(plan.name for plan in result.proposal.policies if plan.namespace == "shop") == [
@@ -72,7 +72,7 @@ def test_the_api_example_runs_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: 
     ]
     printed = capsys.readouterr().out
     assert "shop/frontend" in printed and "shop/catalog" in printed  # the busiest edge, from the table
-    assert printed.count("kind: NetworkPolicy") == 9
+    assert printed.count("kind: NetworkPolicy") == 11
     assert "cidr: 203.0.113.10/32" in printed and f"DNS names: {WORLD_API}" in printed  # explained
 
 

@@ -106,7 +106,7 @@ def test_the_first_run_is_a_baseline_unless_observed_connections_would_break(tmp
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
     }
     breaking = review(ObservationStore(directory), observed_at(START), policies=[deny_shop], policy_source="test")
-    assert breaking.drift_reasons() == ["3 observed connection(s) would break on enforcement"]
+    assert breaking.drift_reasons() == ["5 observed connection(s) would break on enforcement"]
 
 
 def test_rules_no_observed_connection_used_are_reported_with_what_they_allow(tmp_path):
@@ -229,7 +229,7 @@ def test_a_store_fed_one_real_window_and_three_empty_ones_is_not_settled_and_rep
         "window 000002 is a gap: no flows",
         "window 000003 is a gap: no flows",
         "window 000004 is a gap: no flows",
-        "no traffic of managed namespace(s) payments, shop in the last 3 window(s)",
+        "no traffic of managed namespace(s) monitoring, payments, shop in the last 3 window(s)",
     ]
     (warning,) = document["warnings"]
     assert warning.startswith("window 000004 is a gap (no flows): it is stored, but it is no evidence")
@@ -417,7 +417,7 @@ def test_the_markdown_report_is_printed_for_the_logs_and_written_with_html_json_
 
 def test_the_store_holds_the_three_windows_on_the_flows_clock(runs, cronjob):
     store = ObservationStore(str(cronjob.store))
-    assert [(w.id, w.new_paths) for w in store.windows] == [("000001", 15), ("000002", 1), ("000003", 0)]
+    assert [(w.id, w.new_paths) for w in store.windows] == [("000001", 25), ("000002", 1), ("000003", 0)]
     assert [w.start.hour for w in store.windows] == [START.hour + 1, START.hour + 2, START.hour + 3]
     picture = store.picture(store.windows)
     assert picture.stats.flows == sum(w.flows for w in store.windows)

@@ -60,7 +60,8 @@ def observed():
 
 
 def recommend(observed, inventory, mode: UnobservedMode):
-    return api.recommend(observed, SynthesisOptions(unobserved=mode), inventory)
+    # On the spec: on Cilium the example's prometheus (entity peers only) would be one more unobserved workload.
+    return api.recommend(observed, SynthesisOptions(unobserved=mode, cni="kubernetes"), inventory)
 
 
 def evaluator_of(result, inventory, tmp_path) -> tuple[Evaluator, list]:
@@ -150,7 +151,9 @@ def test_the_cli_prints_the_unobserved_workloads_and_refuses_modes_it_cannot_hon
     path = tmp_path / "inventory.json"
     path.write_text(snapshot_json(inventory))
     runner = CliRunner(env={"COLUMNS": "200"})
-    outcome = runner.invoke(main, ["recommend", EXAMPLE, "--inventory", str(path), "--unobserved", "allow-as-is"])
+    outcome = runner.invoke(
+        main, ["recommend", EXAMPLE, "--inventory", str(path), "--unobserved", "allow-as-is", "--cni", "kubernetes"]
+    )
     assert outcome.exit_code == 0, outcome.output
     assert f"unobserved: shop/{NIGHTLY} (Deployment, 2 pods" in outcome.stderr
     assert "left as is: the default-deny does not select app.kubernetes.io/name=nightly-report" in outcome.stderr

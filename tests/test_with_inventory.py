@@ -89,7 +89,8 @@ def test_the_inventory_names_workloads_and_container_ports_in_the_evidence(shop)
 def test_cli_recommend_with_an_inventory_file(shop, tmp_path):
     capture, inventory_path, _ = shop
     out = tmp_path / "policies"
-    outcome = CliRunner().invoke(main, ["recommend", capture, "--inventory", inventory_path, "-o", str(out)])
+    command = ["recommend", capture, "--inventory", inventory_path, "-o", str(out), "--cni", "kubernetes"]
+    outcome = CliRunner().invoke(main, command)
     assert outcome.exit_code == 0, outcome.output
     assert "recall (observed connections allowed)" in outcome.stderr
     documents = list(yaml.safe_load_all((out / "shop.yaml").read_text()))

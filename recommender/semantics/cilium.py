@@ -241,7 +241,7 @@ def _parse_port(raw: object, path: str) -> list[PortMatcher]:
     name = spec.get("protocol") or "ANY"
     if name in ("VRRP", "IGMP"):
         return [OtherProtocols()]
-    if name != "ANY" and name not in Protocol.__members__:
+    if name != "ANY" and (not isinstance(name, str) or name not in Protocol.__members__):
         raise FieldError(f"{path}.protocol", f"unsupported protocol {name!r} (expected TCP, UDP, SCTP, ANY)")
     protocols = tuple(Protocol) if name == "ANY" else (Protocol(name),)
     port = str(spec.get("port", "0"))

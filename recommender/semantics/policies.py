@@ -207,7 +207,7 @@ def parse_ip_block(raw: object, field_path: str) -> IPBlock:
 def _parse_port(raw: object, field_path: str) -> PolicyPort:
     spec = fields_of(raw, field_path, ("protocol", "port", "endPort"))
     protocol_name = spec.get("protocol", "TCP")
-    if protocol_name not in Protocol.__members__:
+    if not isinstance(protocol_name, str) or protocol_name not in Protocol.__members__:
         raise FieldError(
             f"{field_path}.protocol",
             f"unsupported protocol {protocol_name!r} (expected TCP, UDP, SCTP)",

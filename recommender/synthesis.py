@@ -86,18 +86,13 @@ class SynthesisOptions:
     """What to do with workloads (known from an inventory) that no allow rule names."""
     baseline: str = NAMESPACE_BASELINE
     """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
-    (`recommender.baseline`)."""
+    (`recommender.baseline`; a CiliumClusterwideNetworkPolicy for the target cilium)."""
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise RecommenderError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
         if self.cni is not None and self.cni not in CNI_PROFILES:
             raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
-        if self.target == "cilium" and self.baseline != NAMESPACE_BASELINE:
-            raise RecommenderError(
-                "--baseline clusternetworkpolicy is written for --target networkpolicy only: its Cilium equivalent "
-                "(a CiliumClusterwideNetworkPolicy) is not built yet"
-            )
         if self.target == "cilium" and self.unobserved is UnobservedMode.SKIP:
             raise RecommenderError(
                 "--unobserved skip is written for --target networkpolicy only (not built for Cilium)"

@@ -137,7 +137,8 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     default=NAMESPACE_BASELINE,
     show_default=True,
     help="The default deny: a default-deny NetworkPolicy per managed namespace, or one ClusterNetworkPolicy of "
-    "tier Baseline for every namespace not excluded (DNS to kube-dns allowed; file cluster-baseline.yaml).",
+    "tier Baseline (a CiliumClusterwideNetworkPolicy with --target cilium) for every namespace not excluded (DNS "
+    "to kube-dns allowed; file cluster-baseline.yaml).",
 )
 @click.option(
     "--include-dropped",

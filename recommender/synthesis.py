@@ -93,6 +93,11 @@ class SynthesisOptions:
             raise RecommenderError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
         if self.cni is not None and self.cni not in CNI_PROFILES:
             raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
+        if self.baseline != NAMESPACE_BASELINE and self.unobserved is not UnobservedMode.ISOLATE:
+            raise RecommenderError(
+                f"--unobserved {self.unobserved} needs --baseline {NAMESPACE_BASELINE}: the cluster baseline denies by "
+                "default every pod of the namespaces not excluded, the unobserved workloads too"
+            )
         if self.target == "cilium" and self.unobserved is UnobservedMode.SKIP:
             raise RecommenderError(
                 "--unobserved skip is written for --target networkpolicy only (not built for Cilium)"

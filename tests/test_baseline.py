@@ -16,11 +16,13 @@ from recommender import api
 from recommender.baseline import CLUSTER_BASELINE, CLUSTER_BASELINE_NAME, cluster_baseline
 from recommender.cli import main
 from recommender.dns_allowance import DnsAllowance, DnsMode
+from recommender.errors import RecommenderError
 from recommender.render import namespace_file, target_policies
 from recommender.render_cilium import cilium_policies
 from recommender.semantics import CILIUM, KUBERNETES, Evaluator, ExternalPeer, Namespace, Pod, parse_policy_set
 from recommender.semantics.profiles import Entity
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, MANAGED_BY, PolicyPlan, SynthesisOptions
+from recommender.unobserved import UnobservedMode
 from tests.conftest import REPO
 from tests.crd_schema import validate
 
@@ -221,3 +223,14 @@ def test_exactly_the_pods_of_namespaces_not_excluded_are_denied_by_default(targe
         for other in namespaces:
             client = Pod(other, "app", {"app": "app"})
             assert evaluator.evaluate(client, pod, "TCP", 80).allowed == (name in excluded and other in excluded)
+
+
+@pytest.mark.parametrize("mode", [UnobservedMode.ALLOW_AS_IS, UnobservedMode.SKIP])
+@TARGETS
+def test_unobserved_workloads_cannot_be_left_out_of_the_cluster_baseline(bookinfo_files, mode, target):
+    with pytest.raises(RecommenderError, match=f"--unobserved {mode} needs --baseline namespace"):
+        replace(BASELINE_OPTIONS, unobserved=mode, target=target)
+    args = ["recommend", *bookinfo_files, "--baseline", CLUSTER_BASELINE, "--unobserved", str(mode), "--target", target]
+    outcome = CliRunner().invoke(main, args)
+    assert outcome.exit_code == 1 and outcome.exception.__class__ is SystemExit
+    assert f"Error: --unobserved {mode} needs --baseline namespace" in outcome.stderr

@@ -548,8 +548,10 @@ def read_gzip_in_two_processes(
     os.close(read_end)
     try:
         with open(write_end, "wb", buffering=0) as pipe:
-            _decompress_into(path, pipe, progress)
+            cut = _decompress_into(path, pipe, progress)
         result = results.get()
+        if cut is not None and not isinstance(result, BaseException):
+            result.stats.bad.report(cut.path, cut.line, cut.message)  # the lines before it were read
     except BaseException:
         worker.terminate()  # it may be blocked giving a result nobody will read
         raise
@@ -560,22 +562,26 @@ def read_gzip_in_two_processes(
     return result
 
 
-def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | None) -> None:
-    """Write the decompressed bytes of `path` into `pipe`, until the end or until its reader stops."""
+def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | None) -> TruncatedInput | None:
+    """Write the decompressed bytes of `path` into `pipe`, until the end or until its reader stops;
+    where the file breaks off, the break (every complete line before it was written)."""
     with open_input(path) as stream:
-        compressed = stream.fileobj  # type: ignore[attr-defined]
+        compressed = stream.raw  # type: ignore[attr-defined]
         reported = 0
         try:
-            while block := stream.read(READ_BUFFER):
+            while block := compressed.read(READ_BUFFER):  # unbuffered: whatever came before a break is kept
                 pipe.write(block)
                 if progress is not None:
-                    position = compressed.tell()
+                    position = compressed.compressed_position
                     progress(position - reported)
                     reported = position
+        except TruncatedInput as cut:
+            return cut
         except BrokenPipeError:
-            return  # the reader stopped at a bad line: it reports it
+            return None  # the reader stopped at a bad line: it reports it
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
+    return None
 
 
 def _ingest_pipe(

@@ -98,6 +98,11 @@ class GzipLines(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    @property
+    def compressed_position(self) -> int:
+        """The compressed bytes read so far (for progress over the file's size)."""
+        return self._offset
+
     def readinto(self, buffer: Any) -> int:
         while not self._ready and not self._done:
             self._fill()

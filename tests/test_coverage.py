@@ -34,10 +34,13 @@ def test_a_capture_with_l3_l4_events_gives_no_l7_warning(bookinfo_files):
 
 def test_the_window_and_the_flows_per_namespace():
     result = api.recommend(api.load_observations([EXAMPLE]))
-    coverage = result.coverage
-    assert coverage.describe_window() == "2026-11-02T09:00:00Z to 2026-11-02T09:13:36Z (13m 36s)"
+    coverage, observations = result.coverage, result.observed.observations
+    first, last = observations["first_seen"].min(), observations["last_seen"].max()
+    minutes, seconds = divmod(int((last - first).total_seconds()), 60)
+    window = f"{first:%Y-%m-%dT%H:%M:%SZ} to {last:%Y-%m-%dT%H:%M:%SZ} ({minutes}m {seconds}s)"
+    assert coverage.describe_window() == window == "2026-11-02T09:00:00Z to 2026-11-02T09:14:36Z (14m 36s)"
     flows = dict(coverage.flows_by_namespace)
-    assert set(flows) == {"kube-system", "payments", "shop"}
+    assert set(flows) == {"kube-system", "monitoring", "payments", "shop"}
     assert flows["shop"] <= result.observed.stats.flows
     assert ("observation window", coverage.describe_window()) in result.summary()
 

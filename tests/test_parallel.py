@@ -128,5 +128,10 @@ def test_a_truncated_gzip_file_read_in_two_processes_fails_naming_the_file(tmp_p
     data = gzip.compress("\n".join(fixture_lines("basic-sample-400-tcp-flows.json") * 20).encode(), 1)
     path = tmp_path / "cut.json.gz"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CollectorError, match=f"{path}: cannot read"):
+    with pytest.raises(CollectorError, match=f"{path}:[0-9]+: .*cut") as error:
         hubble.read_hubble_files([str(path)], jobs=2)
+    one = hubble.read_hubble_files([str(path)], jobs=1, on_error=OnError.SKIP)
+    two = hubble.read_hubble_files([str(path)], jobs=2, on_error=OnError.SKIP)
+    assert two.stats.bad.examples == one.stats.bad.examples == [str(error.value)]  # the same cut, the same lines
+    assert two.stats.lines == one.stats.lines and two.observations.equals(one.observations)
+    assert piped_gzip == [str(path)] * 2

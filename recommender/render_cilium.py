@@ -123,7 +123,9 @@ def _cluster_baseline(policy: Mapping[str, Any]) -> dict[str, Any]:
     `baseline.cluster_baseline` writes it): its subject's namespaces by name, DNS to the same servers."""
     excluded = policy["spec"]["subject"]["namespaces"].get("matchExpressions", [])
     assert all(item["key"] == NAMESPACE_NAME_LABEL for item in excluded), excluded
-    subject = {"matchExpressions": [{**item, "key": NAMESPACE_KEY} for item in excluded]} if excluded else {}
+    # Pods only: an endpoint without a namespace label (Cilium's own health endpoint) matches any NotIn.
+    in_a_namespace = {"key": NAMESPACE_KEY, "operator": "Exists"}
+    subject = {"matchExpressions": [in_a_namespace, *({**item, "key": NAMESPACE_KEY} for item in excluded)]}
     kube_dns = KUBE_DNS["podSelector"]["matchLabels"] | {
         NAMESPACE_KEY: KUBE_DNS["namespaceSelector"]["matchLabels"][NAMESPACE_NAME_LABEL]
     }

@@ -75,12 +75,14 @@ def test_the_cilium_baseline_fits_the_upstream_crd_and_the_engine(excluded):
 
 def test_the_cilium_baseline_exempts_excluded_namespaces_by_name():
     selector = cilium_baseline(("kube-system", "kube-public"))["spec"]["endpointSelector"]
+    in_a_namespace = {"key": "k8s:io.kubernetes.pod.namespace", "operator": "Exists"}  # not Cilium's health endpoint
     assert selector == {
         "matchExpressions": [
-            {"key": "k8s:io.kubernetes.pod.namespace", "operator": "NotIn", "values": ["kube-public", "kube-system"]}
+            in_a_namespace,
+            {"key": "k8s:io.kubernetes.pod.namespace", "operator": "NotIn", "values": ["kube-public", "kube-system"]},
         ]
     }
-    assert cilium_baseline(())["spec"]["endpointSelector"] == {}
+    assert cilium_baseline(())["spec"]["endpointSelector"] == {"matchExpressions": [in_a_namespace]}
 
 
 def test_excluded_namespaces_are_exempt_by_name():

@@ -8,6 +8,9 @@ Excluded namespaces are exempt by a `kubernetes.io/metadata.name NotIn` namespac
 
 The API gives ingress rules pod and namespace peers only: ingress from outside the cluster (world,
 nodes) to a pod no NetworkPolicy selects stays allowed, where a `default-deny` denies it.
+
+For `--target cilium`, `render_cilium` writes its equivalent: a CiliumClusterwideNetworkPolicy of the same
+name, default deny both ways with one egress rule, DNS to the same pods.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ KUBE_DNS = {
 }
 """The cluster DNS pods: CoreDNS and kube-dns carry `k8s-app: kube-dns` in kube-system."""
 EVERY_NETWORK = ["0.0.0.0/0", "::/0"]
+BASELINE_KINDS = ("ClusterNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+"""The baseline's kind for --target networkpolicy and cilium (whose rules have no names: its only egress rule
+is the DNS rule)."""
 
 
 def cluster_baseline(exclude_namespaces: Sequence[str], labels: Mapping[str, str]) -> dict[str, Any]:
@@ -69,9 +75,9 @@ def without_dns_allowance(policies: Sequence[Mapping[str, Any]]) -> list[Mapping
     found = False
     kept: list[Mapping[str, Any]] = []
     for policy in policies:
-        if policy.get("kind") == "ClusterNetworkPolicy" and policy["metadata"]["name"] == CLUSTER_BASELINE_NAME:
+        if policy["metadata"]["name"] == CLUSTER_BASELINE_NAME and policy.get("kind") in BASELINE_KINDS:
             found = True
-            egress = [rule for rule in policy["spec"]["egress"] if rule["name"] != "allow-dns"]
+            egress = [rule for rule in policy["spec"]["egress"] if rule.get("name") not in ("allow-dns", None)]
             policy = {**policy, "spec": {**policy["spec"], "egress": egress}}
         kept.append(policy)
     return kept if found else None

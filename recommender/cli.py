@@ -137,7 +137,8 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     default=NAMESPACE_BASELINE,
     show_default=True,
     help="The default deny: a default-deny NetworkPolicy per managed namespace, or one ClusterNetworkPolicy of "
-    "tier Baseline for every namespace not excluded (DNS to kube-dns allowed; file cluster-baseline.yaml).",
+    "tier Baseline (a CiliumClusterwideNetworkPolicy with --target cilium) for every namespace not excluded (DNS "
+    "to kube-dns allowed; file cluster-baseline.yaml).",
 )
 @click.option(
     "--include-dropped",
@@ -197,18 +198,18 @@ def recommend(
     without them, and each is named with why and how to fix it.
     """
     folder, output_format = output_target(output, output_format, ("yaml", "json"))
-    options = SynthesisOptions(
-        exclude_namespaces=tuple(ns for ns in exclude if ns),
-        include_dropped=include_dropped,
-        target=target,
-        cni=cni,
-        cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
-        dns=api.DnsMode(dns),
-        unobserved=api.UnobservedMode(unobserved),
-        baseline=baseline,
-        allow_empty_selector=allow_empty_selector,
-    )
     with user_errors():
+        options = SynthesisOptions(
+            exclude_namespaces=tuple(ns for ns in exclude if ns),
+            include_dropped=include_dropped,
+            target=target,
+            cni=cni,
+            cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
+            dns=api.DnsMode(dns),
+            unobserved=api.UnobservedMode(unobserved),
+            baseline=baseline,
+            allow_empty_selector=allow_empty_selector,
+        )
         inventory = cluster.load()
         observed = sources.load(inventory)
         _require_traffic(observed)

@@ -16,7 +16,7 @@ from collectors.names import is_dns_label
 from recommender.baseline import CLUSTER_BASELINE_NAME
 from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
-from recommender.render_cilium import cilium_policies
+from recommender.render_cilium import CLUSTERWIDE_KIND, cilium_policies
 from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
@@ -53,6 +53,9 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
     text = _dump(plan.manifest)
     if not explain:
         return text
+    if not plan.namespace and plan.manifest["kind"] == CLUSTERWIDE_KIND:
+        header = f"# {plan.name}: in every namespace not excluded, deny what no other policy allows, but DNS"
+        return f"{header}\n{text}"
     if not plan.namespace:
         header = f"# {plan.name}: where no NetworkPolicy decides, deny ingress from pods and all egress but DNS"
         warning = "# WARNING: ingress from outside the cluster is not denied (the API has no peer for it)"

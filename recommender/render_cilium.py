@@ -8,6 +8,11 @@ resolved their DNS names, `toFQDNs` with `matchName`. Port 53 towards pods (the 
 the DNS rule (`rules.dns`) that sends the lookups through Cilium's DNS proxy: `toFQDNs` matches
 nothing without it, and it is what lets Hubble see the names. Ports are exact `toPorts`; ICMP is
 `icmps` (echo requests, what the capture keeps).
+
+The cluster baseline (`--baseline clusternetworkpolicy`) becomes one CiliumClusterwideNetworkPolicy
+of the same name: Cilium has no tiers (the allow rules of every policy add up), so it is a default
+deny both ways of every endpoint outside the excluded namespaces, with DNS to the kube-dns pods
+through the DNS proxy.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from recommender.baseline import KUBE_DNS
 from recommender.dns_allowance import DNS_PORTS, DnsAllowance
-from recommender.selectors import Selector
+from recommender.selectors import NAMESPACE_NAME_LABEL, Selector
 from recommender.synthesis import DEFAULT_DENY, POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
 
 API_VERSION = "cilium.io/v2"
 KIND = "CiliumNetworkPolicy"
+CLUSTERWIDE_KIND = "CiliumClusterwideNetworkPolicy"
 NAMESPACE_KEY = "k8s:io.kubernetes.pod.namespace"
 DNS_PORT = 53
 DNS_PROXY_RULES = {"dns": [{"matchPattern": "*"}]}
@@ -48,6 +55,8 @@ def cilium_policies(
 
 def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector], dns: DnsAllowance) -> PolicyPlan:
     metadata = plan.manifest["metadata"]
+    if not plan.namespace:
+        return replace(plan, manifest=_cluster_baseline(plan.manifest))
     if not plan.workload:  # the default-deny or the DNS allowance: the same pods as the NetworkPolicy
         spec: dict[str, Any] = {"endpointSelector": plan.manifest["spec"]["podSelector"]}
         if plan.name == DEFAULT_DENY:
@@ -97,7 +106,7 @@ def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Select
 def _dns_rules(dns: DnsAllowance, selectors: Mapping[tuple[str, str], Selector]) -> list[dict[str, Any]]:
     """The DNS allowance as Cilium rules: to the server pods, and to server IPs (node-local-dns), on
     UDP and TCP 53 through the DNS proxy (so that `toFQDNs` rules of the same pods match)."""
-    to_ports = [{"ports": _ports(list(DNS_PORTS)), "rules": DNS_PROXY_RULES}]
+    to_ports = _dns_to_ports()
     pods = [server for server in dns.servers if server.workload]
     ips = [server.ip for server in dns.servers if not server.workload]
     rules: list[dict[str, Any]] = []
@@ -107,6 +116,31 @@ def _dns_rules(dns: DnsAllowance, selectors: Mapping[tuple[str, str], Selector])
     if ips:
         rules.append({"toCIDR": exact_cidrs(ips), "toPorts": to_ports})
     return rules
+
+
+def _cluster_baseline(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The CiliumClusterwideNetworkPolicy of the Baseline ClusterNetworkPolicy `policy` (as
+    `baseline.cluster_baseline` writes it): its subject's namespaces by name, DNS to the same servers."""
+    excluded = policy["spec"]["subject"]["namespaces"].get("matchExpressions", [])
+    assert all(item["key"] == NAMESPACE_NAME_LABEL for item in excluded), excluded
+    # Pods only: an endpoint without a namespace label (Cilium's own health endpoint) matches any NotIn.
+    in_a_namespace = {"key": NAMESPACE_KEY, "operator": "Exists"}
+    subject = {"matchExpressions": [in_a_namespace, *({**item, "key": NAMESPACE_KEY} for item in excluded)]}
+    kube_dns = KUBE_DNS["podSelector"]["matchLabels"] | {
+        NAMESPACE_KEY: KUBE_DNS["namespaceSelector"]["matchLabels"][NAMESPACE_NAME_LABEL]
+    }
+    spec = {
+        "endpointSelector": subject,
+        "enableDefaultDeny": {"egress": True, "ingress": True},
+        "ingress": [{}],
+        "egress": [{"toEndpoints": [{"matchLabels": dict(sorted(kube_dns.items()))}], "toPorts": _dns_to_ports()}],
+    }
+    return {"apiVersion": API_VERSION, "kind": CLUSTERWIDE_KIND, "metadata": policy["metadata"], "spec": spec}
+
+
+def _dns_to_ports() -> list[dict[str, Any]]:
+    """UDP and TCP 53 through the DNS proxy."""
+    return [{"ports": _ports(list(DNS_PORTS)), "rules": DNS_PROXY_RULES}]
 
 
 def _ports(ports: list[tuple[str, int]]) -> list[dict[str, str]]:

@@ -86,17 +86,17 @@ class SynthesisOptions:
     """What to do with workloads (known from an inventory) that no allow rule names."""
     baseline: str = NAMESPACE_BASELINE
     """The default deny: a `default-deny` per managed namespace, or one Baseline ClusterNetworkPolicy
-    (`recommender.baseline`)."""
+    (`recommender.baseline`; a CiliumClusterwideNetworkPolicy for the target cilium)."""
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise RecommenderError(f"unknown target {self.target!r}: use one of {', '.join(TARGETS)}")
         if self.cni is not None and self.cni not in CNI_PROFILES:
             raise RecommenderError(f"unknown CNI profile {self.cni!r}: use one of {', '.join(CNI_PROFILES)}")
-        if self.target == "cilium" and self.baseline != NAMESPACE_BASELINE:
+        if self.baseline != NAMESPACE_BASELINE and self.unobserved is not UnobservedMode.ISOLATE:
             raise RecommenderError(
-                "--baseline clusternetworkpolicy is written for --target networkpolicy only: its Cilium equivalent "
-                "(a CiliumClusterwideNetworkPolicy) is not built yet"
+                f"--unobserved {self.unobserved} needs --baseline {NAMESPACE_BASELINE}: the cluster baseline denies by "
+                "default every pod of the namespaces not excluded, the unobserved workloads too"
             )
         if self.target == "cilium" and self.unobserved is UnobservedMode.SKIP:
             raise RecommenderError(

@@ -96,11 +96,10 @@ def case_outputs(case: Case, work: Path) -> dict[str, str]:
     record("recommend.yaml", *recommending, "-o", "yaml")
     record("recommend-explain.yaml", *recommending, "-o", "yaml", "--explain", "-q")
     record("recommend.json", *recommending, "-o", "json", "-q")
-    if "--baseline" not in case.recommend_options:  # the cluster baseline is written for NetworkPolicy only
-        cilium = ("--target", "cilium")
-        record("recommend-cilium.yaml", *recommending, *cilium, "-o", "yaml")
-        record("recommend-cilium-explain.yaml", *recommending, *cilium, "-o", "yaml", "--explain", "-q")
-        record("recommend-cilium.json", *recommending, *cilium, "-o", "json", "-q")
+    cilium = ("--target", "cilium")
+    record("recommend-cilium.yaml", *recommending, *cilium, "-o", "yaml")
+    record("recommend-cilium-explain.yaml", *recommending, *cilium, "-o", "yaml", "--explain", "-q")
+    record("recommend-cilium.json", *recommending, *cilium, "-o", "json", "-q")
     folder = work / "policies"
     record("recommend-folder.txt", *recommending, "-o", str(folder), "-q")
     for path in sorted(folder.iterdir()) if folder.exists() else ():  # none when there is nothing to recommend

@@ -207,3 +207,21 @@ def test_saved_observations_keep_the_pod_address_evidence(tmp_path):
             "10.244.1.193": (("bookinfo", "details-v1-79f774bdb9-m4j4k"),),
         }
     )
+
+
+def test_with_an_inventory_a_pod_seen_only_as_world_gets_its_ingress_rule_by_its_labels(tmp_path):
+    inventory = _inventory(
+        _pod("productpage-v1-6b746f74dc-9rcxx", "productpage", "10.244.0.177", "node-a"),
+        _pod("details-v1-79f774bdb9-m4j4k", "details", "10.244.1.193", "node-b"),
+    )
+    result = api.recommend(api.load_observations([world_labelled_capture(tmp_path)]), inventory=inventory)
+    details = next(plan for plan in result.proposal.policies if plan.name == "allow-details")
+    assert details.manifest["spec"]["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"app": "productpage"}}}],
+            "ports": [{"protocol": "TCP", "port": 9080}],
+        }
+    ]
+    assert details.manifest["spec"]["podSelector"] == {"matchLabels": {"app": "details"}}
+    assert _ip_blocks(result) == [] and result.check.recall == 1.0
+    assert not [item for item in result.findings() if item.kind == FindingKind.NO_STABLE_SELECTOR]

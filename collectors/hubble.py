@@ -7,9 +7,11 @@ the Relay client feeds it flows converted from gRPC messages.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -447,7 +449,9 @@ def read_hubble_files(
             _read_file(path, ingest, progress)
         return ingest.finish()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = [pool.submit(read_chunk, chunk, on_error, window) for chunk in chunks]
         parts = []
         for chunk, future in zip(chunks, futures, strict=True):
@@ -457,6 +461,22 @@ def read_hubble_files(
     combined = finish_partials(parts)
     combined.stats.sources = [display_name(path) for path in paths]
     return combined
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process end when `parent` does (Linux `PR_SET_PDEATHSIG`): a parent that leaves
+    on Ctrl-C while its pool is still starting cannot stop a worker it does not know of yet, and that
+    worker would wait for work forever."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's own stop is all there is
+        return
+    if os.getppid() != parent:  # the parent left before the request took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -542,7 +562,7 @@ def read_gzip_in_two_processes(
     context = multiprocessing.get_context("fork")
     read_end, write_end = os.pipe()
     results = context.SimpleQueue()
-    arguments = (read_end, write_end, display_name(path), on_error, window, results)
+    arguments = (read_end, write_end, display_name(path), on_error, window, results, os.getpid())
     worker = context.Process(target=_ingest_pipe, args=arguments, daemon=True)
     worker.start()
     os.close(read_end)
@@ -585,9 +605,10 @@ def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | Non
 
 
 def _ingest_pipe(
-    read_end: int, write_end: int, name: str, on_error: OnError, window: FlowFilter | None, results: Any
+    read_end: int, write_end: int, name: str, on_error: OnError, window: FlowFilter | None, results: Any, parent: int
 ) -> None:
     """The worker of `read_gzip_in_two_processes`: ingest the lines arriving on `read_end`."""
+    die_with_parent(parent)
     os.close(write_end)  # the parent's, inherited: the pipe ends when the parent closes it
     try:
         with open(read_end, "rb", buffering=READ_BUFFER) as stream:

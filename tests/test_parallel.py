@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import time
 from pathlib import Path
 
 import pandas.testing as pdt
@@ -135,3 +137,33 @@ def test_a_truncated_gzip_file_read_in_two_processes_fails_naming_the_file(tmp_p
     assert two.stats.bad.examples == one.stats.bad.examples == [str(error.value)]  # the same cut, the same lines
     assert two.stats.lines == one.stats.lines and two.observations.equals(one.observations)
     assert piped_gzip == [str(path)] * 2
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped by its new parent, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_worker_ends_when_its_parent_does():
+    """A parent that leaves on Ctrl-C while its pool starts cannot stop a worker it does not know of yet."""
+    read_end, write_end = os.pipe()
+    intermediate = os.fork()
+    if intermediate == 0:  # the parent of the worker: it starts one, then leaves without stopping it
+        worker = os.fork()
+        if worker == 0:
+            hubble.die_with_parent(os.getppid())
+            time.sleep(30)
+            os._exit(0)
+        os.write(write_end, str(worker).encode())
+        os._exit(0)
+    os.waitpid(intermediate, 0)
+    worker = int(os.read(read_end, 32))
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)

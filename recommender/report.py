@@ -30,7 +30,7 @@ from collectors.records import POD, ObservationSet
 from recommender import api
 from recommender.graph import EDGE_KEY
 from recommender.render import ordered_policies
-from recommender.semantics import Direction, NetworkPolicy, parse_policies
+from recommender.semantics import CIDR_MATCH_NODES, Direction, NetworkPolicy, parse_policies
 from recommender.semantics.matcher import RuleMatcher, compile_policies
 from recommender.store import ObservationStore, Window
 from recommender.synthesis import SynthesisOptions
@@ -69,7 +69,8 @@ class ReportOptions:
     """A window with fewer flows than this fraction of the median of the earlier windows is a gap."""
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     cni: str | None = None
-    """The CNI profile the policies in force are evaluated under (default: by the input, `api.dataplane_profile`)."""
+    """The CNI profile the policies in force and the recommendation are evaluated under (default: by the
+    input, `api.dataplane_profile`); it replaces `synthesis.cni`."""
     cni_options: tuple[str, ...] = ()
 
 
@@ -209,7 +210,8 @@ def review(
     if policies is not None:
         drift = api.diff(list(policies), picture, inventory, cni=options.cni, cni_options=options.cni_options)
         comparison = _compare(drift, policy_source)
-    recommendation = api.recommend(picture, options.synthesis, inventory)
+    cni = {"cni": options.cni, "cidr_match_nodes": CIDR_MATCH_NODES in options.cni_options}
+    recommendation = api.recommend(picture, replace(options.synthesis, **cni), inventory)  # the same dataplane
     previous = store.recommendation(store.windows[-1]) if store.windows else None
     manifests = [plan.manifest for plan in ordered_policies(recommendation.proposal)]
     recent = history[-(options.settled_after - 1) :] if options.settled_after > 1 else []  # with this window

@@ -161,7 +161,7 @@ def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: Clu
     gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
     deny every address on purpose; a CNP's toCIDR is not checked here)."""
     found = []
-    addresses = sorted((ipaddress.ip_address(ip), pod) for ip, pod in model.by_ip.items())
+    addresses = [(ipaddress.ip_address(ip), pod) for ip, pod in sorted(model.by_ip.items())]  # IPv4 and IPv6
     for policy in parse_policy_set(policies).network_policies:
         for direction in (Direction.INGRESS, Direction.EGRESS):
             for index, rule in enumerate(policy.rules(direction)):

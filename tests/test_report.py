@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from benchmarks.generate import START, Topology, flow_lines, inventory_snapshot, shop_topology
 from collectors.records import ObservationSet, ReadStats
+from recommender import api
 from recommender.cli import main
 from recommender.output_folder import MANIFEST
 from recommender.report import GAP, Report, ReportOptions, recommendation_changes, review
@@ -441,3 +442,12 @@ def test_a_run_killed_while_it_holds_the_store_leaves_it_readable(runs, cronjob)
     assert all(len(store.observations(window).observations) for window in store.windows)
     with locked_store(str(cronjob.store), timeout=1):  # the kernel released the killed run's lock
         pass
+
+
+def test_the_recommendation_is_made_for_the_cni_the_report_is_given(tmp_path):
+    observed = api.load_observations([EXAMPLE])  # Cilium's: the API server is no ipBlock there
+    on_cilium = review(ObservationStore(str(tmp_path / "a")), observed)
+    on_the_spec = review(ObservationStore(str(tmp_path / "b")), observed, options=ReportOptions(cni="kubernetes"))
+    api_server = "cidr: 172.18.0.5/32"
+    assert api_server not in on_cilium.recommendation_yaml
+    assert api_server in on_the_spec.recommendation_yaml

@@ -15,7 +15,9 @@ from collectors.inventory import Inventory
 from recommender import api
 from recommender.cli import main
 from recommender.errors import RecommenderError, ReplayError
+from recommender.semantics import Pod
 from recommender.synthesis import SynthesisOptions
+from recommender.verification import ClusterModel, pod_addresses_in_ip_blocks
 from tests.builders import observation_set, observations
 
 DEFAULT_DENY = {
@@ -356,3 +358,16 @@ def test_excess_of_a_cnp_counts_the_ports_it_opens_beyond_what_was_observed():
     drift = api.diff([cnp], observed, cni="cilium")
     assert drift.replayed.recall == 1.0
     assert drift.unobserved().values.tolist() == [["shop/web", "shop/db", "TCP", 5433]]
+
+
+def test_the_pod_address_check_takes_ipv4_and_ipv6_pods_alike():
+    web, db = Pod("shop", "web-0", {"app": "web"}), Pod("shop", "db-0", {"app": "db"})
+    model = ClusterModel(namespaces=[], pods=[web, db], by_ip={"10.244.0.7": web, "fd00:10:244::7": db})
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-web", "namespace": "shop"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "fd00::/8"}}]}]},
+    }
+    (found,) = pod_addresses_in_ip_blocks([policy], model)
+    assert "fd00:10:244::7, the address of pod shop/db-0" in found

@@ -36,7 +36,15 @@ from typing import Any, NamedTuple
 import msgspec
 
 from collectors.errors import BadRecords, CollectorError
-from collectors.sources import STDIN, TruncatedInput, display_name, expand_inputs, numbered_lines, open_input
+from collectors.sources import (
+    STDIN,
+    TruncatedInput,
+    display_name,
+    expand_inputs,
+    line_batches,
+    numbered_lines,
+    open_input,
+)
 
 PROTOCOL_NUMBERS: dict[str, int] = {
     "icmp": 1,
@@ -867,7 +875,7 @@ class ConnectionScanner:
         stream = open_input(path)
         number = 0
         try:
-            while batch := stream.readlines(_BATCH_BYTES):
+            for batch in line_batches(stream, _BATCH_BYTES):
                 read = self._fast if parser.fast else self._slow
                 yield from read(batch, number, parser)
                 number += len(batch)

@@ -69,6 +69,8 @@ def settle_endpoints(
 def fold_proxy_twins(aggregator: ObservationAggregator, leg_ips: Mapping[str, set[Endpoint]]) -> None:
     """Fold the records of a connection seen with a node-side end at a proxy leg's address into the
     leg's record of the same connection (see the module docstring, point 4)."""
+    if not leg_ips:  # no proxy leg seen (the usual capture): nothing to fold, and no sort of every record
+        return
     endpoints = aggregator.endpoints
     legs_at = {ip: sorted({endpoints[aggregator.id_of(leg)] for leg in legs}, key=str) for ip, legs in leg_ips.items()}
     by_value = {_named(key, endpoints): key for key in sorted(aggregator.records, reverse=True)}

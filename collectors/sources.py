@@ -77,6 +77,27 @@ def open_input(path: str) -> BinaryIO:
     return buffered
 
 
+def line_batches(stream: BinaryIO, size: int) -> Iterator[list[bytes]]:
+    """The lines of `stream` in lists of about `size` bytes (what `readlines(size)` gives), except that
+    where a compressed input breaks off, the complete lines before the break come first and then
+    `TruncatedInput` (`readlines` would drop the lines of the batch it was filling)."""
+    batch: list[bytes] = []
+    length = 0
+    try:
+        for line in stream:
+            batch.append(line)
+            length += len(line)
+            if length >= size:
+                yield batch
+                batch, length = [], 0
+    except TruncatedInput:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
+
+
 class GzipLines(io.RawIOBase):
     """The decompressed bytes of a gzip stream (of one or more members), handed out in whole lines.
 

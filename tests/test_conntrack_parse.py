@@ -8,6 +8,7 @@ import ipaddress
 import itertools
 import re
 import tempfile
+import zlib
 from pathlib import Path
 
 import msgspec
@@ -976,3 +977,17 @@ def test_is_conntrack_sniffs_the_first_real_line(tmp_path):
     packed.write_bytes(gzip.compress(f"{SUMMARY}\n\n{LINE}\n".encode()))
     assert is_conntrack(str(packed))
     assert not is_conntrack("-")
+
+
+def test_a_cut_gzip_dump_gives_the_entries_of_every_complete_line_before_the_cut(tmp_path):
+    plain = fixture("public/weaveworks-scope_conntrack-L-p-tcp-o-id.txt").read_bytes() * 20
+    packed = gzip.compress(plain)
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(packed[: len(packed) * 3 // 4])
+    readable = zlib.decompressobj(31).decompress(packed[: len(packed) * 3 // 4])
+    before = tmp_path / "before.txt"  # the complete lines before the cut, as a plain dump
+    before.write_bytes(readable[: readable.rindex(b"\n") + 1])
+    stats, bad_records = ConntrackStats(), BadRecords(on_error=OnError.SKIP)
+    entries = list(ConnectionScanner(bad_records=bad_records, stats=stats).scan(str(cut)))
+    assert entries and entries == scan(str(before))
+    assert stats.lines == before.read_bytes().count(b"\n") and bad_records.count == 1

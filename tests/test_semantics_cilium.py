@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from recommender.semantics import (
     CILIUM,
     POLICY_KINDS,
+    ContainerPort,
     Evaluator,
     InvalidPolicyError,
     Namespace,
@@ -198,3 +199,14 @@ def test_l7_http_rules_do_not_change_what_l3_l4_allows(peer: str, ports: list[st
     validate(policy({"http": http}))
     for client in PODS:
         assert with_l7.allowed_connections(client, PODS[0]) == plain.allowed_connections(client, PODS[0])
+
+
+def test_a_named_port_is_matched_case_insensitively_and_checked_as_an_iana_service_name() -> None:
+    named = with_changes("spec.ingress.0.toPorts.0.ports.0.port", "HTTP", CNP)  # Cilium lowercases names
+    client = Pod("shop", "client-0", {"app": "client"})
+    web = Pod("shop", "web-0", {"app": "web"}, (ContainerPort(8080, "http", "TCP"),))
+    evaluator = Evaluator([named], [Namespace("shop")], [client, web], profile=CILIUM)
+    assert evaluator.evaluate(client, web, "TCP", 8080).allowed
+    for name in ("a--b", "-ab", "a-very-long-port-name-over-15"):
+        with pytest.raises(InvalidPolicyError, match="not a valid port name"):
+            parse_policy_set([with_changes("spec.ingress.0.toPorts.0.ports.0.port", name, CNP)])

@@ -41,7 +41,7 @@ from recommender.semantics.matcher import (
     RuleRef,
     Target,
 )
-from recommender.semantics.policies import Direction, IPBlock, parse_cidr, parse_ip_block
+from recommender.semantics.policies import Direction, IPBlock, check_port_name, parse_cidr, parse_ip_block
 from recommender.semantics.selectors import (
     NAME_LABEL,
     Labels,
@@ -248,10 +248,9 @@ def _parse_port(raw: object, path: str) -> list[PortMatcher]:
     end = spec.get("endPort", 0)
     if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= MAX_PORT:
         raise FieldError(f"{path}.endPort", f"{end!r} is not a port number (0-{MAX_PORT})")
-    if not port.isdigit():
-        if not port or not any(c.isalpha() for c in port):
-            raise FieldError(f"{path}.port", f"{port!r} is not a port number or name")
-        return [NamedPort(protocol, port) for protocol in protocols]
+    if not port.isdigit():  # a name, matched case-insensitively as Cilium does (it lowercases names)
+        check_port_name(port.lower(), f"{path}.port")
+        return [NamedPort(protocol, port.lower()) for protocol in protocols]
     number = int(port)
     if number > MAX_PORT:
         raise FieldError(f"{path}.port", f"{number} is not a port number (0-{MAX_PORT})")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from recommender.semantics.connections import MAX_PORT, MIN_PORT, Protocol
+from recommender.semantics.connections import Protocol
 from recommender.semantics.errors import FieldError, InvalidPolicyError
 from recommender.semantics.manifest import fields_of, list_of, string_of
 from recommender.semantics.matcher import (
@@ -30,7 +30,7 @@ from recommender.semantics.matcher import (
     Target,
     Tier,
 )
-from recommender.semantics.policies import Direction, IPBlock, parse_cidr
+from recommender.semantics.policies import Direction, IPBlock, check_port_number, parse_cidr
 from recommender.semantics.selectors import LabelSelector, parse_label_selector
 
 KIND = "ClusterNetworkPolicy"
@@ -171,9 +171,8 @@ def _parse_protocol(raw: object, path: str) -> list[PortMatcher]:
 
 
 def _port(raw: object, path: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or not MIN_PORT <= raw <= MAX_PORT:
-        raise FieldError(path, f"{raw!r} is not a port number ({MIN_PORT}-{MAX_PORT})")
-    return raw
+    check_port_number(raw, path)
+    return raw  # type: ignore[return-value]  # checked: an int port number
 
 
 def compile_cluster_policy(policy: ClusterNetworkPolicy) -> list[Target]:

@@ -214,13 +214,13 @@ def _parse_port(raw: object, field_path: str) -> PolicyPort:
         )
     port, end_port = spec.get("port"), spec.get("endPort")
     if isinstance(port, str):
-        _check_port_name(port, f"{field_path}.port")
+        check_port_name(port, f"{field_path}.port")
         if end_port is not None:
             raise FieldError(f"{field_path}.endPort", "may not be specified when port is a named port")
     elif port is not None:
-        _check_port_number(port, f"{field_path}.port")
+        check_port_number(port, f"{field_path}.port")
         if end_port is not None:
-            _check_port_number(end_port, f"{field_path}.endPort")
+            check_port_number(end_port, f"{field_path}.endPort")
             if end_port < port:
                 raise FieldError(f"{field_path}.endPort", f"{end_port} must be >= port {port}")
     elif end_port is not None:
@@ -228,12 +228,12 @@ def _parse_port(raw: object, field_path: str) -> PolicyPort:
     return PolicyPort(Protocol(protocol_name), port, end_port)
 
 
-def _check_port_number(value: object, field_path: str) -> None:
+def check_port_number(value: object, field_path: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_PORT <= value <= MAX_PORT:
         raise FieldError(field_path, f"{value!r} is not a port number ({MIN_PORT}-{MAX_PORT})")
 
 
-def _check_port_name(name: str, field_path: str) -> None:
+def check_port_name(name: str, field_path: str) -> None:
     """An IANA service name: 1-15 of [a-z0-9-], a letter among them, no `--`, no edge `-`."""
     if len(name) > 15 or not _PORT_NAME.match(name) or "--" in name or not re.search("[a-z]", name):
         hint = " (a number must not be quoted)" if name.isdigit() else ""

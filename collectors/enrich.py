@@ -21,8 +21,8 @@ from collectors.records import (
     ENDPOINT_FIELDS,
     POD,
     POD_COLUMNS,
+    READ_BY_ADDRESS,
     REMOTE_NODE,
-    UNKNOWN,
     WORLD,
     ObservationSet,
     labels_to_text,
@@ -59,9 +59,6 @@ def apply_inventory(observed: ObservationSet, inventory: Inventory) -> Observati
     )
 
 
-_READ_BY_ADDRESS = (WORLD, UNKNOWN, REMOTE_NODE)
-
-
 def _name_addresses(observations: pd.DataFrame, inventory: Inventory) -> pd.DataFrame:
     """The observations with the ends read by their address (`world`, `unknown`, `remote-node`) named
     by the inventory, which the capture's labels do not outrank: the pod that held the address at
@@ -82,7 +79,7 @@ def _name_addresses(observations: pd.DataFrame, inventory: Inventory) -> pd.Data
                 strict=True,
             )
         ):
-            if entity not in _READ_BY_ADDRESS or not ip:
+            if entity not in READ_BY_ADDRESS or not ip:
                 continue
             neighbour = inventory.pod(other_namespace, other_pod)
             when = None if pd.isna(seen) else seen.timestamp()

@@ -25,9 +25,7 @@ from collections.abc import Mapping
 
 from collectors.aggregate import ObservationAggregator
 from collectors.hubble_identity import PodKey
-from collectors.records import POD, REMOTE_NODE, UNKNOWN, WORLD, Endpoint
-
-_READ_BY_ADDRESS = (WORLD, UNKNOWN, REMOTE_NODE)
+from collectors.records import POD, READ_BY_ADDRESS, UNKNOWN, WORLD, Endpoint
 
 
 def settle_endpoints(
@@ -57,7 +55,7 @@ def settle_endpoints(
                     POD, endpoint.namespace, workload, kind, endpoint.labels, "", endpoint.cluster
                 )
     for index, endpoint in enumerate(endpoints):
-        if endpoint.entity not in _READ_BY_ADDRESS or not endpoint.ip:
+        if endpoint.entity not in READ_BY_ADDRESS or not endpoint.ip:
             continue
         named = {pods[pod] for pod in pod_ips.get(endpoint.ip, ()) if pod in pods}
         if len({(pod.namespace, pod.workload) for pod in named}) == 1:
@@ -78,7 +76,7 @@ def fold_proxy_twins(aggregator: ObservationAggregator, leg_ips: Mapping[str, se
         named = _named(key, endpoints)
         for side in (0, 1):
             end = named[side]
-            if end.entity not in _READ_BY_ADDRESS or end.ip not in legs_at:
+            if end.entity not in READ_BY_ADDRESS or end.ip not in legs_at:
                 continue
             twins = [by_value[twin] for leg in legs_at[end.ip] if (twin := _replace(named, side, leg)) in by_value]
             if len(twins) == 1:  # legs of several pods at one address: which one is not for us to guess

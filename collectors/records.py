@@ -23,6 +23,8 @@ WORLD = "world"
 HEALTH = "health"
 INGRESS = "ingress"
 UNKNOWN = "unknown"
+READ_BY_ADDRESS = (WORLD, UNKNOWN, REMOTE_NODE)
+"""Entities whose endpoint is only an address: evidence naming the pod at that address may settle them."""
 ENTITIES = (POD, HOST, REMOTE_NODE, KUBE_APISERVER, WORLD, HEALTH, INGRESS, UNKNOWN)
 
 SEEN_VERDICTS = ("FORWARDED", "REDIRECTED", "AUDIT")

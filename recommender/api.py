@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -144,10 +144,14 @@ class Recommendation:
     options: SynthesisOptions
     check: Check
     coverage: Coverage
+    _findings: list[Finding] | None = field(default=None, init=False, repr=False, compare=False)
 
     def findings(self) -> list[Finding]:
-        """Every item behind the summary's counts that are not rules, with its evidence."""
-        return collect_findings(self.observed, self.proposal, self.check, self.coverage)
+        """Every item behind the summary's counts that are not rules, with its evidence (collected once:
+        the summary, the folder and `--findings` all ask)."""
+        if self._findings is None:
+            self._findings = collect_findings(self.observed, self.proposal, self.check, self.coverage)
+        return list(self._findings)
 
     def summary(self) -> list[tuple[str, str]]:
         """The figures of the run, for the terminal summary table and reports."""

@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from recommender.baseline import KUBE_DNS
-from recommender.dns_allowance import DNS_PORTS, DnsAllowance
+from recommender.dns_allowance import DNS_PORT, DNS_PORTS, DnsAllowance
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector
 from recommender.synthesis import DEFAULT_DENY, POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
 
@@ -30,7 +30,6 @@ API_VERSION = "cilium.io/v2"
 KIND = "CiliumNetworkPolicy"
 CLUSTERWIDE_KIND = "CiliumClusterwideNetworkPolicy"
 NAMESPACE_KEY = "k8s:io.kubernetes.pod.namespace"
-DNS_PORT = 53
 DNS_PROXY_RULES = {"dns": [{"matchPattern": "*"}]}
 """Every lookup through the DNS proxy (the Cilium `toFQDNs` example): it learns the names' IPs."""
 ICMP_ECHO_REQUEST = {"ICMPv4": ("IPv4", 8), "ICMPv6": ("IPv6", 128)}

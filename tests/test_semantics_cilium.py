@@ -210,3 +210,12 @@ def test_a_named_port_is_matched_case_insensitively_and_checked_as_an_iana_servi
     for name in ("a--b", "-ab", "a-very-long-port-name-over-15"):
         with pytest.raises(InvalidPolicyError, match="not a valid port name"):
             parse_policy_set([with_changes("spec.ingress.0.toPorts.0.ports.0.port", name, CNP)])
+
+
+def test_the_subjects_of_a_cnp_are_only_the_pods_its_namespace_labels_select_too() -> None:
+    team = "k8s:io.cilium.k8s.namespace.labels.team"
+    web = Pod("shop", "web-0", {"app": "web"})
+    for namespace_team, selected in (("blue", 1), ("red", 0)):
+        blue_only = with_changes("spec.endpointSelector.matchLabels", {"app": "web", team: "blue"}, CNP)
+        evaluator = Evaluator([blue_only], [Namespace("shop", {"team": namespace_team})], [web], profile=CILIUM)
+        assert [len(evaluator.subjects_of(target)) for target in evaluator.targets] == [selected, selected]

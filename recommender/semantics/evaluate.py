@@ -214,7 +214,8 @@ class Evaluator:
         """The known pod classes `target` selects: the pods its rules apply to."""
         if target.namespace is None:
             return tuple(pods for pods in self._index.classes if target.selects(pods))
-        return tuple(self._index.classes[i] for i in sorted(self._index.subjects(target.namespace, target.subject)))
+        candidates = (self._index.classes[i] for i in sorted(self._index.subjects(target.namespace, target.subject)))
+        return tuple(pods for pods in candidates if target.selects(pods))  # a CNP may select namespace labels too
 
     def peers_of(self, rule: RuleMatcher) -> tuple[PodClass, ...]:
         """The known pod classes the peers of `rule` match (external peers: `rule.matches_peer`)."""

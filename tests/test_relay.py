@@ -26,6 +26,7 @@ from collectors.errors import CollectorError
 from collectors.hubble import read_hubble_files
 from collectors.hubble_api.flow import flow_pb2
 from collectors.hubble_api.observer import observer_pb2
+from collectors.hubble_api.received import received_pb2
 from collectors.hubble_schema import PROTO_NAMES
 from collectors.relay import (
     RelayConnectionError,
@@ -104,17 +105,40 @@ def lost_events(node: str, number: int, minute: int) -> Any:
 # -- the proto and the converter ----------------------------------------------------------
 
 
+def as_received(response: Any) -> Any:
+    """A GetFlowsResponse as the client decodes it off the wire: a `received.GetFlowsResponse`."""
+    return received_pb2.GetFlowsResponse.FromString(response.SerializeToString())
+
+
 @needs_fixtures
 def test_fixture_lines_parse_strictly_into_the_project_proto() -> None:
     assert len(parse_lines(fixture_lines())) == len(fixture_lines())
+
+
+def test_the_received_view_has_upstreams_field_numbers_and_every_field_the_ingest_reads() -> None:
+    pairs = [
+        (received_pb2.GetFlowsResponse, observer_pb2.GetFlowsResponse),
+        (received_pb2.Flow, flow_pb2.Flow),
+    ]
+    for view, upstream in pairs:
+        for field in view.DESCRIPTOR.fields:
+            original = upstream.DESCRIPTOR.fields_by_name[field.name]
+            assert (field.number, field.is_repeated) == (original.number, original.is_repeated), field.full_name
+            if field.name in ("source", "destination"):  # an encoded Endpoint: length-delimited as bytes
+                assert (field.type, original.message_type.name) == (field.TYPE_BYTES, "Endpoint")
+            elif field.name != "flow":
+                assert field.type == original.type, field.full_name
+                assert getattr(field.message_type, "full_name", None) == getattr(
+                    original.message_type, "full_name", None
+                ), field.full_name
+    assert set(received_pb2.Flow.DESCRIPTOR.fields_by_name) == set(PROTO_NAMES.structs["Flow"].__struct_fields__)
 
 
 @needs_fixtures
 def test_converted_flows_equal_the_json_decoder_output_for_every_fixture_flow() -> None:
     lazy = PROTO_NAMES  # what the ingest decodes files with: endpoints left as raw JSON
     for line, message in zip(fixture_lines(), parse_lines(fixture_lines()), strict=True):
-        wire = observer_pb2.GetFlowsResponse.FromString(message.SerializeToString())  # as received
-        converted = flow_from_message(wire.flow)
+        converted = flow_from_message(as_received(message).flow)
         decoded = lazy.line.decode(line).flow
         ends = ("source", "destination")
         assert [endpoint_from_wire(getattr(converted, end)) for end in ends] == [
@@ -133,7 +157,7 @@ def test_timestamps_convert_to_the_microsecond_the_json_decoder_gives(seconds: i
     response = flow_at(datetime(2026, 11, 2, tzinfo=UTC), 40000)
     response.flow.time.seconds, response.flow.time.nanos = seconds, nanos
     expected = msgspec.json.decode(f'"{response.flow.time.ToJsonString()}"', type=datetime)  # RFC 3339, as Hubble
-    assert flow_from_message(response.flow).time == expected
+    assert flow_from_message(as_received(response).flow).time == expected
 
 
 def test_absent_and_empty_messages_convert_as_the_json_decoder_reads_them() -> None:
@@ -142,7 +166,7 @@ def test_absent_and_empty_messages_convert_as_the_json_decoder_reads_them() -> N
     response.flow.ClearField("is_reply")
     response.flow.l4.TCP.ClearField("flags")
     response.flow.l7.SetInParent()  # present, empty: `"l7":{}` in JSON
-    converted = flow_from_message(response.flow)
+    converted = flow_from_message(as_received(response).flow)
     assert (converted.event_type, converted.is_reply, converted.l4.TCP.flags) == (None, None, None)
     assert converted.l7 is not None and converted.l7.type == 0 and converted.l7.dns is None
 

@@ -6,6 +6,7 @@ instead of hanging."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import re
@@ -13,12 +14,15 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pandas.testing as pdt
 import pytest
+from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
+from grpc_tools import protoc
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,6 +31,7 @@ from collectors.hubble import read_hubble_files
 from collectors.hubble_api.flow import flow_pb2
 from collectors.hubble_api.observer import observer_pb2
 from collectors.hubble_api.received import received_pb2
+from collectors.hubble_api.regenerate import API_DIR, PROTOS
 from collectors.hubble_schema import PROTO_NAMES
 from collectors.relay import (
     RelayConnectionError,
@@ -113,6 +118,21 @@ def as_received(response: Any) -> Any:
 @needs_fixtures
 def test_fixture_lines_parse_strictly_into_the_project_proto() -> None:
     assert len(parse_lines(fixture_lines())) == len(fixture_lines())
+
+
+def test_the_committed_protobuf_modules_are_generated_from_the_protos_as_they_are(tmp_path: Path) -> None:
+    descriptors = tmp_path / "protos.pb"
+    well_known = str(files("grpc_tools") / "_proto")
+    arguments = [f"-I{API_DIR}", f"-I{well_known}", f"--descriptor_set_out={descriptors}", *PROTOS]
+    assert protoc.main(["grpc_tools.protoc", *arguments]) == 0
+    compiled = {proto.name: proto for proto in FileDescriptorSet.FromString(descriptors.read_bytes()).file}
+    for proto in compiled.values():  # protoc fills in the JSON names, which generated modules leave out
+        for message in proto.message_type:
+            for field in message.field:
+                field.ClearField("json_name")
+    for name in PROTOS:
+        module = importlib.import_module(f"collectors.hubble_api.{name.removesuffix('.proto').replace('/', '.')}_pb2")
+        assert FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb) == compiled[name], name
 
 
 def test_the_received_view_has_upstreams_field_numbers_and_every_field_the_ingest_reads() -> None:

@@ -23,6 +23,8 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.generate import START, Topology, flow_lines, inventory_snapshot, shop_topology
+from collectors.enrich import apply_inventory
+from collectors.inventory import Inventory, inventory_from_objects
 from collectors.records import ObservationSet, ReadStats
 from recommender import api
 from recommender.cli import main
@@ -93,6 +95,28 @@ def test_paths_not_seen_for_stale_after_are_reported(tmp_path):
     report = api.review(ObservationStore(directory), later, options=ReportOptions(stale_after=timedelta(days=7)))
     (stale,) = report.stale_paths.to_dict("records")
     assert path_keys([stale]) == [WORLD_PATH] and stale["last_seen"] == START + timedelta(minutes=10)
+
+
+def test_the_inventory_names_each_observation_set_once(tmp_path, monkeypatch):
+    """This window and the earlier ones are named once each; the picture, its paths, the comparison and the
+    recommendation reuse them."""
+    inventory = inventory_from_objects(inventory_snapshot(shop_topology())["items"], "shop")
+    named: list[int] = []
+
+    def counting(observed: ObservationSet, given: Inventory) -> ObservationSet:
+        named.append(len(observed.observations))
+        return apply_inventory(observed, given)
+
+    monkeypatch.setattr(api, "apply_inventory", counting)
+    directory = str(tmp_path / "store")
+    add(directory, observed_at(START))
+    later = observed_at(START + timedelta(hours=1), topology=without_world_path())
+    report = api.review(ObservationStore(directory), later, policies=[], inventory=inventory)
+    assert named == [len(later.observations), len(observed_at(START).observations)]
+    assert report.comparison is not None and report.recommendation.proposal.policies
+    named.clear()
+    api.recommend(later, inventory=inventory)
+    assert named == [len(later.observations)]
 
 
 def test_the_first_run_is_a_baseline_unless_observed_connections_would_break(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 from click.shell_completion import get_completion_class
@@ -54,11 +56,11 @@ def main() -> None:
 main.command_class = Command
 
 
-def no_headers_option(command: click.Command) -> click.Command:
+def no_headers_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return option(OUTPUT, "--no-headers", is_flag=True, help="Piped table output: no titles or column names.")(command)
 
 
-def _stop(status: int, message: str) -> None:
+def _stop(status: int, message: str) -> NoReturn:
     """End the run with `status` and a one-line message (for outcomes that are not errors of the tool)."""
     stderr.print(f"Error: {message}", markup=False, highlight=False)
     sys.exit(status)
@@ -435,7 +437,9 @@ def completion(shell: str) -> None:
       netpol-recommender completion zsh > "${fpath[1]}/_netpol-recommender"
       netpol-recommender completion fish > ~/.config/fish/completions/netpol-recommender.fish
     """
-    script = get_completion_class(shell)(main, {}, "netpol-recommender", "_NETPOL_RECOMMENDER_COMPLETE")
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None  # COMPLETION_SHELLS are shells click completes
+    script = completion_class(main, {}, "netpol-recommender", "_NETPOL_RECOMMENDER_COMPLETE")
     click.echo(script.source())
 
 

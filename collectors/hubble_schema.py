@@ -140,7 +140,7 @@ def build_schema(rename: Callable[[str], str] | None = None, *, lazy_endpoints: 
         debug_event: dict[str, Any] | None = None
         time: msgspec.Raw = NULL_RAW  # needed only for a flow without its own: decoded by `envelope_time`
 
-    structs = {
+    structs: dict[str, type] = {
         cls.__name__: cls
         for cls in (
             Workload,

@@ -340,11 +340,11 @@ def _peer(row: Any, side: str, policy_namespace: str, target: str, fqdn: Mapping
 def exact_cidrs(ips: Iterable[str]) -> list[str]:
     """Exact CIDRs: /32 and /128 per address, adjacent blocks collapsed (an exact union); IPv4 first."""
     addresses = [ipaddress.ip_network(ip) for ip in ips]
-    cidrs = []
-    for version in (4, 6):
-        same = [a for a in addresses if a.version == version]
-        cidrs += [str(net) for net in ipaddress.collapse_addresses(same)]
-    return cidrs
+    v4 = [a for a in addresses if isinstance(a, ipaddress.IPv4Network)]
+    v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Network)]
+    return [str(net) for net in ipaddress.collapse_addresses(v4)] + [
+        str(net) for net in ipaddress.collapse_addresses(v6)
+    ]
 
 
 def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
@@ -425,8 +425,8 @@ def synthesize(
                 continue  # the DNS allowance allows it
             namespace = getattr(row, f"{side}_namespace")
             if getattr(row, f"{side}_entity") == POD and namespace in managed:
-                workload = (namespace, getattr(row, f"{side}_workload"))
-                traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
+                owner = (namespace, getattr(row, f"{side}_workload"))
+                traffic.setdefault(owner, {"ingress": [], "egress": []})[direction].append(row)
     unobserved = find_unobserved(options.unobserved, pods, complete_pods, managed, traffic, selectors)
     skipped = unobserved.skipped_namespaces
     if options.baseline == NAMESPACE_BASELINE:
@@ -582,9 +582,9 @@ def _dns_policies(
             for plan in policies:
                 egress = plan.manifest["spec"].get("egress")
                 if plan.namespace == namespace and egress is not None:
-                    evidence = _dns_evidence(len(egress), [], names, note)
+                    rule_evidence = _dns_evidence(len(egress), [], names, note)
                     egress.append(dns.rule(selectors))
-                    plan.evidence.append(evidence)
+                    plan.evidence.append(rule_evidence)
             continue
         taken = {plan.name for plan in policies if plan.namespace == namespace}
         name = DNS_POLICY if DNS_POLICY not in taken else f"netpol-recommender-{DNS_POLICY}"
@@ -730,7 +730,11 @@ class _Names:
 
     def port(self, rows: list, protocol: str, port: int) -> str:
         """`TCP/8080`, or `TCP/8080 (http)` when the servers' containers name that port."""
-        found = {self.ports.get((row.server_namespace, row.server_workload, protocol, port)) for row in rows} - {None}
+        found = {
+            name
+            for row in rows
+            if (name := self.ports.get((row.server_namespace, row.server_workload, protocol, port)))
+        }
         return f"{protocol}/{port}" + (f" ({', '.join(sorted(found))})" if found else "")
 
 

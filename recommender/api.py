@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import pandas as pd
 
 from collectors import ENGINES, read_observations
@@ -63,6 +62,8 @@ from recommender.unobserved import UnobservedMode
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from recommender import pictures
 
 __all__ = [

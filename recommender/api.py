@@ -339,7 +339,7 @@ def _drift(
     policies: Sequence[Mapping[str, Any]], observed: ObservationSet, inventory: Inventory | None, profile: Profile
 ) -> Drift:
     """`diff` for observations already named by `inventory` (`_named`)."""
-    return drift(list(policies), observed, model=cluster_model(observed, inventory), profile=profile)
+    return drift(policies, observed, model=cluster_model(observed, inventory), profile=profile)
 
 
 def review(

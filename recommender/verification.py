@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class ClusterModel:
             return Pod(namespace, name, labels_from_text(getattr(row, f"{side}_labels")))
         ip = getattr(row, f"{side}_ip") or None
         entity = ENTITIES.get(getattr(row, f"{side}_entity"), Entity.WORLD)
-        return ExternalPeer(ip, entity, self.dns_names.get(ip, ()) if entity is Entity.WORLD else ())
+        return ExternalPeer(ip, entity, self.dns_names.get(ip, ()) if entity is Entity.WORLD and ip else ())
 
 
 def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) -> ClusterModel:
@@ -91,12 +91,12 @@ def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) 
     model = ClusterModel(namespaces=[], pods=[], dns_names=observed.dns_names)
     namespaces: dict[str, Namespace] = {}
     if inventory is not None:
-        for namespace in inventory.namespaces:
-            namespaces[namespace.name] = Namespace(namespace.name, namespace.labels)
+        for known_namespace in inventory.namespaces:
+            namespaces[known_namespace.name] = Namespace(known_namespace.name, known_namespace.labels)
         for known in inventory.pods:
             if known.host_network and not known.ips:
                 continue
-            ports = tuple(ContainerPort(p.port, p.name or None, p.protocol) for p in known.ports)
+            ports = tuple(ContainerPort(p.port, p.name or None, Protocol(p.protocol)) for p in known.ports)
             pod = Pod(
                 known.namespace,
                 known.name,
@@ -277,10 +277,11 @@ def named_ports(policies: Iterable[Mapping[str, Any]]) -> ConnectionSet:
         *map(compile_cluster_policy, policy_set.cluster_policies),
     ]
     for target in (target for targets in others for target in targets):
-        for rule in target.rules:
-            for port in rule.ports:
-                if isinstance(port, PortRange) and port.first is not None:
-                    found |= ConnectionSet.ports(port.protocol, port.first, port.last or port.first)
+        for matcher in target.rules:
+            for port_matcher in matcher.ports:
+                if isinstance(port_matcher, PortRange) and port_matcher.first is not None:
+                    first, last = port_matcher.first, port_matcher.last or port_matcher.first
+                    found |= ConnectionSet.ports(port_matcher.protocol, first, last)
     return found
 
 
@@ -323,12 +324,14 @@ def excess(replayed: Replay, observed: ObservationSet, model: ClusterModel, port
 
 def _external_peers(observations: pd.DataFrame, model: ClusterModel) -> dict[ExternalPeer, str]:
     """Every observed non-pod endpoint with an IP, and its endpoint key."""
-    peers = {}
+    peers: dict[ExternalPeer, str] = {}
     for side in ("client", "server"):
         rows = observations[(observations[f"{side}_entity"] != POD) & (observations[f"{side}_ip"] != "")]
         rows = rows.drop_duplicates([f"{side}_entity", f"{side}_ip"])
         for row, key in zip(rows.itertuples(index=False), endpoint_keys(rows, side), strict=True):
-            peers[model.endpoint(row, side)] = key
+            endpoint = model.endpoint(row, side)
+            if isinstance(endpoint, ExternalPeer):  # an address evidence gives a pod is that pod, among the pods
+                peers[endpoint] = key
     return peers
 
 
@@ -389,7 +392,7 @@ class Drift:
 
 
 def drift(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[Mapping[str, Any]],
     observed: ObservationSet,
     *,
     model: ClusterModel | None = None,
@@ -449,7 +452,7 @@ class Check:
 
 
 def check_proposal(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[Mapping[str, Any]],
     observed: ObservationSet,
     edges: pd.DataFrame,
     options: SynthesisOptions,

@@ -84,8 +84,11 @@ class _Fields:
     def text(self, key: str, default: str = _REQUIRED) -> str:
         return self._get(key, str, "a string", default)
 
-    def number(self, key: str, default: int | None = _REQUIRED) -> int | None:
-        return self._get(key, int, "an integer", default)
+    def number(self, key: str) -> int:
+        return self._get(key, int, "an integer", _REQUIRED)
+
+    def optional_number(self, key: str) -> int | None:
+        return self._get(key, int, "an integer", None)
 
     def port_ref(self, key: str, default: int | str) -> int | str:
         """An IntOrString: a port number or a container port name."""
@@ -356,7 +359,7 @@ class ServicePort:
             target_port=port.port_ref("targetPort", number),
             name=port.text("name", ""),
             protocol=port.text("protocol", "TCP"),
-            node_port=port.number("nodePort", None),
+            node_port=port.optional_number("nodePort"),
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -452,7 +455,7 @@ class SlicePort:
 
     @classmethod
     def from_object(cls, port: _Fields) -> SlicePort:
-        return cls(port.number("port", None), port.text("name", ""), port.text("protocol", "TCP"))
+        return cls(port.optional_number("port"), port.text("name", ""), port.text("protocol", "TCP"))
 
     def to_object(self) -> dict[str, Any]:
         return _compact({"name": self.name, "port": self.port, "protocol": self.protocol})
@@ -736,7 +739,9 @@ def _item_name(item: object) -> str:
     """` (Pod shop/frontend-x)`, or as much of it as the item has."""
     if not isinstance(item, dict):
         return ""
-    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    metadata = item.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     parts = [str(metadata[key]) for key in ("namespace", "name") if isinstance(metadata.get(key), str)]
     name = " ".join(filter(None, [str(item.get("kind") or ""), "/".join(parts)]))
     return f" ({name})" if name else ""

@@ -114,11 +114,11 @@ def parse_cilium_policy(manifest: Mapping[str, Any], *, default_namespace: str =
     label = f"{namespace}/{name or '?'}" if namespace else str(name or "?")
     try:
         top = fields_of(manifest, "", ("apiVersion", "kind", "metadata", "spec", "specs", "status"))
-        if top.get("kind") not in KINDS:
+        if kind not in KINDS:
             raise FieldError("kind", f"expected {' or '.join(KINDS)}, got {top.get('kind')!r}")
         if top.get("apiVersion", API_VERSION) != API_VERSION:
             raise FieldError("apiVersion", f"expected {API_VERSION}, got {top['apiVersion']!r}")
-        string_of(name, "metadata.name")
+        name = string_of(name, "metadata.name")
         raw_specs = [("spec", top["spec"])] if "spec" in top else []
         raw_specs += [(f"specs[{i}]", spec) for i, spec in enumerate(list_of(top.get("specs", []), "specs"))]
         if not raw_specs:
@@ -130,7 +130,7 @@ def parse_cilium_policy(manifest: Mapping[str, Any], *, default_namespace: str =
 
 
 def _parse_spec(raw: object, path: str, namespace: str | None) -> CiliumSpec:
-    names = ("description", "labels", "log", "endpointSelector", "nodeSelector", "enableDefaultDeny")
+    names: tuple[str, ...] = ("description", "labels", "log", "endpointSelector", "nodeSelector", "enableDefaultDeny")
     names += ("ingress", "egress", "ingressDeny", "egressDeny")
     spec = fields_of(raw, path, names)
     if ("endpointSelector" in spec) == ("nodeSelector" in spec):
@@ -279,8 +279,11 @@ def _endpoint_peer(raw: object, path: str, namespace: str | None) -> PeerMatcher
 def _split_selector(raw: object, path: str) -> tuple[LabelSelector, LabelSelector, frozenset[str]]:
     """A Cilium endpoint selector as (namespace selector, pod selector, reserved entities)."""
     selector = parse_label_selector(raw, path)
-    namespace_labels, pod_labels, entities = {}, {}, set()
-    namespace_rules, pod_rules = [], []
+    namespace_labels: dict[str, str] = {}
+    pod_labels: dict[str, str] = {}
+    entities: set[str] = set()
+    namespace_rules: list[Requirement] = []
+    pod_rules: list[Requirement] = []
     for key, value in selector.match_labels.items():
         kind, name = _key(key, f"{path}.matchLabels.{key}")
         if kind == "reserved":

@@ -71,7 +71,7 @@ def parse_cluster_policy(manifest: Mapping[str, Any]) -> ClusterNetworkPolicy:
             raise FieldError("kind", f"expected {KIND}, got {top.get('kind')!r}")
         if top.get("apiVersion", API_VERSION) != API_VERSION:
             raise FieldError("apiVersion", f"expected {API_VERSION}, got {top['apiVersion']!r}")
-        string_of(name, "metadata.name")
+        name = string_of(name, "metadata.name")
         spec = fields_of(top.get("spec"), "spec", ("tier", "priority", "subject", "ingress", "egress"))
         tier = spec.get("tier")
         if tier not in ("Admin", "Baseline"):
@@ -81,11 +81,13 @@ def parse_cluster_policy(manifest: Mapping[str, Any]) -> ClusterNetworkPolicy:
             raise FieldError("spec.priority", f"must be a number in 0-{MAX_PRIORITY}, got {priority!r}")
         if "subject" not in spec:
             raise FieldError("spec.subject", "is required")
+        (subject,) = _parse_pods_or_namespaces(spec["subject"], "spec.subject", ("namespaces", "pods"))
+        assert isinstance(subject, PodPeers)  # the kinds asked for leave out networks
         return ClusterNetworkPolicy(
             name=name,
             tier=Tier(tier),
             priority=priority,
-            subject=_parse_pods_or_namespaces(spec["subject"], "spec.subject", ("namespaces", "pods"))[0],
+            subject=subject,
             ingress=_parse_rules(spec.get("ingress", []), "spec.ingress", "from", ("namespaces", "pods")),
             egress=_parse_rules(spec.get("egress", []), "spec.egress", "to", ("namespaces", "pods", "networks")),
         )
@@ -103,7 +105,7 @@ def _parse_rules(raw: object, path: str, peers_key: str, peer_kinds: tuple[str, 
     for i, item in enumerate(items):
         rule_path = f"{path}[{i}]"
         rule = fields_of(item, rule_path, ("name", "action", peers_key, "protocols"))
-        action = _ACTIONS.get(rule.get("action"))
+        action = _ACTIONS.get(rule.get("action", ""))
         if action is None:
             raise FieldError(f"{rule_path}.action", f"must be Accept, Deny or Pass, got {rule.get('action')!r}")
         peers = list_of(rule.get(peers_key, []), f"{rule_path}.{peers_key}")

@@ -111,7 +111,7 @@ def parse_policy(manifest: Mapping[str, Any], *, default_namespace: str = "defau
         api_version = top.get("apiVersion", "networking.k8s.io/v1")
         if api_version != "networking.k8s.io/v1":
             raise FieldError("apiVersion", f"expected networking.k8s.io/v1, got {api_version!r}")
-        string_of(name, "metadata.name")
+        name = string_of(name, "metadata.name")
         return _parse_spec(top.get("spec", {}), namespace, name)
     except FieldError as error:
         field = error.field.lstrip(".") or "(manifest)"
@@ -182,6 +182,15 @@ def _parse_peer(raw: object, field_path: str) -> PolicyPeer:
     )
 
 
+def _strict_subnet(hole: IPNetwork, cidr: IPNetwork) -> bool:
+    """Whether `hole` lies inside `cidr` (of the same address family) and is smaller."""
+    if isinstance(hole, ipaddress.IPv4Network):
+        inside = isinstance(cidr, ipaddress.IPv4Network) and hole.subnet_of(cidr)
+    else:
+        inside = isinstance(cidr, ipaddress.IPv6Network) and hole.subnet_of(cidr)
+    return inside and hole.prefixlen > cidr.prefixlen
+
+
 def parse_cidr(raw: object, field_path: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(string_of(raw, field_path), strict=False)
@@ -198,7 +207,7 @@ def parse_ip_block(raw: object, field_path: str) -> IPBlock:
     excepts = []
     for i, item in enumerate(list_of(block.get("except", []), f"{field_path}.except")):
         hole = parse_cidr(item, f"{field_path}.except[{i}]")
-        if hole.version != cidr.version or not hole.subnet_of(cidr) or hole.prefixlen <= cidr.prefixlen:
+        if not _strict_subnet(hole, cidr):
             raise FieldError(f"{field_path}.except[{i}]", f"{item} must be a strict subset of cidr {cidr}")
         excepts.append(hole)
     return IPBlock(cidr, tuple(excepts))

@@ -137,7 +137,7 @@ def _parse_requirement(raw: object, field_path: str) -> Requirement:
     key = string_of(spec.get("key"), f"{field_path}.key")
     operator_name = spec.get("operator")
     try:
-        operator = Operator(operator_name)
+        operator = Operator(operator_name if isinstance(operator_name, str) else "")  # not a string: no operator
     except ValueError:
         allowed = ", ".join(op.value for op in Operator)
         raise FieldError(f"{field_path}.operator", f"unknown operator {operator_name!r} (expected {allowed})") from None

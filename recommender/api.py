@@ -26,6 +26,7 @@ from collectors.inventory import Inventory, inventory_from_cluster, load_invento
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
+from recommender.cluster_model import cluster_model
 from recommender.coverage import Coverage, observation_coverage
 from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
@@ -36,7 +37,7 @@ from recommender.render import proposal_text, target_policies, write_proposal
 from recommender.semantics import Profile, profile_named
 from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.unobserved import UnobservedMode
-from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+from recommender.verification import Check, Drift, Replay, check_proposal, drift, replay
 
 if TYPE_CHECKING:
     from recommender import pictures

@@ -13,6 +13,7 @@ from collectors.inventory import inventory_from_objects, snapshot_json
 from collectors.records import labels_from_text
 from recommender import api
 from recommender.cli import main
+from recommender.cluster_model import cluster_model
 from recommender.errors import RecommenderError
 from recommender.findings import FindingKind
 from recommender.selectors import choose_selectors
@@ -20,7 +21,6 @@ from recommender.semantics import Evaluator, ExternalPeer, parse_policies
 from recommender.semantics.selectors import parse_label_selector
 from recommender.synthesis import SynthesisOptions
 from recommender.unobserved import UnobservedMode, find_unobserved
-from recommender.verification import cluster_model
 from tests.conftest import REPO
 
 EXAMPLE = str(REPO / "examples" / "shop-capture.json.gz")

@@ -25,6 +25,7 @@ from recommender.graph import endpoint_keys
 from recommender.semantics import (
     KUBERNETES,
     POLICY_KINDS,
+    Decision,
     Evaluator,
     Pod,
     Profile,
@@ -36,7 +37,9 @@ from recommender.unobserved import Unobserved, prove_left_as_is
 
 UNSEEN_POD = "(any-other-pod)"
 """The pods of a namespace nobody saw, in the excess of an empty podSelector."""
-CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
+CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "decision"]
+Connection = tuple[str, str, str, int]
+"""(client key, server key, protocol, port)."""
 
 
 @dataclass
@@ -44,10 +47,10 @@ class Replay:
     """Observed connections replayed against a policy set."""
 
     connections: pd.DataFrame
-    """One row per (client, server, protocol, port) with `allowed`, the rules that allowed it and
-    the one-line explanation of the decision."""
+    """One row per (client, server, protocol, port) with `allowed`, the rules that allowed it (`RuleRef`s,
+    over every observation of it) and the semantics `Decision` that explains it (a denial if any)."""
     evaluator: Evaluator
-    decisions: list[Any]
+    decisions: list[Decision]
     """The semantics `Decision` of every replayed observation row."""
 
     @property
@@ -85,30 +88,28 @@ def replay(
     evaluator = Evaluator(_distinct(policies), model.namespaces, model.pods, profile=profile)
     rows = replayable(observed) if observations is None else observations
     keyed = rows.assign(client=endpoint_keys(rows, "client"), server=endpoint_keys(rows, "server"))
-    records, decisions = [], []
+    counts: dict[Connection, int] = {}
+    rules: dict[Connection, set[RuleRef]] = {}
+    deciding: dict[Connection, Decision] = {}
+    decisions = []
     for row in keyed.itertuples(index=False):
         decision = evaluator.evaluate(
             model.endpoint(row, "client"), model.endpoint(row, "server"), row.protocol, int(row.port)
         )
-        rules = ", ".join(str(rule) for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by))
         decisions.append(decision)
-        connection = (row.client, row.server, row.protocol, int(row.port), int(row.count))
-        records.append((*connection, decision.allowed, rules, str(decision)))
-    frame = pd.DataFrame(records, columns=CONNECTION_COLUMNS).astype(
+        key = (row.client, row.server, row.protocol, int(row.port))
+        counts[key] = counts.get(key, 0) + int(row.count)
+        rules.setdefault(key, set()).update(decision.egress.allowed_by, decision.ingress.allowed_by)
+        if deciding.setdefault(key, decision).allowed and not decision.allowed:
+            deciding[key] = decision  # the first denial explains the connection
+    records = [
+        (*key, counts[key], deciding[key].allowed, tuple(sorted(rules[key], key=str)), deciding[key])
+        for key in sorted(counts)
+    ]
+    connections = pd.DataFrame(records, columns=CONNECTION_COLUMNS).astype(
         {"port": "int64", "count": "int64", "allowed": bool}
     )
-    connections = (
-        frame.sort_values(["allowed", "client", "server", "protocol", "port"])  # a denial wins the explanation
-        .groupby(["client", "server", "protocol", "port"], sort=True)
-        .agg(
-            count=("count", "sum"),
-            allowed=("allowed", "all"),
-            allowed_by=("allowed_by", lambda v: ", ".join(sorted({r for item in v if item for r in item.split(", ")}))),
-            explanation=("explanation", "first"),
-        )
-        .reset_index()
-    )
-    return Replay(connections[CONNECTION_COLUMNS] if len(frame) else frame, evaluator, decisions)
+    return Replay(connections, evaluator, decisions)
 
 
 def _distinct(manifests: Iterable[Mapping[str, Any]]) -> list[Any]:
@@ -261,7 +262,7 @@ def check_proposal(
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
     replayed = replay(policies, observed, rows[meant], model=model, profile=profile)
     if len(replayed.denied):
-        raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
+        raise ReplayError([str(row.decision) for row in replayed.denied.itertuples()])
     ports = named_ports(policies)
     found = excess(replayed.evaluator, replayed.connections, observed, model, ports)
     baseline_dns = None

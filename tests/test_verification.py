@@ -273,7 +273,7 @@ def test_node_side_ip_blocks_hold_under_the_spec_and_calico_but_are_denied_under
         ("ingress:10.0.0.200", "shop/web"): False,
         ("host:172.18.0.3", "shop/web"): True,  # allow-localhost: the local host may reach its pods
     }
-    assert all("CIDR selectors never select cluster entities" in text for text in cilium.denied["explanation"])
+    assert all("CIDR selectors never select cluster entities" in str(why) for why in cilium.denied["decision"])
     with_nodes = _verdicts(api.verify(policies, observed, cni="cilium", cni_options=["cidr-match-nodes"]))
     assert [pair for pair, allowed in with_nodes.items() if not allowed] == [("ingress:10.0.0.200", "shop/web")]
 
@@ -287,7 +287,7 @@ def test_pod_to_host_egress_is_enforced_under_every_profile():
     for cni in ("kubernetes", "cilium", "calico"):
         replayed = api.verify([deny_egress], observed, cni=cni)
         assert replayed.recall == 0.0, cni
-        assert "egress DENIED" in replayed.denied["explanation"][0]
+        assert "egress DENIED" in str(replayed.denied["decision"][0])
 
 
 def test_cilium_entities_in_a_cnp_allow_the_node_side_peers():
@@ -304,7 +304,8 @@ def test_cilium_entities_in_a_cnp_allow_the_node_side_peers():
     }
     replayed = api.verify([cnp], observed, cni="cilium")
     assert replayed.recall == 1.0
-    assert "CiliumNetworkPolicy shop/node-peers egress[0]" in set(replayed.connections["allowed_by"])
+    rules = {str(rule) for rules in replayed.connections["allowed_by"] for rule in rules}
+    assert "CiliumNetworkPolicy shop/node-peers egress[0]" in rules
     with pytest.raises(RecommenderError, match="only Cilium enforces it"):
         api.verify([cnp], observed, cni="kubernetes")
 

@@ -313,7 +313,7 @@ def recommend(
     )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
     profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
-    policies = [plan.manifest for plan in target_policies(proposal)]
+    policies = [plan.policy for plan in target_policies(proposal)]
     unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
     check = check_proposal(
         policies, observed, edges, options, inventory, profile, proposal.dns, proposal.unobserved, unseen_pods_in=unseen

@@ -12,6 +12,7 @@ from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
 from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
 from recommender.semantics import (
+    AnyPolicy,
     ContainerPort,
     Entity,
     ExternalPeer,
@@ -130,7 +131,7 @@ def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
         model.by_ip[ip] = pod
 
 
-def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
+def pod_addresses_in_ip_blocks(policies: Iterable[AnyPolicy | Mapping[str, Any]], model: ClusterModel) -> list[str]:
     """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
     gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
     deny every address on purpose; a CNP's toCIDR is not checked here)."""

@@ -19,7 +19,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import pandas as pd
 
@@ -27,8 +26,9 @@ from collectors.inventory import Inventory
 from collectors.records import POD
 from recommender.errors import ReplayError
 from recommender.excess import Excess
-from recommender.selectors import NAMESPACE_NAME_LABEL, Selector
+from recommender.selectors import Selector, namespace_selector
 from recommender.semantics import ConnectionSet, Evaluator, ExternalPeer, Pod, Protocol
+from recommender.semantics.policies import IPBlock, PolicyPeer, PolicyPort, PolicyRule
 
 DNS_PORT = 53
 DNS_PROTOCOLS = ("UDP", "TCP")
@@ -68,13 +68,11 @@ class DnsServer:
         """Whether an edge's server key (`namespace/workload` or `entity:ip`) is this server."""
         return endpoint_key == self.key if self.workload else endpoint_key.endswith(f":{self.ip}")
 
-    def peer(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+    def peer(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyPeer:
         if not self.workload:
-            return {"ipBlock": {"cidr": str(ipaddress.ip_network(self.ip))}}
-        return {
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: self.namespace}},
-            "podSelector": selectors[(self.namespace, self.workload)].as_dict(),
-        }
+            return PolicyPeer(ip_block=IPBlock(ipaddress.ip_network(self.ip)))
+        pods = selectors[(self.namespace, self.workload)].label_selector()
+        return PolicyPeer(pod_selector=pods, namespace_selector=namespace_selector(self.namespace))
 
 
 @dataclass(frozen=True)
@@ -98,12 +96,12 @@ class DnsAllowance:
         served = {key for key in keys if any(server.is_server_of(key) for server in self.servers)}
         return lookup & edges["server"].isin(served)
 
-    def rule(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+    def rule(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyRule:
         """The egress rule: to every server, UDP and TCP 53."""
-        return {
-            "to": [server.peer(selectors) for server in self.servers],
-            "ports": [{"protocol": protocol, "port": port} for protocol, port in DNS_PORTS],
-        }
+        return PolicyRule(
+            peers=tuple(server.peer(selectors) for server in self.servers),
+            ports=tuple(PolicyPort(Protocol(protocol), port) for protocol, port in DNS_PORTS),
+        )
 
     def describe(self) -> str:
         """The servers, for the summary and the evidence comment."""

@@ -11,13 +11,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from collectors.records import POD, ObservationSet
 from recommender.cluster_model import ClusterModel
 from recommender.graph import endpoint_keys
-from recommender.semantics import ConnectionSet, Evaluator, ExternalPeer, PodClass, PortSet, Protocol, parse_policy_set
+from recommender.semantics import (
+    AnyPolicy,
+    ConnectionSet,
+    Evaluator,
+    ExternalPeer,
+    PodClass,
+    PortSet,
+    Protocol,
+    parse_policy_set,
+)
 from recommender.semantics.cilium import compile_cilium
 from recommender.semantics.cluster_policies import compile_cluster_policy
 from recommender.semantics.endpoints import Endpoint
@@ -110,7 +120,7 @@ class Excess:
         return pd.DataFrame(records, columns=["client", "server", "protocol", "first", "last"])
 
 
-def named_ports(policies: Iterable[Mapping]) -> ConnectionSet:
+def named_ports(policies: Iterable[AnyPolicy | Mapping[str, Any]]) -> ConnectionSet:
     """Every (protocol, port) a policy set names in its rules (ranges included), of every kind."""
     policy_set = parse_policy_set(policies)
     found = ConnectionSet.none()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from collectors.names import label_value_problem
+from recommender.semantics.selectors import Labels, LabelSelector
 
 VOLATILE_KEYS = frozenset(
     {
@@ -74,6 +75,14 @@ class Selector:
 
     def as_dict(self) -> dict[str, object]:
         return {"matchLabels": dict(self.match_labels)} if self.match_labels else {}
+
+    def label_selector(self) -> LabelSelector:
+        return LabelSelector(Labels(dict(self.match_labels)))
+
+
+def namespace_selector(namespace: str) -> LabelSelector:
+    """The namespace `namespace`, by the label the API server gives every namespace."""
+    return LabelSelector(Labels({NAMESPACE_NAME_LABEL: namespace}))
 
 
 def _selects(subset: Iterable[tuple[str, str]], labels: Mapping[str, str]) -> bool:

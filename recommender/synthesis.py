@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -49,13 +49,23 @@ from recommender.dns_allowance import (
 )
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges
-from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors, label_to_select
-from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
+from recommender.manifests import MANAGED_BY, network_policy_manifest
+from recommender.selectors import Selector, choose_selectors, label_to_select, namespace_selector
+from recommender.semantics import (
+    CIDR_MATCH_NODES,
+    PROFILE_NAMES,
+    AnyPolicy,
+    Direction,
+    LabelSelector,
+    NetworkPolicy,
+    Protocol,
+)
+from recommender.semantics.cluster_policies import parse_cluster_policy
+from recommender.semantics.policies import IPBlock, PolicyPeer, PolicyPort, PolicyRule
 from recommender.unobserved import Unobserved, UnobservedMode, find_unobserved
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
-MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-recommender"}
 DEFAULT_DENY = "default-deny"
 TARGETS = ("networkpolicy", "cilium")
 CNI_PROFILES = PROFILE_NAMES
@@ -156,12 +166,14 @@ class RuleEvidence:
 
 @dataclass
 class PolicyPlan:
-    """One proposed NetworkPolicy, its rules as data, and the evidence for each of its rules."""
+    """One proposed policy: the semantics object verification evaluates, its manifest (for a NetworkPolicy,
+    rendered from it by `manifests`), its rules as data, and the evidence for each of its rules."""
 
     namespace: str  # "" for the cluster-scoped baseline
     name: str
     workload: str  # the workload key, "" for the default deny
     manifest: dict[str, Any]
+    policy: AnyPolicy
     evidence: list[RuleEvidence] = field(default_factory=list)
     purpose: str = ""
     """What the policy is for, when it is neither a default-deny nor a workload's (the DNS allowance)."""
@@ -169,6 +181,18 @@ class PolicyPlan:
     """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
     rules: list[Rule] = field(default_factory=list)
     """The rules the manifest is made of, in the order of `evidence` (what other renderers read)."""
+    annotations: dict[str, str] = field(default_factory=dict)
+    """The manifest's annotations."""
+
+    @classmethod
+    def of(cls, policy: NetworkPolicy, workload: str = "", **details: Any) -> PolicyPlan:
+        """The plan of a NetworkPolicy, its manifest rendered; `details`: the other fields."""
+        manifest = network_policy_manifest(policy, details.get("annotations"))
+        return cls(policy.namespace, policy.name, workload, manifest, policy, **details)
+
+    def with_policy(self, policy: NetworkPolicy) -> PolicyPlan:
+        """The same plan for a changed NetworkPolicy, its manifest rendered again."""
+        return replace(self, policy=policy, manifest=network_policy_manifest(policy, self.annotations))
 
     def evidence_for(self, direction: str) -> list[RuleEvidence]:
         return [item for item in self.evidence if item.direction == direction]
@@ -301,14 +325,12 @@ class Peer:
     def kind(self) -> str:
         return PEER_KINDS[self.order]
 
-    def as_dict(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
-        selector = selectors[(self.namespace, self.workload)].as_dict()
+    def policy_peer(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyPeer:
+        """The NetworkPolicy peer of a workload: its pods by selector, in its namespace by name if not the policy's."""
+        pods = selectors[(self.namespace, self.workload)].label_selector()
         if self.order == 0:
-            return {"podSelector": selector}
-        return {
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: self.namespace}},
-            "podSelector": selector,
-        }
+            return PolicyPeer(pod_selector=pods)
+        return PolicyPeer(pod_selector=pods, namespace_selector=namespace_selector(self.namespace))
 
 
 @dataclass(frozen=True)
@@ -347,8 +369,8 @@ def exact_cidrs(ips: Iterable[str]) -> list[str]:
     return cidrs
 
 
-def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
-    return [{"ipBlock": {"cidr": cidr}} for cidr in exact_cidrs(ips)]
+def _ip_blocks(ips: Iterable[str]) -> list[PolicyPeer]:
+    return [PolicyPeer(ip_block=IPBlock(ipaddress.ip_network(cidr))) for cidr in exact_cidrs(ips)]
 
 
 # -- synthesis ---------------------------------------------------------------------------------
@@ -546,21 +568,8 @@ def _observed_namespaces(observations: pd.DataFrame, pods: pd.DataFrame | None) 
     return namespaces
 
 
-def _metadata(namespace: str, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
-    if annotations:
-        metadata["annotations"] = annotations
-    return metadata
-
-
-def _default_deny(namespace: str, pod_selector: dict[str, Any]) -> PolicyPlan:
-    manifest = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(namespace, DEFAULT_DENY),
-        "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress", "Egress"]},
-    }
-    return PolicyPlan(namespace, DEFAULT_DENY, "", manifest)
+def _default_deny(namespace: str, pod_selector: LabelSelector) -> PolicyPlan:
+    return PolicyPlan.of(NetworkPolicy(namespace, DEFAULT_DENY, pod_selector, frozenset(Direction)))
 
 
 def _dns_policies(
@@ -579,25 +588,25 @@ def _dns_policies(
     for namespace in dns.namespaces:
         rows = list(lookups[lookups["client_namespace"] == namespace].itertuples(index=False))
         if namespace in unobserved.skipped_namespaces:
-            for plan in policies:
-                egress = plan.manifest["spec"].get("egress")
-                if plan.namespace == namespace and egress is not None:
-                    evidence = _dns_evidence(len(egress), [], names, note)
-                    egress.append(dns.rule(selectors))
-                    plan.evidence.append(evidence)
+            for i, plan in enumerate(policies):
+                policy = plan.policy
+                if plan.namespace == namespace and _has_egress(policy):
+                    with_dns = plan.with_policy(replace(policy, egress=(*policy.egress, dns.rule(selectors))))
+                    evidence = _dns_evidence(len(policy.egress), [], names, note)
+                    policies[i] = replace(with_dns, evidence=[*plan.evidence, evidence])
             continue
         taken = {plan.name for plan in policies if plan.namespace == namespace}
         name = DNS_POLICY if DNS_POLICY not in taken else f"netpol-recommender-{DNS_POLICY}"
-        spec = {
-            "podSelector": unobserved.pod_selector(namespace),
-            "policyTypes": ["Egress"],
-            "egress": [dns.rule(selectors)],
-        }
-        manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": _metadata(namespace, name), "spec": spec}  # fmt: skip
+        pods, egress = unobserved.pod_selector(namespace), frozenset({Direction.EGRESS})
+        policy = NetworkPolicy(namespace, name, pods, egress, egress=(dns.rule(selectors),))
         evidence = [_dns_evidence(0, rows, names, note)]
-        found.append(PolicyPlan(namespace, name, "", manifest, evidence, purpose="let every pod resolve names"))
+        found.append(PolicyPlan.of(policy, evidence=evidence, purpose="let every pod resolve names"))
     return found
+
+
+def _has_egress(policy: AnyPolicy) -> TypeGuard[NetworkPolicy]:
+    """Whether `policy` is a NetworkPolicy isolating egress (a workload's with egress rules)."""
+    return isinstance(policy, NetworkPolicy) and Direction.EGRESS in policy.policy_types
 
 
 def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvidence:
@@ -608,7 +617,8 @@ def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvide
 
 def _cluster_baseline(options: SynthesisOptions) -> PolicyPlan:
     """The cluster-scoped default deny: a plan without namespace."""
-    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(options.exclude_namespaces, MANAGED_BY))
+    manifest = cluster_baseline(options.exclude_namespaces, MANAGED_BY)
+    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", manifest, parse_cluster_policy(manifest))
 
 
 def _workload_policy(
@@ -622,40 +632,37 @@ def _workload_policy(
 ) -> PolicyPlan:
     """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}; `resolves`:
     its pods' lookups pass the DNS proxy (the DNS allowance), so world peers may be selected by name."""
-    spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
+    by_direction: dict[Direction, tuple[PolicyRule, ...]] = {}
     evidence: list[RuleEvidence] = []
     plan_rules: list[Rule] = []
-    for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
+    for direction, peer_side in (("ingress", "client"), ("egress", "server")):
         if rows[direction]:
             looks_up = resolves or _uses_dns(rows[direction])
             fqdn = names.dns if target == "cilium" and direction == "egress" and looks_up else {}
             rules, rule_evidence = _rules(
                 rows[direction], peer_side, direction, namespace, selectors, names, target, fqdn
             )
-            spec[direction] = [_networkpolicy_rule(rule, peer_key, selectors) for rule in rules]
-            spec[direction] = [rule for rule in spec[direction] if rule["ports"]]
-            spec["policyTypes"].append(direction.capitalize())
+            written = (_networkpolicy_rule(rule, selectors) for rule in rules)
+            by_direction[Direction(direction.capitalize())] = tuple(rule for rule in written if rule.ports)
             evidence += rule_evidence
             plan_rules += rules
     some_row = (rows["ingress"] or rows["egress"])[0]
     kind = some_row.server_kind if rows["ingress"] else some_row.client_kind
-    manifest = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(
-            namespace, f"allow-{workload}", {"netpol-recommender/workload": f"{kind or 'Workload'}/{workload}"}
-        ),
-        "spec": spec,
-    }
-    warnings = selector_warnings(selectors[(namespace, workload)])
-    return PolicyPlan(
+    policy = NetworkPolicy(
         namespace,
         f"allow-{workload}",
+        selectors[(namespace, workload)].label_selector(),
+        frozenset(by_direction),
+        ingress=by_direction.get(Direction.INGRESS, ()),
+        egress=by_direction.get(Direction.EGRESS, ()),
+    )
+    return PolicyPlan.of(
+        policy,
         f"{namespace}/{workload}",
-        manifest,
-        evidence,
-        warnings=warnings,
+        evidence=evidence,
+        warnings=selector_warnings(selectors[(namespace, workload)]),
         rules=plan_rules,
+        annotations={"netpol-recommender/workload": f"{kind or 'Workload'}/{workload}"},
     )
 
 
@@ -665,11 +672,11 @@ def _uses_dns(rows: list) -> bool:
     return any(row.server_entity == POD and int(row.port) == 53 for row in rows)
 
 
-def _networkpolicy_rule(rule: Rule, peer_key: str, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+def _networkpolicy_rule(rule: Rule, selectors: Mapping[tuple[str, str], Selector]) -> PolicyRule:
     """A rule as NetworkPolicy writes it: pods by selector, every other peer by ipBlocks of its IPs."""
-    pod_peers = [peer.as_dict(selectors) for peer in rule.peers if peer.kind == "pods"]
-    ports = [{"protocol": p, "port": n} for p, n in rule.ports if p in POLICY_PROTOCOLS]
-    return {peer_key: pod_peers + _ip_blocks(rule.ips), "ports": ports}
+    pod_peers = [peer.policy_peer(selectors) for peer in rule.peers if peer.kind == "pods"]
+    ports = [PolicyPort(Protocol(p), n) for p, n in rule.ports if p in POLICY_PROTOCOLS]
+    return PolicyRule(tuple(pod_peers + _ip_blocks(rule.ips)), tuple(ports))
 
 
 def selector_warnings(selector: Selector) -> tuple[str, ...]:

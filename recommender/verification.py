@@ -8,7 +8,7 @@ decisions (which carry their own explanations) into tables.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from recommender.graph import endpoint_keys
 from recommender.semantics import (
     KUBERNETES,
     POLICY_KINDS,
+    AnyPolicy,
     Decision,
     Evaluator,
     Pod,
@@ -75,7 +76,7 @@ def replayable(observed: ObservationSet, options: SynthesisOptions | None = None
 
 
 def replay(
-    policies: Iterable[Mapping[str, Any]],
+    policies: Iterable[AnyPolicy | Mapping[str, Any]],
     observed: ObservationSet,
     observations: pd.DataFrame | None = None,
     *,
@@ -112,7 +113,7 @@ def replay(
     return Replay(connections, evaluator, decisions)
 
 
-def _distinct(manifests: Iterable[Mapping[str, Any]]) -> list[Any]:
+def _distinct(manifests: Iterable[AnyPolicy | Mapping[str, Any]]) -> list[AnyPolicy]:
     """The policies parsed, refused if one (kind, namespace/name) comes twice (from a list, an inventory):
     it would count twice."""
     policies = list(parse_policy_set(manifests))
@@ -229,7 +230,7 @@ class Check:
 
 
 def check_proposal(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[AnyPolicy | Mapping[str, Any]],
     observed: ObservationSet,
     edges: pd.DataFrame,
     options: SynthesisOptions,
@@ -245,7 +246,10 @@ def check_proposal(
     `profile` enforces `policies`; raise `ReplayError` if any is denied.
 
     `unseen_pods_in`: namespaces where an empty podSelector selects a workload, so that it reaches pods
-    nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess."""
+    nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess.
+
+    `policies` are semantics objects (a proposal's `PolicyPlan.policy`) or manifests, parsed once here."""
+    policies = list(parse_policy_set(policies))
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(

@@ -19,7 +19,16 @@ from recommender.dns_allowance import DnsAllowance, DnsMode
 from recommender.errors import RecommenderError
 from recommender.render import namespace_file, target_policies
 from recommender.render_cilium import cilium_policies
-from recommender.semantics import CILIUM, KUBERNETES, Evaluator, ExternalPeer, Namespace, Pod, parse_policy_set
+from recommender.semantics import (
+    CILIUM,
+    KUBERNETES,
+    Evaluator,
+    ExternalPeer,
+    Namespace,
+    Pod,
+    parse_any_policy,
+    parse_policy_set,
+)
 from recommender.semantics.profiles import Entity
 from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, MANAGED_BY, PolicyPlan, SynthesisOptions
 from recommender.unobserved import UnobservedMode
@@ -37,7 +46,8 @@ TARGETS = pytest.mark.parametrize("target", sorted(CLUSTER_WIDE_KINDS))
 
 def cilium_baseline(excluded) -> dict:
     """The CiliumClusterwideNetworkPolicy `--target cilium` writes for the baseline."""
-    plan = PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(excluded, MANAGED_BY))
+    manifest = cluster_baseline(excluded, MANAGED_BY)
+    plan = PolicyPlan("", CLUSTER_BASELINE_NAME, "", manifest, parse_any_policy(manifest))
     (written,) = cilium_policies([plan], {}, DnsAllowance(DnsMode.OFF))
     return written.manifest
 

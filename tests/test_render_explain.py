@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from recommender.render import policy_yaml
+from recommender.semantics import parse_policy
 from recommender.synthesis import PolicyPlan, RuleEvidence
 
 
@@ -39,7 +40,7 @@ def test_each_rule_has_its_evidence_right_above_it_and_the_yaml_is_unchanged():
         note("ingress", 1, "second: a note with # and : inside {}"),
         note("egress", 0, "to the world"),
     ]
-    plan = PolicyPlan("shop", "allow-db", "shop/db", MANIFEST, evidence)
+    plan = PolicyPlan("shop", "allow-db", "shop/db", MANIFEST, parse_policy(MANIFEST), evidence)
     text = policy_yaml(plan, explain=True)
     assert yaml.safe_load(text) == MANIFEST
     lines = text.splitlines()
@@ -55,7 +56,9 @@ def test_each_rule_has_its_evidence_right_above_it_and_the_yaml_is_unchanged():
 
 
 def test_a_rule_without_evidence_is_written_without_a_comment():
-    plan = PolicyPlan("shop", "allow-db", "shop/db", MANIFEST, [note("ingress", 0, "only the first")])
+    plan = PolicyPlan(
+        "shop", "allow-db", "shop/db", MANIFEST, parse_policy(MANIFEST), [note("ingress", 0, "only the first")]
+    )
     lines = policy_yaml(plan, explain=True).splitlines()
     comments = [line for line in lines if line.startswith("    #")]
     assert comments == ["    # only the first"]

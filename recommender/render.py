@@ -17,8 +17,9 @@ from collectors.names import is_dns_label
 from recommender.baseline import CLUSTER_BASELINE_NAME
 from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
+from recommender.plans import PolicyPlan
 from recommender.render_cilium import CLUSTERWIDE_KIND, cilium_policies
-from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
+from recommender.synthesis import DEFAULT_DENY, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
 OWN_STEMS = ("kustomization", "findings", CLUSTER_BASELINE_NAME)

@@ -24,10 +24,11 @@ from typing import Any
 from recommender.baseline import KUBE_DNS
 from recommender.dns_allowance import DNS_PORT, DNS_PORTS, DnsAllowance
 from recommender.manifests import selector_dict
+from recommender.plans import POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector
 from recommender.semantics import NetworkPolicy
 from recommender.semantics.cilium import parse_cilium_policy
-from recommender.synthesis import DEFAULT_DENY, POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
+from recommender.synthesis import DEFAULT_DENY
 
 API_VERSION = "cilium.io/v2"
 KIND = "CiliumNetworkPolicy"

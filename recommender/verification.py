@@ -22,6 +22,7 @@ from recommender.dns_allowance import DnsAllowance, DnsProof, prove_allowance
 from recommender.errors import RecommenderError, ReplayError
 from recommender.excess import Excess, excess, named_ports
 from recommender.graph import endpoint_keys
+from recommender.plans import POLICY_PROTOCOLS
 from recommender.semantics import (
     KUBERNETES,
     POLICY_KINDS,
@@ -33,7 +34,7 @@ from recommender.semantics import (
     RuleRef,
     parse_policy_set,
 )
-from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
+from recommender.synthesis import SynthesisOptions, wanted_observations
 from recommender.unobserved import Unobserved, prove_left_as_is
 
 UNSEEN_POD = "(any-other-pod)"

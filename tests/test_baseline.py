@@ -17,6 +17,8 @@ from recommender.baseline import CLUSTER_BASELINE, CLUSTER_BASELINE_NAME, cluste
 from recommender.cli import main
 from recommender.dns_allowance import DnsAllowance, DnsMode
 from recommender.errors import RecommenderError
+from recommender.manifests import MANAGED_BY
+from recommender.plans import PolicyPlan
 from recommender.render import namespace_file, target_policies
 from recommender.render_cilium import cilium_policies
 from recommender.semantics import (
@@ -30,7 +32,7 @@ from recommender.semantics import (
     parse_policy_set,
 )
 from recommender.semantics.profiles import Entity
-from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, MANAGED_BY, PolicyPlan, SynthesisOptions
+from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 from recommender.unobserved import UnobservedMode
 from tests.conftest import REPO
 from tests.crd_schema import validate

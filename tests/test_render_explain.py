@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
+from recommender.plans import PolicyPlan, RuleEvidence
 from recommender.render import policy_yaml
 from recommender.semantics import parse_policy
-from recommender.synthesis import PolicyPlan, RuleEvidence
 
 
 def web() -> dict:

@@ -42,7 +42,7 @@ def run(workloads: int, edges: int) -> dict[str, float | int]:
     parse_policies(manifests)
     parsed = time.process_time()
     ruled = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
-    check = check_proposal(manifests, observed, ruled, options)
+    check = check_proposal([plan.policy for plan in proposal.policies], observed, ruled, options)  # as recommend
     checked = time.process_time()
     assert check.recall == 1.0 and not check.excess, "the proposal must be exact"
     return {

@@ -71,7 +71,7 @@ class DnsServer:
     def peer(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyPeer:
         if not self.workload:
             return PolicyPeer(ip_block=IPBlock(ipaddress.ip_network(self.ip)))
-        pods = selectors[(self.namespace, self.workload)].label_selector()
+        pods = selectors[(self.namespace, self.workload)].label_selector
         return PolicyPeer(pod_selector=pods, namespace_selector=namespace_selector(self.namespace))
 
 

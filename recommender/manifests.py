@@ -38,7 +38,7 @@ def selector_dict(selector: LabelSelector) -> dict[str, Any]:
     """`{}`, or `matchLabels` (sorted) and `matchExpressions` (values sorted), in the given order."""
     found: dict[str, Any] = {}
     if selector.match_labels:
-        found["matchLabels"] = dict(selector.match_labels)
+        found["matchLabels"] = dict(selector.match_labels.items())
     if selector.expressions:
         found["matchExpressions"] = [
             {

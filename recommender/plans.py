@@ -110,7 +110,7 @@ class Peer:
 
     def policy_peer(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyPeer:
         """The NetworkPolicy peer of a workload: its pods by selector, in its namespace by name if not the policy's."""
-        pods = selectors[(self.namespace, self.workload)].label_selector()
+        pods = selectors[(self.namespace, self.workload)].label_selector
         if self.order == 0:
             return PolicyPeer(pod_selector=pods)
         return PolicyPeer(pod_selector=pods, namespace_selector=namespace_selector(self.namespace))

@@ -533,7 +533,7 @@ def _workload_policy(
     policy = NetworkPolicy(
         namespace,
         f"allow-{workload}",
-        selectors[(namespace, workload)].label_selector(),
+        selectors[(namespace, workload)].label_selector,
         frozenset(by_direction),
         ingress=by_direction.get(Direction.INGRESS, ()),
         egress=by_direction.get(Direction.EGRESS, ()),

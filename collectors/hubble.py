@@ -15,6 +15,7 @@ import signal
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,21 +23,7 @@ from typing import Any
 import msgspec
 import pandas as pd
 
-from collectors.aggregate import (
-    ALLOWED_BY,
-    CLIENT_POD,
-    COUNT,
-    DROP_REASONS,
-    FIRST,
-    LAST,
-    SERVER_POD,
-    SERVICES,
-    ObservationAggregator,
-    add_to_set,
-    empty_observations,
-    merge_record,
-    new_record,
-)
+from collectors.aggregate import Aggregate, ObservationAggregator, empty_observations, new_aggregate
 from collectors.errors import CollectorError, OnError
 from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from collectors.hubble_identity import EndpointResolver, PodKey, better_record
@@ -52,7 +39,15 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import READ_BUFFER, STDIN, TruncatedInput, display_name, expand_inputs, open_input
+from collectors.sources import (
+    READ_BUFFER,
+    STDIN,
+    TruncatedInput,
+    display_name,
+    expand_inputs,
+    input_progress,
+    open_input,
+)
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -248,15 +243,14 @@ class HubbleIngest:
         record = self.aggregator.add(key, seen, client_pod, server_pod)
 
         if service is not None and service.name:
-            add_to_set(record, SERVICES, f"{service.namespace}/{service.name}")
+            record.services.add(f"{service.namespace}/{service.name}")
         if flow.ingress_allowed_by or flow.egress_allowed_by:
-            for policy in (*flow.egress_allowed_by, *flow.ingress_allowed_by):
-                add_to_set(record, ALLOWED_BY, _policy_name(policy))
+            record.allowed_by.update(map(_policy_name, (*flow.egress_allowed_by, *flow.ingress_allowed_by)))
         if verdict == DROPPED:
             reason = flow.drop_reason_desc
             if reason.__class__ is int:
                 reason = _DROP_NAMES.get(reason, str(reason) if reason else "")
-            add_to_set(record, DROP_REASONS, reason or "DROP_REASON_UNKNOWN")
+            record.drop_reasons.add(reason or "DROP_REASON_UNKNOWN")
 
     def _learn_names(self, flow: Any, ip: Any) -> None:
         """DNS names of IPs: from `destination_names`/`source_names` and from DNS answers."""
@@ -286,12 +280,12 @@ class HubbleIngest:
         """Keep an undecided event until the rest of the stream can decide it."""
         pending = self.correlator.pending.get(key)
         if pending is None:
-            self.correlator.pending[key] = new_record(seen, src_pod, dst_pod)
+            self.correlator.pending[key] = new_aggregate(seen, src_pod, dst_pod)
         else:
-            pending[COUNT] += 1
+            pending.count += 1
             if seen is not None:
-                pending[FIRST] = min(pending[FIRST], seen)
-                pending[LAST] = max(pending[LAST], seen)
+                pending.first = min(pending.first, seen)
+                pending.last = max(pending.last, seen)
         if self.correlator.full:
             self._decide_pending()
 
@@ -326,9 +320,9 @@ class PartialIngest:
     undecided events, and the decided 5-tuples that may decide them."""
 
     endpoints: list[Endpoint]
-    records: dict[tuple, list]
-    unoriented: dict[tuple, list]
-    pending: dict[tuple, list]
+    records: dict[tuple, Aggregate]
+    unoriented: dict[tuple, Aggregate]
+    pending: dict[tuple, Aggregate]
     remembered: set[tuple]
     pods: dict[PodKey, Endpoint]
     pod_ips: dict[str, set[PodKey]]
@@ -345,11 +339,11 @@ def decide_pending(
     server_ports = {(server, protocol, port) for _c, server, protocol, port, _v in aggregator.records}
     for key, record, direction, rule in correlator.resolve(server_ports):
         src, dst, protocol, sport, dport, verdict, _src_ip, _dst_ip = key
-        count = record[COUNT]
+        count = record.count
         if direction == FORWARD:
             aggregator.merge((src, dst, protocol, dport, verdict), record)
         elif direction == REPLY:
-            record[CLIENT_POD], record[SERVER_POD] = record[SERVER_POD], record[CLIENT_POD]
+            record.client_pod, record.server_pod = record.server_pod, record.client_pod
             aggregator.merge((dst, src, protocol, sport, verdict), record)
         else:
             stats.unoriented += count
@@ -382,9 +376,9 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
         for (src, dst, *rest), record in part.pending.items():
             key = (ids[src], ids[dst], *rest)
             if key in correlator.pending:
-                merge_record(correlator.pending[key], record)
+                correlator.pending[key].merge(record)
             else:
-                correlator.pending[key] = list(record)
+                correlator.pending[key] = record.copy()
         if anything_pending:  # the decided 5-tuples are there only to decide undecided events
             correlator.recent |= part.remembered
         for pod, endpoint in part.pods.items():
@@ -455,7 +449,10 @@ def read_hubble_files(
         futures = [pool.submit(read_chunk, chunk, on_error, window) for chunk in chunks]
         parts = []
         for chunk, future in zip(chunks, futures, strict=True):
-            parts.append(future.result())
+            try:
+                parts.append(future.result())
+            except BrokenProcessPool:
+                raise CollectorError(f"{display_name(chunk.path)}: {_ended_without_result(None)}") from None
             if progress is not None:
                 progress(chunk.size)
     combined = finish_partials(parts)
@@ -561,15 +558,20 @@ def read_gzip_in_two_processes(
     order as one process reads them, so the same result, on two cores."""
     context = multiprocessing.get_context("fork")
     read_end, write_end = os.pipe()
-    results = context.SimpleQueue()
-    arguments = (read_end, write_end, display_name(path), on_error, window, results, os.getpid())
+    results, result_end = context.Pipe(duplex=False)
+    arguments = (read_end, write_end, display_name(path), on_error, window, result_end, os.getpid())
     worker = context.Process(target=_ingest_pipe, args=arguments, daemon=True)
     worker.start()
     os.close(read_end)
+    result_end.close()  # the worker's: once it ends, nothing more can come
     try:
         with open(write_end, "wb", buffering=0) as pipe:
             cut = _decompress_into(path, pipe, progress)
-        result = results.get()
+        try:
+            result = results.recv()
+        except EOFError:
+            worker.join()
+            raise CollectorError(f"{display_name(path)}: {_ended_without_result(worker.exitcode)}") from None
         if cut is not None and not isinstance(result, BaseException):
             result.stats.bad.report(cut.path, cut.line, cut.message)  # the lines before it were read
     except BaseException:
@@ -587,21 +589,28 @@ def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | Non
     where the file breaks off, the break (every complete line before it was written)."""
     with open_input(path) as stream:
         compressed = stream.raw  # type: ignore[attr-defined]
-        reported = 0
+        progress = input_progress(stream, progress)
         try:
             while block := compressed.read(READ_BUFFER):  # unbuffered: whatever came before a break is kept
                 pipe.write(block)
                 if progress is not None:
-                    position = compressed.compressed_position
-                    progress(position - reported)
-                    reported = position
+                    progress(len(block))
         except TruncatedInput as cut:
             return cut
         except BrokenPipeError:
-            return None  # the reader stopped at a bad line: it reports it
+            return None  # the reader stopped (at a bad line, which it reports, or it was killed)
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
     return None
+
+
+def _ended_without_result(exit_code: int | None) -> str:
+    """Why a reading process gave no result: killed by a signal (the kernel's out-of-memory killer sends 9)."""
+    if exit_code is None:
+        return "a reading process ended before it gave its result (killed? out of memory?)"
+    if exit_code < 0:
+        return f"the reading process was killed by signal {-exit_code} (out of memory?) before it gave its result"
+    return f"the reading process ended (exit code {exit_code}) before it gave its result"
 
 
 def _ingest_pipe(
@@ -615,7 +624,7 @@ def _ingest_pipe(
             result: PartialIngest | BaseException = read_lines(stream, name, on_error, window=window)
     except BaseException as exc:  # given to the parent, which raises it
         result = exc
-    results.put(result)
+    results.send(result)
 
 
 def lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
@@ -651,7 +660,7 @@ def _read_file(path: str, ingest: HubbleIngest, progress: Callable[[int], None] 
     ingest.stats.sources.append(name)
     with open_input(path) as stream:
         try:
-            _read_stream(stream, name, ingest, progress)
+            _read_stream(stream, name, ingest, input_progress(stream, progress))
         except TruncatedInput as cut:
             _count_cut(ingest.stats, cut)
         except (OSError, EOFError, zlib.error) as exc:

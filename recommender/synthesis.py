@@ -7,6 +7,9 @@ this is exact). Pods are always selected by labels, never by IP; world, node and
 exact ipBlocks of the observed IPs, adjacent blocks collapsed exactly. Every rule carries its
 evidence. What NetworkPolicy cannot or need not express is reported in `Findings`, never dropped.
 
+Each policy is built as a semantics `NetworkPolicy` (`PolicyPlan.policy`, what verification evaluates),
+its manifest rendered from it by `manifests`; the plans, rules and evidence are the types of `plans`.
+
 The peers depend on the target and the CNI profile (`SynthesisOptions`): on Cilium, NetworkPolicy
 cannot reach the node, other nodes, the API server or Cilium Ingress (no ipBlock matches them), so
 those edges become `UnexpressiblePeer` findings instead of dead ipBlocks. With `target="cilium"` they

@@ -34,6 +34,7 @@ from collectors.relay import (
 )
 from collectors.sources import STDIN, expand_inputs
 from recommender.baseline import BASELINES, NAMESPACE_BASELINE
+from recommender.cluster_model import cluster_model
 from recommender.coverage import Coverage, observation_coverage
 from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
@@ -59,7 +60,7 @@ from recommender.tables import (
     verify_markdown,
 )
 from recommender.unobserved import UnobservedMode
-from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+from recommender.verification import Check, Drift, Replay, check_proposal, drift, replay
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -253,7 +254,7 @@ def _recommend(observed: ObservationSet, options: SynthesisOptions, inventory: I
     )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
     profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
-    policies = [plan.manifest for plan in target_policies(proposal)]
+    policies = [plan.policy for plan in target_policies(proposal)]
     unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
     check = check_proposal(
         policies, observed, edges, options, inventory, profile, proposal.dns, proposal.unobserved, unseen_pods_in=unseen

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.generate import inventory_snapshot, shop_topology
+from collectors.decoding import decode
 from collectors.inventory import inventory_from_objects, snapshot_json
 from collectors.records import labels_from_text
 from recommender import api
@@ -17,7 +18,7 @@ from recommender.errors import RecommenderError
 from recommender.findings import FindingKind
 from recommender.selectors import choose_selectors
 from recommender.semantics import Evaluator, ExternalPeer, parse_policies
-from recommender.semantics.selectors import parse_label_selector
+from recommender.semantics.selectors import SelectorSpec, label_selector
 from recommender.synthesis import SynthesisOptions
 from recommender.unobserved import UnobservedMode, find_unobserved
 from recommender.verification import cluster_model
@@ -184,7 +185,7 @@ def test_allow_as_is_selects_every_pod_but_exactly_those_of_the_workloads_left_a
     found = find_unobserved(
         UnobservedMode.ALLOW_AS_IS, pods, True, ["ns"], {("ns", w) for w in observed}, choose_selectors(members)
     )
-    selector = parse_label_selector(found.pod_selector("ns"), "podSelector")
+    selector = label_selector(decode(found.pod_selector("ns"), SelectorSpec), "podSelector")
     left = {item.workload for item in found.workloads if not item.isolated}
     assert {item.workload for item in found.workloads} == set(pods["workload"]) - observed
     for row in pods.itertuples():

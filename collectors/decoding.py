@@ -5,9 +5,11 @@ into msgspec structs (camelCase names by `rename="camel"`). A value that does no
 `FieldError` with the field's `path` (`spec.ingress[0].ports[1].port`) and a `reason`
 (`expected an integer, got str 'http'`), built from msgspec's `ValidationError`.
 
-Before decoding, keys are read as the API server reads them: a null field is an absent one, and
-`to_dict()`'s snake_case spellings (`pod_selector`, `_from`) are the camelCase ones. The keys and
-values of free-form maps (labels, selectors) are kept as they are.
+Keys are read as the API server reads them: a null field is an absent one, and `to_dict()`'s
+snake_case spellings (`pod_selector`, `_from`) are the camelCase ones; the keys and values of
+free-form maps (labels, selectors) are kept as they are. That reading (`plain`) is done only when
+the object does not convert as it is: a null or a snake_case key fails a `Strict` struct. `Lenient`
+structs read camelCase, what the API server and kubectl write.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class FieldError(ValueError):
 
 def decode(raw: object, type_: type[T]) -> T:
     """`raw` as a `type_`; raises `FieldError` naming the first field that does not fit."""
-    data = plain(raw)
+    try:
+        return msgspec.convert(raw, type_)  # the common case: nothing to read as absent or to rename
+    except msgspec.ValidationError:
+        data = plain(raw)
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:

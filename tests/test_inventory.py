@@ -396,7 +396,7 @@ BAD_SNAPSHOTS = [
     ("not_yaml", "items: [unclosed\nkind: List\n", "bad:2: invalid YAML"),
     ("a_scalar", "42\n", "bad: expected a Kubernetes List"),
     ("empty", "", "bad: no pods, namespaces"),
-    ("an_item_without_kind", json.dumps([{"metadata": {"name": "x"}}]), "bad: item 0 (x): kind: missing"),
+    ("an_item_without_kind", json.dumps([{"metadata": {"name": "x"}}]), "bad: item 0 (x): kind: is required"),
     ("an_item_that_is_not_an_object", json.dumps([_pod(), "x"]), "bad: item 1: expected an object, got str 'x'"),
     (
         "a_container_port_that_is_a_name",
@@ -411,12 +411,12 @@ BAD_SNAPSHOTS = [
     (
         "a_pod_without_namespace",
         json.dumps([{"kind": "Pod", "metadata": {"name": "web"}}]),
-        "bad: item 0 (Pod web): metadata.namespace: missing",
+        "bad: item 0 (Pod web): metadata.namespace: is required",
     ),
     (
         "a_bad_timestamp",
         json.dumps([{**_pod(), "metadata": {"namespace": "shop", "name": "web", "creationTimestamp": "yesterday"}}]),
-        "metadata.creationTimestamp: expected an RFC 3339 time, got 'yesterday'",
+        "metadata.creationTimestamp: expected an RFC 3339 time, got str 'yesterday'",
     ),
     ("the_same_pod_twice", json.dumps([_pod(), _pod()]), "bad: item 1 (Pod shop/web): the same object as item 0"),
 ]

@@ -7,7 +7,7 @@ into msgspec structs (camelCase names by `rename="camel"`). A value that does no
 
 Keys are read as the API server reads them: a null field is an absent one, and `to_dict()`'s
 snake_case spellings (`pod_selector`, `_from`) are the camelCase ones; the keys and values of
-free-form maps (labels, selectors) are kept as they are. That reading (`plain`) is done only when
+free-form maps (labels, selectors) are kept as they are. That reading (`_plain`) is done only when
 the object does not convert as it is: a null or a snake_case key fails a `Strict` struct. `Lenient`
 structs read camelCase, what the API server and kubectl write.
 """
@@ -23,7 +23,7 @@ from msgspec import inspect
 
 T = TypeVar("T")
 
-FREE_FORM = frozenset({"labels", "annotations", "matchLabels", "selector"})
+_FREE_FORM = frozenset({"labels", "annotations", "matchLabels", "selector"})
 """Maps whose keys are data (label keys), not field names."""
 
 
@@ -49,7 +49,7 @@ def decode(raw: object, type_: type[T]) -> T:
     try:
         return msgspec.convert(raw, type_)  # the common case: nothing to read as absent or to rename
     except msgspec.ValidationError:
-        data = plain(raw)
+        data = _plain(raw)
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
@@ -70,16 +70,16 @@ def given_fields(spec: msgspec.Struct) -> list[str]:
     return [field.encode_name for field in msgspec.structs.fields(spec) if getattr(spec, field.name) is not None]
 
 
-def plain(value: object, *, free_form: bool = False) -> object:
+def _plain(value: object, *, free_form: bool = False) -> object:
     """`value` with null fields dropped and snake_case keys in camelCase, below free-form maps too."""
     if isinstance(value, Mapping) and not free_form:
         return {
-            _camel(key): plain(item, free_form=_camel(key) in FREE_FORM)
+            _camel(key): _plain(item, free_form=_camel(key) in _FREE_FORM)
             for key, item in value.items()
             if item is not None
         }
     if isinstance(value, list | tuple) and not free_form:
-        return [plain(item) for item in value]
+        return [_plain(item) for item in value]
     return value
 
 
@@ -95,7 +95,7 @@ def describe(value: object) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
-_MESSAGE = re.compile(r"(?P<what>.*?)(?: - at `\$(?P<path>.*)`)?", re.DOTALL)
+_MESSAGE = re.compile(r"(?P<what>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>.*)`)?", re.DOTALL)
 _PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _FIELD = re.compile(r"Object (?P<problem>missing required|contains unknown) field `(?P<name>.*)`")
 _EXPECTED = re.compile(r"Expected `(?P<types>[^`]*)`(?P<bound>[^,]*)(, got `\w+`)?")
@@ -107,7 +107,8 @@ def _field_error(message: str, data: object, type_: type) -> FieldError:
     match = _MESSAGE.fullmatch(message)
     assert match is not None  # the pattern matches every text
     what = match["what"]
-    path, value, node = _locate(data, inspect.type_info(type_), match["path"] or "")
+    at = (match["path"] or "") + ("[...]" if match["key"] else "")
+    path, value, node = _locate(data, inspect.type_info(type_), at)
     if field := _FIELD.fullmatch(what):
         path = f"{path}.{field['name']}" if path else field["name"]
         if field["problem"] == "missing required":
@@ -136,9 +137,10 @@ def _locate(data: object, node: Any, path: str) -> tuple[str, object, Any]:
             node, data = field.type, data.get(name)  # type: ignore[union-attr]
             where = f"{where}.{name}" if where else name
         elif index == "...":
-            node = node.value_type  # a map of strings: labels or a selector
-            key, data = next((k, v) for k, v in data.items() if not isinstance(v, str))  # type: ignore[union-attr]
-            where = f"{where}.{key}"
+            node = node.value_type  # a map of strings: labels or a selector; a bad key is shown as its value
+            bad = ((k, v) for k, v in data.items() if not isinstance(k, str) or not isinstance(v, str))  # type: ignore[union-attr]
+            key, data = next(bad)
+            where, data = f"{where}.{key}", data if isinstance(key, str) else key
         else:
             node, data = node.item_type, data[int(index)]  # type: ignore[index]
             where = f"{where}[{index}]"

@@ -433,6 +433,25 @@ def test_a_bad_snapshot_is_an_error_naming_the_file_the_item_and_the_field(tmp_p
     assert message in str(raised.value)
 
 
+def test_null_fields_read_as_absent_as_kubectl_create_dry_run_writes_them():
+    pod = {**_pod(containers=[{"name": "c", "ports": None}]), "status": {"podIP": None, "phase": None}}
+    pod["metadata"] = {**pod["metadata"], "creationTimestamp": None, "labels": None}
+    (read,) = inventory_from_objects([pod], "dry-run").pods
+    assert (read.created, read.labels, read.ips, read.ports, read.phase) == (None, {}, (), (), "")
+
+
+def test_a_bad_owner_reference_is_named_by_its_index():
+    pod = _pod()
+    pod["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "a"},
+        {"kind": "Bad Kind", "name": "b", "controller": True},
+    ]
+    with pytest.raises(
+        CollectorError, match=r"item 0 \(Pod shop/web\): metadata\.ownerReferences\[1\]\.kind: workload kind"
+    ):
+        inventory_from_objects([pod], "inv.json")
+
+
 def test_a_missing_snapshot_is_an_error_naming_it(tmp_path):
     with pytest.raises(CollectorError, match=r"absent\.json"):
         load_inventory(str(tmp_path / "absent.json"))

@@ -151,7 +151,7 @@ def parse_policy(manifest: Mapping[str, Any], *, default_namespace: str = "defau
         ingress = tuple(_rule(r.from_, r.ports, f"spec.ingress[{i}]", "from") for i, r in enumerate(spec.ingress))
         egress = tuple(_rule(r.to, r.ports, f"spec.egress[{i}]", "to") for i, r in enumerate(spec.egress))
         return NetworkPolicy(
-            namespace=document.metadata.namespace or namespace,
+            namespace=namespace,
             name=document.metadata.name,
             pod_selector=label_selector(spec.pod_selector, "spec.podSelector"),
             policy_types=_policy_types(spec.policy_types, has_egress_rules=bool(egress)),

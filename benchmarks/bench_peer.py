@@ -9,7 +9,7 @@ shared machine does not favour one of them), and the best time counts:
 - the peer: `hubble-audit2policy` (pinned to `PEER_VERSION`, installed by this benchmark into its own
   virtual environment under `benchmarks/.venvs/`, never a dependency of the project) on the file,
   offline (`--no-enrich`), writing its policies to a temporary folder: wall clock of the command;
-- ours: `netpol-recommender recommend FILE -o DIR -q` as run by default (`--jobs` = the CPUs) and
+- ours: `netpol-recommender recommend FILE -o DIR -q --target cilium` as run by default (`--jobs` = the CPUs) and
   with `--jobs 1`: wall clock of the whole command (interpreter start, imports, ingest, synthesis,
   verification, writing);
 - the floors: a bare msgspec typed decode of every line (`bench_ingest.decode_lines`, endpoints
@@ -71,7 +71,9 @@ def tool_in_venv(package: str, version: str, command: str) -> Path:
 
 
 def recommend_command(path: str, out: str, *extra: str) -> list[str]:
-    return [sys.executable, "-c", _RECOMMEND, "recommend", path, "-o", out, "-q", *extra]
+    """`recommend` as a Cilium user runs it on a Hubble capture: CiliumNetworkPolicies, as the peer writes
+    (with NetworkPolicies the capture's node and API-server traffic has no rule on Cilium: exit 6)."""
+    return [sys.executable, "-c", _RECOMMEND, "recommend", path, "-o", out, "-q", "--target", "cilium", *extra]
 
 
 def run_command(command: list[str]) -> tuple[float, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import msgspec
 import pandas as pd
 
 from collectors.records import (
@@ -24,37 +25,52 @@ from collectors.records import (
 NO_TIME_FIRST = datetime.max.replace(tzinfo=UTC)
 NO_TIME_LAST = datetime.min.replace(tzinfo=UTC)
 
-# Indices into an aggregate record (a list, for speed on the hot path).
-COUNT, FIRST, LAST, CLIENT_POD, SERVER_POD, ALLOWED_BY, DROP_REASONS, SERVICES = range(8)
-
 RowKey = tuple[int, int, str, int, str]
 """(client endpoint id, server endpoint id, protocol, port, verdict)."""
 
 
-def new_record(seen: datetime | None, client_pod: str, server_pod: str) -> list:
+class Aggregate(msgspec.Struct, gc=False):
+    """The totals of one observation row while it is counted, from Hubble events or conntrack entries.
+
+    `first`/`last` are `NO_TIME_FIRST`/`NO_TIME_LAST` until an event with a time is counted; the
+    example pods are the smallest names seen. A plain mutable struct, not tracked by the cyclic
+    garbage collector (it holds no cycles), so that the hot path updates it in place.
+    """
+
+    count: int
+    first: datetime
+    last: datetime
+    client_pod: str = ""
+    server_pod: str = ""
+    allowed_by: set[str] = msgspec.field(default_factory=set)
+    drop_reasons: set[str] = msgspec.field(default_factory=set)
+    services: set[str] = msgspec.field(default_factory=set)
+
+    def merge(self, other: Aggregate) -> None:
+        """Fold `other` into this record."""
+        self.count += other.count
+        self.first = min(self.first, other.first)
+        self.last = max(self.last, other.last)
+        if other.client_pod and (not self.client_pod or other.client_pod < self.client_pod):
+            self.client_pod = other.client_pod
+        if other.server_pod and (not self.server_pod or other.server_pod < self.server_pod):
+            self.server_pod = other.server_pod
+        self.allowed_by |= other.allowed_by
+        self.drop_reasons |= other.drop_reasons
+        self.services |= other.services
+
+    def copy(self) -> Aggregate:
+        return Aggregate(
+            self.count, self.first, self.last, self.client_pod, self.server_pod,
+            set(self.allowed_by), set(self.drop_reasons), set(self.services),
+        )  # fmt: skip
+
+
+def new_aggregate(seen: datetime | None, client_pod: str, server_pod: str, count: int = 1) -> Aggregate:
+    """The record of `count` events, the first seen at `seen` (None: without a time)."""
     if seen is None:
-        return [1, NO_TIME_FIRST, NO_TIME_LAST, client_pod, server_pod, None, None, None]
-    return [1, seen, seen, client_pod, server_pod, None, None, None]
-
-
-def merge_record(into: list, other: list) -> None:
-    """Fold `other` into `into` (both aggregate records)."""
-    into[COUNT] += other[COUNT]
-    into[FIRST] = min(into[FIRST], other[FIRST])
-    into[LAST] = max(into[LAST], other[LAST])
-    for index in (CLIENT_POD, SERVER_POD):
-        if other[index] and (not into[index] or other[index] < into[index]):
-            into[index] = other[index]
-    for index in (ALLOWED_BY, DROP_REASONS, SERVICES):
-        if other[index]:
-            into[index] = (into[index] or set()) | other[index]
-
-
-def add_to_set(record: list, index: int, value: str) -> None:
-    if record[index] is None:
-        record[index] = {value}
-    else:
-        record[index].add(value)
+        return Aggregate(count, NO_TIME_FIRST, NO_TIME_LAST, client_pod, server_pod)
+    return Aggregate(count, seen, seen, client_pod, server_pod)
 
 
 class ObservationAggregator:
@@ -63,7 +79,7 @@ class ObservationAggregator:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
         self._endpoint_ids: dict[Endpoint, int] = {}
-        self.records: dict[RowKey, list] = {}
+        self.records: dict[RowKey, Aggregate] = {}
 
     def endpoint_id(self, endpoint: Endpoint) -> int:
         found = self._endpoint_ids.get(endpoint)
@@ -76,30 +92,30 @@ class ObservationAggregator:
         """The id `endpoint` was interned with (it may have been renamed since)."""
         return self._endpoint_ids[endpoint]
 
-    def add(self, key: RowKey, seen: datetime | None, client_pod: str, server_pod: str) -> list:
+    def add(self, key: RowKey, seen: datetime | None, client_pod: str, server_pod: str) -> Aggregate:
         """Count one event; returns its record so the caller can attach policies or reasons."""
         record = self.records.get(key)
         if record is None:
-            record = self.records[key] = new_record(seen, client_pod, server_pod)
+            record = self.records[key] = new_aggregate(seen, client_pod, server_pod)
             return record
-        record[COUNT] += 1
+        record.count += 1
         if seen is not None:
-            if seen < record[FIRST]:
-                record[FIRST] = seen
-            if seen > record[LAST]:
-                record[LAST] = seen
-        if client_pod and client_pod < record[CLIENT_POD]:
-            record[CLIENT_POD] = client_pod
-        if server_pod and server_pod < record[SERVER_POD]:
-            record[SERVER_POD] = server_pod
+            if seen < record.first:
+                record.first = seen
+            if seen > record.last:
+                record.last = seen
+        if client_pod and client_pod < record.client_pod:
+            record.client_pod = client_pod
+        if server_pod and server_pod < record.server_pod:
+            record.server_pod = server_pod
         return record
 
-    def merge(self, key: RowKey, record: list) -> None:
+    def merge(self, key: RowKey, record: Aggregate) -> None:
         existing = self.records.get(key)
         if existing is None:
-            self.records[key] = list(record)
+            self.records[key] = record.copy()
         else:
-            merge_record(existing, record)
+            existing.merge(record)
 
     def to_frame(self) -> pd.DataFrame:
         """The accumulated records as an observations DataFrame, combined and sorted."""
@@ -114,13 +130,13 @@ class ObservationAggregator:
             columns["protocol"].append(protocol)
             columns["port"].append(port)
             columns["verdict"].append(verdict)
-            columns["count"].append(record[COUNT])
-            columns["first_seen"].append(record[FIRST] if record[FIRST] != NO_TIME_FIRST else None)
-            columns["last_seen"].append(record[LAST] if record[LAST] != NO_TIME_LAST else None)
-            columns["client_pod"].append(record[CLIENT_POD])
-            columns["server_pod"].append(record[SERVER_POD])
-            for name, index in zip(SET_COLUMNS, (ALLOWED_BY, DROP_REASONS, SERVICES), strict=True):
-                columns[name].append(",".join(sorted(record[index])) if record[index] else "")
+            columns["count"].append(record.count)
+            columns["first_seen"].append(record.first if record.first != NO_TIME_FIRST else None)
+            columns["last_seen"].append(record.last if record.last != NO_TIME_LAST else None)
+            columns["client_pod"].append(record.client_pod)
+            columns["server_pod"].append(record.server_pod)
+            for name in SET_COLUMNS:
+                columns[name].append(",".join(sorted(getattr(record, name))))
         frame = normalize_dtypes(pd.DataFrame(columns))
         if frame.duplicated(list(KEY_COLUMNS)).any():  # endpoints renamed after counting (proxy legs) collide
             return combine_observations(frame)

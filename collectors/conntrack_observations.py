@@ -28,20 +28,13 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import msgspec
 import pandas as pd
 
-from collectors.aggregate import (
-    COUNT,
-    LAST,
-    SERVICES,
-    ObservationAggregator,
-    empty_observations,
-    new_record,
-)
+from collectors.aggregate import NO_TIME_FIRST, NO_TIME_LAST, Aggregate, ObservationAggregator, empty_observations
 from collectors.conntrack import Connection, ConnectionScanner, ConntrackStats
 from collectors.errors import OnError
 from collectors.inventory import Inventory, Pod, Service, ServicePort
@@ -314,9 +307,17 @@ def _loopback(ip: str) -> bool:
 
 # -- reading ------------------------------------------------------------------------------------
 
-# Indices into a connection record, one per distinct IP-level connection: its count, first and
-# last time, the connection, how telling it is (`_rank`) and whether its IPs were reused.
-_COUNT, _FIRST, _LAST, _CONNECTION, _RANK, _REUSED = range(6)
+
+class _Counted(msgspec.Struct, gc=False):
+    """One distinct IP-level connection while dumps are read: how often and when it was counted, how
+    telling its copy is (`_rank`) and whether its IPs were reused (then it is split by time)."""
+
+    connection: Connection
+    rank: int
+    reused: bool
+    count: int = 0
+    first: float = math.inf
+    last: float = -math.inf
 
 
 def _rank(connection: Connection) -> int:
@@ -354,10 +355,10 @@ class ConntrackIngest:
         self.conntrack_stats = ConntrackStats()
         self.resolver = AddressResolver(inventory, cluster_cidrs)
         self.scanner = ConnectionScanner(bad_records=self.stats.bad, stats=self.conntrack_stats, intern=self._record)
-        self._records: dict[Connection, list] = {}
-        self._dated: dict[tuple[Connection, Pod | None, Pod | None], list] = {}
+        self._records: dict[Connection, _Counted] = {}
+        self._dated: dict[tuple[Connection, Pod | None, Pod | None], _Counted] = {}
         """Records of connections whose IPs were reused, split by the pods that held them then."""
-        self._counted: dict[int, list] = {}
+        self._counted: dict[int, _Counted] = {}
         """Hash of a connection's identity → the record it is counted in (this generation)."""
 
     def add_file(self, path: str, progress: Callable[[int], None] | None = None) -> None:
@@ -367,44 +368,47 @@ class ConntrackIngest:
         duplicates = 0
         with _cyclic_gc_paused():
             for identity, record, when in self.scanner.scan(path, progress):
-                if when is not None and record[_REUSED]:
-                    record = self._dated_record(record[_CONNECTION], when)
+                if when is not None and record.reused:
+                    record = self._dated_record(record.connection, when)
                 key = hash(identity)
                 counted_in = counted.get(key)
                 if counted_in is None:
                     counted[key] = record
-                    record[_COUNT] += 1
+                    record.count += 1
                 else:
                     duplicates += 1
-                    if record[_RANK] > counted_in[_RANK]:  # a more telling copy: the connection moves
-                        counted_in[_COUNT] -= 1
-                        record[_COUNT] += 1
+                    if record.rank > counted_in.rank:  # a more telling copy: the connection moves
+                        counted_in.count -= 1
+                        record.count += 1
                         counted[key] = record
                     else:
                         record = counted_in
                 if when is not None:
-                    _stamp(record, when)
+                    if when < record.first:
+                        record.first = when
+                    if when > record.last:
+                        record.last = when
         self.stats.duplicates += duplicates
 
     def end_generation(self) -> None:
         """Start another snapshot of the nodes: its connections count again, even those seen before."""
         self._counted.clear()
 
-    def _record(self, connection: Connection) -> list:
+    def _record(self, connection: Connection) -> _Counted:
         """The record of a connection (the scanner's `intern`, so not called on every line)."""
         record = self._records.get(connection)
         if record is None:
             reused = self.resolver.reused(connection)
-            record = self._records[connection] = [0, math.inf, -math.inf, connection, _rank(connection), reused]
+            record = self._records[connection] = _Counted(connection, _rank(connection), reused)
         return record
 
-    def _dated_record(self, connection: Connection, when: float) -> list:
+    def _dated_record(self, connection: Connection, when: float) -> _Counted:
         """The record of a connection whose IPs were reused, for the pods that held them at `when`."""
         holders = (self.resolver.pod(connection.client, when), self.resolver.pod(connection.server, when))
         key = (connection, *holders)
         record = self._dated.get(key)
         if record is None:
-            record = self._dated[key] = [0, math.inf, -math.inf, connection, _rank(connection), True]
+            record = self._dated[key] = _Counted(connection, _rank(connection), True)
         return record
 
     def finish(self) -> ObservationSet:
@@ -413,21 +417,16 @@ class ConntrackIngest:
         stats.lines, stats.flows = self.conntrack_stats.lines, self.conntrack_stats.entries
         if self.conntrack_stats.ignored:
             stats.ignored["prompt or conntrack summary line"] += self.conntrack_stats.ignored
-        rows: dict[tuple[int, int, str, int, str], _Row] = {}
+        rows: dict[tuple[int, int, str, int, str], tuple[Endpoint, Endpoint, Aggregate]] = {}
         pods: dict[tuple[str, str], Side] = {}
         for record in self._records.values():
             self._add_to_row(rows, pods, record, None)
         for record in self._dated.values():
-            self._add_to_row(rows, pods, record, record[_FIRST])
+            self._add_to_row(rows, pods, record, record.first)
         aggregator = ObservationAggregator()
-        for (_, _, protocol, port, verdict), row in rows.items():
-            client, server = aggregator.endpoint_id(row.client.endpoint), aggregator.endpoint_id(row.server.endpoint)
-            record = new_record(_time(row.first), row.client.pod, row.server.pod)
-            record[COUNT] = row.count
-            if math.isfinite(row.last):
-                record[LAST] = _time(row.last)
-            record[SERVICES] = row.services or None
-            aggregator.merge((client, server, protocol, port, verdict), record)
+        for (_, _, protocol, port, verdict), (client, server, totals) in rows.items():
+            key = (aggregator.endpoint_id(client), aggregator.endpoint_id(server), protocol, port, verdict)
+            aggregator.merge(key, totals)
         observations = aggregator.to_frame() if aggregator.records else empty_observations()
         frame = pd.DataFrame(
             [("", namespace, name, side.endpoint.workload, side.endpoint.kind, side.endpoint.labels)
@@ -436,13 +435,13 @@ class ConntrackIngest:
         )  # fmt: skip
         return ObservationSet(observations, frame, observations.iloc[0:0], {}, stats)
 
-    def _add_to_row(self, rows: dict, pods: dict[tuple[str, str], Side], record: list, when: float | None) -> None:
+    def _add_to_row(self, rows: dict, pods: dict[tuple[str, str], Side], record: _Counted, when: float | None) -> None:
         """Name a connection record's ends and add it to its row. Rows are keyed by the `id` of the
         resolver's endpoints, which are interned: hashing endpoints by value costs more than the rest."""
-        count, first, last, connection, _, _ = record
+        count = record.count
         if not count:
             return
-        resolution = self.resolver.resolve(connection, when)
+        resolution = self.resolver.resolve(record.connection, when)
         if isinstance(resolution, str):
             self.stats.skipped[resolution] += count
             return
@@ -453,42 +452,20 @@ class ConntrackIngest:
         for side in (client, server):
             if side.found_as == POD:
                 pods[(side.endpoint.namespace, side.pod)] = side
-        verdict = UNREPLIED if connection.unreplied else FORWARDED
+        verdict = UNREPLIED if record.connection.unreplied else FORWARDED
         key = (id(client.endpoint), id(server.endpoint), resolution.protocol, resolution.port, verdict)
+        first = datetime.fromtimestamp(record.first, UTC) if math.isfinite(record.first) else NO_TIME_FIRST
+        last = datetime.fromtimestamp(record.last, UTC) if math.isfinite(record.last) else NO_TIME_LAST
         row = rows.get(key)
         if row is None:
-            row = rows[key] = _Row(client, server)
-        row.count += count
-        row.first, row.last = min(row.first, first), max(row.last, last)
-        if client.pod < row.client.pod:  # the example pods: the smallest names, as everywhere
-            row.client = client
-        if server.pod < row.server.pod:
-            row.server = server
+            row = rows[key] = (client.endpoint, server.endpoint, Aggregate(0, first, last, client.pod, server.pod))
+        totals = row[2]
+        totals.count += count
+        totals.first, totals.last = min(totals.first, first), max(totals.last, last)
+        totals.client_pod = min(totals.client_pod, client.pod)  # the example pods: the smallest names, as everywhere
+        totals.server_pod = min(totals.server_pod, server.pod)
         if resolution.service:
-            row.services.add(resolution.service)
-
-
-@dataclass(slots=True)
-class _Row:
-    """An observation row while records are named: the example pods' sides and the totals."""
-
-    client: Side
-    server: Side
-    count: int = 0
-    first: float = math.inf
-    last: float = -math.inf
-    services: set[str] = field(default_factory=set)
-
-
-def _stamp(record: list, when: float) -> None:
-    if when < record[_FIRST]:
-        record[_FIRST] = when
-    if when > record[_LAST]:
-        record[_LAST] = when
-
-
-def _time(epoch: float) -> datetime | None:
-    return datetime.fromtimestamp(epoch, UTC) if math.isfinite(epoch) else None
+            totals.services.add(resolution.service)
 
 
 def resolution_counts(resolution: Counter[str]) -> dict[str, int]:

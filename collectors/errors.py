@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+
+import msgspec
 
 
 class CollectorError(Exception):
@@ -30,13 +31,12 @@ class OnError(StrEnum):
     SKIP = "skip"
 
 
-@dataclass
-class BadRecords:
+class BadRecords(msgspec.Struct, kw_only=True):
     """Skipped malformed records: a count and the first few locations, so nothing is lost silently."""
 
     on_error: OnError = OnError.FAIL
     count: int = 0
-    examples: list[str] = field(default_factory=list)
+    examples: list[str] = msgspec.field(default_factory=list)
     max_examples: int = 20
 
     def report(self, path: str, line: int, message: str) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+import msgspec
 import pandas as pd
 
 from collectors.errors import CollectorError
-from collectors.hubble_api.flow import flow_pb2
 from collectors.records import POD, ObservationSet
 
 PROTOCOLS = {"tcp": ("TCP",), "udp": ("UDP",), "sctp": ("SCTP",), "icmp": ("ICMPv4", "ICMPv6")}
@@ -48,10 +48,13 @@ class FlowFilter:
             raise CollectorError(
                 f"--protocol {unknown[0]}: use {', '.join(PROTOCOLS)} (observations are L4 connections)"
             )
-        verdicts = flow_pb2.Verdict.keys()[1:]
-        unknown = [verdict for verdict in self.verdicts if verdict.upper() not in verdicts]
-        if unknown:
-            raise CollectorError(f"--verdict {unknown[0]}: use {', '.join(verdicts)}")
+        if self.verdicts:
+            from collectors.hubble_api.flow import flow_pb2  # protobuf's import is paid only when asked
+
+            verdicts = flow_pb2.Verdict.keys()[1:]
+            unknown = [verdict for verdict in self.verdicts if verdict.upper() not in verdicts]
+            if unknown:
+                raise CollectorError(f"--verdict {unknown[0]}: use {', '.join(verdicts)}")
         bad_ports = [port for port in self.ports if not 0 < port < 65536]
         if bad_ports:
             raise CollectorError(f"--port {bad_ports[0]} is not a port number (1-65535)")
@@ -94,8 +97,7 @@ class FlowFilter:
             return observed
         observations = observed.observations
         kept = self.keep(observations)
-        stats = replace(observed.stats)
-        stats.skipped = stats.skipped.copy()
+        stats = msgspec.structs.replace(observed.stats, skipped=observed.stats.skipped.copy())
         dropped = int(observations.loc[~kept, "count"].sum())
         if dropped:
             stats.skipped[FILTERED] += dropped

@@ -22,21 +22,7 @@ from typing import Any
 import msgspec
 import pandas as pd
 
-from collectors.aggregate import (
-    ALLOWED_BY,
-    CLIENT_POD,
-    COUNT,
-    DROP_REASONS,
-    FIRST,
-    LAST,
-    SERVER_POD,
-    SERVICES,
-    ObservationAggregator,
-    add_to_set,
-    empty_observations,
-    merge_record,
-    new_record,
-)
+from collectors.aggregate import Aggregate, ObservationAggregator, empty_observations, new_aggregate
 from collectors.errors import CollectorError, OnError
 from collectors.flow_filter import OUTSIDE_WINDOW, FlowFilter
 from collectors.hubble_identity import EndpointResolver, PodKey, better_record
@@ -248,15 +234,14 @@ class HubbleIngest:
         record = self.aggregator.add(key, seen, client_pod, server_pod)
 
         if service is not None and service.name:
-            add_to_set(record, SERVICES, f"{service.namespace}/{service.name}")
+            record.services.add(f"{service.namespace}/{service.name}")
         if flow.ingress_allowed_by or flow.egress_allowed_by:
-            for policy in (*flow.egress_allowed_by, *flow.ingress_allowed_by):
-                add_to_set(record, ALLOWED_BY, _policy_name(policy))
+            record.allowed_by.update(map(_policy_name, (*flow.egress_allowed_by, *flow.ingress_allowed_by)))
         if verdict == DROPPED:
             reason = flow.drop_reason_desc
             if reason.__class__ is int:
                 reason = _DROP_NAMES.get(reason, str(reason) if reason else "")
-            add_to_set(record, DROP_REASONS, reason or "DROP_REASON_UNKNOWN")
+            record.drop_reasons.add(reason or "DROP_REASON_UNKNOWN")
 
     def _learn_names(self, flow: Any, ip: Any) -> None:
         """DNS names of IPs: from `destination_names`/`source_names` and from DNS answers."""
@@ -286,12 +271,12 @@ class HubbleIngest:
         """Keep an undecided event until the rest of the stream can decide it."""
         pending = self.correlator.pending.get(key)
         if pending is None:
-            self.correlator.pending[key] = new_record(seen, src_pod, dst_pod)
+            self.correlator.pending[key] = new_aggregate(seen, src_pod, dst_pod)
         else:
-            pending[COUNT] += 1
+            pending.count += 1
             if seen is not None:
-                pending[FIRST] = min(pending[FIRST], seen)
-                pending[LAST] = max(pending[LAST], seen)
+                pending.first = min(pending.first, seen)
+                pending.last = max(pending.last, seen)
         if self.correlator.full:
             self._decide_pending()
 
@@ -326,9 +311,9 @@ class PartialIngest:
     undecided events, and the decided 5-tuples that may decide them."""
 
     endpoints: list[Endpoint]
-    records: dict[tuple, list]
-    unoriented: dict[tuple, list]
-    pending: dict[tuple, list]
+    records: dict[tuple, Aggregate]
+    unoriented: dict[tuple, Aggregate]
+    pending: dict[tuple, Aggregate]
     remembered: set[tuple]
     pods: dict[PodKey, Endpoint]
     pod_ips: dict[str, set[PodKey]]
@@ -345,11 +330,11 @@ def decide_pending(
     server_ports = {(server, protocol, port) for _c, server, protocol, port, _v in aggregator.records}
     for key, record, direction, rule in correlator.resolve(server_ports):
         src, dst, protocol, sport, dport, verdict, _src_ip, _dst_ip = key
-        count = record[COUNT]
+        count = record.count
         if direction == FORWARD:
             aggregator.merge((src, dst, protocol, dport, verdict), record)
         elif direction == REPLY:
-            record[CLIENT_POD], record[SERVER_POD] = record[SERVER_POD], record[CLIENT_POD]
+            record.client_pod, record.server_pod = record.server_pod, record.client_pod
             aggregator.merge((dst, src, protocol, sport, verdict), record)
         else:
             stats.unoriented += count
@@ -382,9 +367,9 @@ def finish_partials(parts: Sequence[PartialIngest]) -> ObservationSet:
         for (src, dst, *rest), record in part.pending.items():
             key = (ids[src], ids[dst], *rest)
             if key in correlator.pending:
-                merge_record(correlator.pending[key], record)
+                correlator.pending[key].merge(record)
             else:
-                correlator.pending[key] = list(record)
+                correlator.pending[key] = record.copy()
         if anything_pending:  # the decided 5-tuples are there only to decide undecided events
             correlator.recent |= part.remembered
         for pod, endpoint in part.pods.items():

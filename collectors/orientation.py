@@ -12,7 +12,10 @@ cannot be decided is reported as unoriented, never guessed into a rule.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collectors.aggregate import Aggregate
 
 FORWARD = 1
 REPLY = 2
@@ -79,7 +82,7 @@ class Correlator:
         """5-tuples of decided connections, client first. The hot path adds to it directly and
         calls `age` when it reaches `capacity`."""
         self._older: set[FiveTuple] = set()
-        self.pending: dict[PendingKey, list] = {}
+        self.pending: dict[PendingKey, Aggregate] = {}
 
     def age(self) -> None:
         """Drop the older generation of remembered connections."""
@@ -96,7 +99,7 @@ class Correlator:
     def full(self) -> bool:
         return len(self.pending) >= self.capacity
 
-    def resolve(self, server_ports: set[tuple[int, str, int]]) -> Iterator[tuple[PendingKey, list, int, str]]:
+    def resolve(self, server_ports: set[tuple[int, str, int]]) -> Iterator[tuple[PendingKey, Aggregate, int, str]]:
         """Decide every held event: yields (key, record, FORWARD | REPLY | UNDECIDED, rule), emptying.
 
         `server_ports` holds (endpoint id, protocol, port) already seen as the server side.

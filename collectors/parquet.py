@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collectors.aggregate import concat_observations, normalize_dtypes
-from collectors.errors import BadRecords, CollectorError
-from collectors.records import POD_COLUMNS, ObservationSet, ReadStats
+from collectors.errors import CollectorError
+from collectors.records import POD_COLUMNS, ObservationSet, ReadStats, stats_from_dict
 
 FORMAT = 1
 METADATA_KEY = b"netpol-recommender"
@@ -85,27 +83,8 @@ def load_observation_file(path: str) -> ObservationSet:
         pods=pd.DataFrame(extra["pods"], columns=list(POD_COLUMNS)),
         unoriented=unoriented if unoriented is not None else observations.iloc[0:0],
         dns_names={ip: tuple(names) for ip, names in extra["dns_names"].items()},
-        stats=_stats_from_dict(extra["stats"]),
+        stats=stats_from_dict(extra["stats"]),
         pod_ips={ip: tuple(tuple(pod) for pod in pods) for ip, pods in extra.get("pod_ips", {}).items()},
-    )
-
-
-def _stats_from_dict(data: dict[str, Any]) -> ReadStats:
-    bad = BadRecords(count=data["bad_records"], examples=list(data["bad_record_examples"]))
-    return ReadStats(
-        sources=list(data["sources"]),
-        lines=data["lines"],
-        flows=data["flows"],
-        duplicates=data["duplicates"],
-        lost_event_records=data["lost_event_records"],
-        events_lost=data["events_lost"],
-        ignored=Counter(data["ignored"]),
-        skipped=Counter(data["skipped"]),
-        orientation=Counter(data["orientation"]),
-        unoriented=data["unoriented"],
-        l7_events=data.get("l7_events", 0),
-        bad=bad,
-        resolution=Counter(data.get("resolution", {})),
     )
 
 

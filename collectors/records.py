@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import pandas as pd
 
 from collectors.errors import BadRecords
@@ -87,24 +88,23 @@ def endpoint_from_row(row: Any, side: str) -> Endpoint:
     return Endpoint(*(getattr(row, f"{side}_{name}") for name in ENDPOINT_FIELDS))
 
 
-@dataclass
-class ReadStats:
+class ReadStats(msgspec.Struct, kw_only=True):
     """Everything a read saw, so that nothing is lost silently."""
 
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] = msgspec.field(default_factory=list)
     lines: int = 0
     flows: int = 0
     duplicates: int = 0
     lost_event_records: int = 0
     events_lost: int = 0
-    ignored: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-    orientation: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = msgspec.field(default_factory=Counter)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
+    orientation: Counter[str] = msgspec.field(default_factory=Counter)
     unoriented: int = 0
     l7_events: int = 0
     """Events that were L7 records (Cilium's proxy: HTTP, DNS, Kafka), among the flows counted."""
-    bad: BadRecords = field(default_factory=BadRecords)
-    resolution: Counter[str] = field(default_factory=Counter)
+    bad: BadRecords = msgspec.field(default_factory=BadRecords)
+    resolution: Counter[str] = msgspec.field(default_factory=Counter)
     """How addresses were named (sources that resolve IPs with an inventory), in connections:
     per end and kind, Services, SNAT, ambiguous and unresolved IPs, unanswered connections."""
 
@@ -124,22 +124,22 @@ class ReadStats:
         self.resolution.update(other.resolution)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "sources": list(self.sources),
-            "lines": self.lines,
-            "flows": self.flows,
-            "duplicates": self.duplicates,
-            "lost_event_records": self.lost_event_records,
-            "events_lost": self.events_lost,
-            "ignored": dict(sorted(self.ignored.items())),
-            "skipped": dict(sorted(self.skipped.items())),
-            "orientation": dict(sorted(self.orientation.items())),
-            "unoriented": self.unoriented,
-            "l7_events": self.l7_events,
-            "bad_records": self.bad.count,
-            "bad_record_examples": list(self.bad.examples),
-            "resolution": dict(sorted(self.resolution.items())),
-        }
+        """Plain data (counters sorted by key), as stored with saved observations; `stats_from_dict` reads it."""
+        data: dict[str, Any] = msgspec.to_builtins(self, order="sorted")
+        return data
+
+
+def stats_from_dict(data: dict[str, Any]) -> ReadStats:
+    """The `ReadStats` of `ReadStats.to_dict`'s data."""
+    if "bad_records" in data:  # stored by versions before 0.2: the malformed records' figures kept flat
+        data = {**data, "bad": {"count": data["bad_records"], "examples": data["bad_record_examples"]}}
+    return msgspec.convert(data, ReadStats, dec_hook=_counter)
+
+
+def _counter(kind: type, value: Any) -> Any:
+    if getattr(kind, "__origin__", kind) is Counter:
+        return Counter(value)
+    raise NotImplementedError(kind)
 
 
 @dataclass

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-import networkx as nx
 import pandas as pd
 
 from collectors import read_observations
@@ -39,6 +38,8 @@ from recommender.unobserved import UnobservedMode
 from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from recommender import pictures
 
 __all__ = [

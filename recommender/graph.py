@@ -8,12 +8,15 @@ seen. World, host and node endpoints keep their IP: `world:203.0.113.10`.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import pandas as pd
 
 from collectors.aggregate import smallest_nonempty, union_of_sets
 from collectors.records import POD
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 EDGE_KEY = ["client", "server", "protocol", "port"]
 ENDPOINT_ATTRIBUTES = ["entity", "namespace", "workload", "kind", "ip"]
@@ -81,6 +84,8 @@ def build_graph(edges: pd.DataFrame, dns_names: Mapping[str, tuple[str, ...]] | 
     rows of the edges table between the two nodes.
     """
     dns_names = dns_names or {}
+    import networkx as nx  # a tenth of a second to import: only for those who ask for the graph
+
     graph = nx.DiGraph()
     for row in edges.itertuples(index=False):
         for side in ("client", "server"):

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import sys
+from collections import Counter
 
 import pytest
 
@@ -203,6 +204,21 @@ def test_saved_observations_round_trip_and_merge_with_flow_files(tmp_path, booki
     mixed = read_observations([str(saved), udp])
     pandas.testing.assert_frame_equal(mixed.observations, together.observations)
     assert mixed.stats.flows == together.stats.flows == 800
+
+
+def test_read_statistics_survive_saving_whole_and_as_older_versions_stored_them(tmp_path):
+    from collectors.records import stats_from_dict
+
+    lines = [json.dumps(fixture_flow(TCP, SYNACK)), "{not json", json.dumps(fixture_flow(TCP, SYNACK))]
+    path = tmp_path / "flows.json"
+    path.write_text("\n".join(lines) + "\n")
+    stats = read_hubble_files([str(path)], on_error=OnError.SKIP).stats
+    assert stats.bad.count == 1 and stats.flows == 2 and stats.orientation
+    again = stats_from_dict(json.loads(json.dumps(stats.to_dict())))
+    assert again == stats and isinstance(again.orientation, Counter)
+    flat = {key: value for key, value in stats.to_dict().items() if key != "bad"}
+    older = stats_from_dict({**flat, "bad_records": 1, "bad_record_examples": stats.bad.examples})
+    assert older.bad.count == 1 and older.bad.examples == stats.bad.examples
 
 
 def test_foreign_or_future_parquet_files_are_refused_clearly(tmp_path):

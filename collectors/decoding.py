@@ -107,8 +107,10 @@ def _field_error(message: str, data: object, type_: type) -> FieldError:
     match = _MESSAGE.fullmatch(message)
     assert match is not None  # the pattern matches every text
     what = match["what"]
-    at = (match["path"] or "") + ("[...]" if match["key"] else "")
-    path, value, node = _locate(data, inspect.type_info(type_), at)
+    path, value, node = _locate(data, inspect.type_info(type_), match["path"] or "")
+    if match["key"]:
+        key = next(key for key in value if not isinstance(key, str))  # type: ignore[attr-defined]
+        return FieldError(path, f"keys must be strings, got {describe(key)}")
     if field := _FIELD.fullmatch(what):
         path = f"{path}.{field['name']}" if path else field["name"]
         if field["problem"] == "missing required":
@@ -137,10 +139,9 @@ def _locate(data: object, node: Any, path: str) -> tuple[str, object, Any]:
             node, data = field.type, data.get(name)  # type: ignore[union-attr]
             where = f"{where}.{name}" if where else name
         elif index == "...":
-            node = node.value_type  # a map of strings: labels or a selector; a bad key is shown as its value
-            bad = ((k, v) for k, v in data.items() if not isinstance(k, str) or not isinstance(v, str))  # type: ignore[union-attr]
-            key, data = next(bad)
-            where, data = f"{where}.{key}", data if isinstance(key, str) else key
+            node = node.value_type  # a map of strings: labels or a selector
+            key, data = next((k, v) for k, v in data.items() if not isinstance(v, str))  # type: ignore[union-attr]
+            where = f"{where}.{key}"
         else:
             node, data = node.item_type, data[int(index)]  # type: ignore[index]
             where = f"{where}[{index}]"

@@ -60,7 +60,8 @@ def test_a_value_of_the_wrong_type_is_named_by_its_path_and_shown() -> None:
     assert str(error) == "ports[1].port: expected an integer, got str 'http'"
     error = error_of({"matchLabels": {"version": 1.0}}, Selector)
     assert str(error) == "matchLabels.version: expected a string, got float 1.0 (quote it in YAML)"
-    assert str(error_of({"matchLabels": {1: "a"}}, Selector)).startswith("matchLabels.1: expected a string")
+    assert str(error_of({"matchLabels": {1: "a"}}, Selector)) == "matchLabels: keys must be strings, got int 1"
+    assert str(error_of({"ports": [{2: "a"}]}, Rule)) == "ports[0]: keys must be strings, got int 2"
 
 
 def test_a_missing_unknown_or_unsupported_field_is_named_with_what_is_expected() -> None:

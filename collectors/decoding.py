@@ -28,7 +28,7 @@ _FREE_FORM = frozenset({"labels", "annotations", "matchLabels", "selector"})
 
 
 class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
-    """A manifest part: a misspelled field that were ignored could widen a policy, so it is an error."""
+    """A manifest part: a misspelled field, if ignored, could widen a policy, so it is an error."""
 
 
 class Lenient(msgspec.Struct, frozen=True, rename="camel"):

@@ -250,11 +250,8 @@ def _parse_rules(
     parsed = []
     for i, rule in enumerate(rules):
         rule_path = f"{path}[{i}]"
-        for key in given_fields(rule):
-            if key in _UNSUPPORTED:
-                raise FieldError(f"{rule_path}.{key}", "is not supported by this tool's evaluator")
-            if deny and key in _NOT_IN_DENY:
-                raise FieldError(f"{rule_path}.{key}", "is not allowed in a deny rule")
+        _refuse(rule, rule_path, _UNSUPPORTED, "is not supported by this tool's evaluator")
+        _refuse(rule, rule_path, _NOT_IN_DENY if deny else (), "is not allowed in a deny rule")
         peers = _parse_peers(rule, rule_path, namespace)
         ports, dns_proxy = _parse_to_ports(rule.to_ports or (), f"{rule_path}.toPorts", deny=deny)
         ports += (OtherProtocols(),) if rule.icmps else ()
@@ -287,12 +284,18 @@ def _parse_peers(rule: _IngressSpec | _EgressSpec, path: str, namespace: str | N
 
 
 def _cidr_rule(rule: _CIDRRuleSpec, path: str) -> IPBlock:
-    for key in given_fields(rule):
-        if key.startswith("cidrGroup"):
-            raise FieldError(f"{path}.{key}", "CiliumCIDRGroup references are not supported by this tool's evaluator")
+    groups = ("cidrGroupRef", "cidrGroupSelector")
+    _refuse(rule, path, groups, "CiliumCIDRGroup references are not supported by this tool's evaluator")
     if rule.cidr is None:
         raise FieldError(f"{path}.cidr", "is required")
     return ip_block(rule.cidr, rule.except_, path)
+
+
+def _refuse(spec: msgspec.Struct, path: str, names: tuple[str, ...], reason: str) -> None:
+    """Raise `FieldError` for the first field of `spec` that is given and among `names`."""
+    for name in given_fields(spec):
+        if name in names:
+            raise FieldError(f"{path}.{name}", reason)
 
 
 def _parse_to_ports(
@@ -303,10 +306,7 @@ def _parse_to_ports(
     dns_proxy = False
     for i, port_rule in enumerate(port_rules):
         rule_path = f"{path}[{i}]"
-        if deny:
-            for key in given_fields(port_rule):
-                if key in _NOT_IN_DENY:
-                    raise FieldError(f"{rule_path}.{key}", "is not allowed in a deny rule")
+        _refuse(port_rule, rule_path, _NOT_IN_DENY if deny else (), "is not allowed in a deny rule")
         dns_proxy = dns_proxy or bool(port_rule.rules and port_rule.rules.dns)
         if not port_rule.ports:
             matchers += [PortRange(protocol) for protocol in Protocol]

@@ -41,6 +41,7 @@ from collectors.sources import (
     TruncatedInput,
     display_name,
     expand_inputs,
+    input_progress,
     line_batches,
     numbered_lines,
     open_input,
@@ -873,6 +874,7 @@ class ConnectionScanner:
         name = display_name(path)
         parser = _LineParser(name, self.bad_records, self.stats)
         stream = open_input(path)
+        progress = input_progress(stream, progress)
         number = 0
         try:
             for batch in line_batches(stream, _BATCH_BYTES):

@@ -15,6 +15,7 @@ import signal
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,7 +39,15 @@ from collectors.records import (
     ObservationSet,
     ReadStats,
 )
-from collectors.sources import READ_BUFFER, STDIN, TruncatedInput, display_name, expand_inputs, open_input
+from collectors.sources import (
+    READ_BUFFER,
+    STDIN,
+    TruncatedInput,
+    display_name,
+    expand_inputs,
+    input_progress,
+    open_input,
+)
 
 VERDICT_NAMES = {
     0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
@@ -440,7 +449,10 @@ def read_hubble_files(
         futures = [pool.submit(read_chunk, chunk, on_error, window) for chunk in chunks]
         parts = []
         for chunk, future in zip(chunks, futures, strict=True):
-            parts.append(future.result())
+            try:
+                parts.append(future.result())
+            except BrokenProcessPool:
+                raise CollectorError(f"{display_name(chunk.path)}: {_ended_without_result(None)}") from None
             if progress is not None:
                 progress(chunk.size)
     combined = finish_partials(parts)
@@ -546,15 +558,20 @@ def read_gzip_in_two_processes(
     order as one process reads them, so the same result, on two cores."""
     context = multiprocessing.get_context("fork")
     read_end, write_end = os.pipe()
-    results = context.SimpleQueue()
-    arguments = (read_end, write_end, display_name(path), on_error, window, results, os.getpid())
+    results, result_end = context.Pipe(duplex=False)
+    arguments = (read_end, write_end, display_name(path), on_error, window, result_end, os.getpid())
     worker = context.Process(target=_ingest_pipe, args=arguments, daemon=True)
     worker.start()
     os.close(read_end)
+    result_end.close()  # the worker's: once it ends, nothing more can come
     try:
         with open(write_end, "wb", buffering=0) as pipe:
             cut = _decompress_into(path, pipe, progress)
-        result = results.get()
+        try:
+            result = results.recv()
+        except EOFError:
+            worker.join()
+            raise CollectorError(f"{display_name(path)}: {_ended_without_result(worker.exitcode)}") from None
         if cut is not None and not isinstance(result, BaseException):
             result.stats.bad.report(cut.path, cut.line, cut.message)  # the lines before it were read
     except BaseException:
@@ -572,21 +589,28 @@ def _decompress_into(path: str, pipe: Any, progress: Callable[[int], None] | Non
     where the file breaks off, the break (every complete line before it was written)."""
     with open_input(path) as stream:
         compressed = stream.raw  # type: ignore[attr-defined]
-        reported = 0
+        progress = input_progress(stream, progress)
         try:
             while block := compressed.read(READ_BUFFER):  # unbuffered: whatever came before a break is kept
                 pipe.write(block)
                 if progress is not None:
-                    position = compressed.compressed_position
-                    progress(position - reported)
-                    reported = position
+                    progress(len(block))
         except TruncatedInput as cut:
             return cut
         except BrokenPipeError:
-            return None  # the reader stopped at a bad line: it reports it
+            return None  # the reader stopped (at a bad line, which it reports, or it was killed)
         except (OSError, EOFError, zlib.error) as exc:
             raise CollectorError(f"{display_name(path)}: cannot read: {exc}") from exc
     return None
+
+
+def _ended_without_result(exit_code: int | None) -> str:
+    """Why a reading process gave no result: killed by a signal (the kernel's out-of-memory killer sends 9)."""
+    if exit_code is None:
+        return "a reading process ended before it gave its result (killed? out of memory?)"
+    if exit_code < 0:
+        return f"the reading process was killed by signal {-exit_code} (out of memory?) before it gave its result"
+    return f"the reading process ended (exit code {exit_code}) before it gave its result"
 
 
 def _ingest_pipe(
@@ -600,7 +624,7 @@ def _ingest_pipe(
             result: PartialIngest | BaseException = read_lines(stream, name, on_error, window=window)
     except BaseException as exc:  # given to the parent, which raises it
         result = exc
-    results.put(result)
+    results.send(result)
 
 
 def lines_starting_in(handle: Any, start: int, end: int) -> Iterator[bytes]:
@@ -636,7 +660,7 @@ def _read_file(path: str, ingest: HubbleIngest, progress: Callable[[int], None] 
     ingest.stats.sources.append(name)
     with open_input(path) as stream:
         try:
-            _read_stream(stream, name, ingest, progress)
+            _read_stream(stream, name, ingest, input_progress(stream, progress))
         except TruncatedInput as cut:
             _count_cut(ingest.stats, cut)
         except (OSError, EOFError, zlib.error) as exc:

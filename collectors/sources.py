@@ -12,7 +12,7 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from collectors.errors import CollectorError
@@ -96,6 +96,23 @@ def line_batches(stream: BinaryIO, size: int) -> Iterator[list[bytes]]:
         raise
     if batch:
         yield batch
+
+
+def input_progress(stream: BinaryIO, progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """`progress` (told the bytes of the lines read) as it should count for `stream` (`open_input`'s):
+    the compressed bytes read so far of a gzip file, whose size is what a progress bar shows."""
+    source = getattr(stream, "raw", None)
+    if progress is None or not isinstance(source, GzipLines):
+        return progress
+    reported = 0
+
+    def advance(_decompressed: int) -> None:
+        nonlocal reported
+        position = source.compressed_position
+        progress(position - reported)
+        reported = position
+
+    return advance
 
 
 class GzipLines(io.RawIOBase):

@@ -847,6 +847,15 @@ def test_gzip_fixture_reads_like_the_plain_file(tmp_path):
     )
 
 
+def test_progress_over_a_gzip_dump_counts_its_compressed_bytes(tmp_path):
+    plain = fixture("netns/conntrack-events.txt")
+    packed = tmp_path / "events.txt.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes() * 50))
+    progress: list[int] = []
+    assert list(ConnectionScanner(bad_records=BadRecords()).scan(str(packed), progress.append))
+    assert sum(progress) == packed.stat().st_size
+
+
 def test_stdin(monkeypatch):
     stdin = io.TextIOWrapper(io.BytesIO(f"{LINE}\n".encode()))
     monkeypatch.setattr("sys.stdin", stdin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -167,3 +168,31 @@ def test_a_worker_ends_when_its_parent_does():
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(worker)
+
+
+def _killed(*_arguments) -> None:
+    """A worker the kernel kills (as its out-of-memory killer does) before it gives its result."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_gzip_reader_is_an_error_naming_the_file_not_a_wait_forever(tmp_path, piped_gzip, monkeypatch):
+    monkeypatch.setattr(hubble, "_ingest_pipe", _killed)
+    path = gzip_file(tmp_path / "flows.json.gz", "\n".join(fixture_lines("basic-sample-400-tcp-flows.json")) + "\n")
+    with pytest.raises(CollectorError, match=rf"{path}: the reading process was killed by signal 9"):
+        hubble.read_hubble_files([path], jobs=2)
+
+
+def test_a_killed_range_reader_is_an_error_naming_the_file(tmp_path, small_chunks, monkeypatch):
+    monkeypatch.setattr(hubble, "read_chunk", _killed)
+    path = tmp_path / "flows.json"
+    path.write_text("\n".join(fixture_lines("basic-sample-400-tcp-flows.json") * 40) + "\n")
+    with pytest.raises(CollectorError, match=rf"{path}: a reading process ended before it gave its result"):
+        hubble.read_hubble_files([str(path)], jobs=2)
+
+
+def test_progress_over_a_gzip_file_read_in_one_process_counts_its_compressed_bytes(tmp_path):
+    text = "\n".join(fixture_lines("basic-sample-400-tcp-flows.json") * 20) + "\n"
+    path = gzip_file(tmp_path / "flows.json.gz", text)
+    progress: list[int] = []
+    hubble.read_hubble_files([path], progress=progress.append)
+    assert sum(progress) == Path(path).stat().st_size

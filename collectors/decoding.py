@@ -60,14 +60,14 @@ def exactly_one(spec: msgspec.Struct, path: str) -> str:
     """The name of the one field of `spec` that is given (not None); else raises `FieldError`."""
     given = given_fields(spec)
     if len(given) != 1:
-        names = ", ".join(field.encode_name for field in msgspec.structs.fields(spec))
-        raise FieldError(path, f"needs exactly one of {names}")
+        raise FieldError(path, f"needs exactly one of {', '.join(spec.__struct_encode_fields__)}")
     return given[0]
 
 
 def given_fields(spec: msgspec.Struct) -> list[str]:
     """The names (as written) of the fields of `spec` that are given (not None)."""
-    return [field.encode_name for field in msgspec.structs.fields(spec) if getattr(spec, field.name) is not None]
+    names = zip(spec.__struct_fields__, spec.__struct_encode_fields__, strict=True)
+    return [written for name, written in names if getattr(spec, name) is not None]
 
 
 def _plain(value: object, *, free_form: bool = False) -> object:

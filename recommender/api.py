@@ -25,6 +25,7 @@ from collectors.inventory import Inventory, inventory_from_cluster, load_invento
 from collectors.parquet import save_observations
 from collectors.records import DROPPED, ObservationSet
 from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
+from recommender.cluster_model import cluster_model
 from recommender.coverage import Coverage, observation_coverage
 from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
@@ -35,7 +36,7 @@ from recommender.render import proposal_text, target_policies, write_proposal
 from recommender.semantics import Profile, profile_named
 from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize, wanted_observations
 from recommender.unobserved import UnobservedMode
-from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+from recommender.verification import Check, Drift, Replay, check_proposal, drift, replay
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -313,7 +314,7 @@ def recommend(
     )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
     profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
-    policies = [plan.manifest for plan in target_policies(proposal)]
+    policies = [plan.policy for plan in target_policies(proposal)]
     unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
     check = check_proposal(
         policies, observed, edges, options, inventory, profile, proposal.dns, proposal.unobserved, unseen_pods_in=unseen

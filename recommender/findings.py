@@ -102,8 +102,8 @@ def collect_findings(
         ),
         *(_no_stable_selector(item) for item in findings.no_stable_selector),
         *(
-            Finding(FindingKind.EXCESS, _connection(row), "allowed by the proposal, never observed")
-            for row in check.excess.itertuples(index=False)
+            Finding(FindingKind.EXCESS, str(ports), "allowed by the proposal, never observed")
+            for ports in check.excess.ranges()
         ),
         *_edges(FindingKind.HOST_INGRESS, findings.host_ingress, detail="from the pod's own node: always allowed"),
         *_unoriented(observed.unoriented),
@@ -113,8 +113,8 @@ def collect_findings(
         ),
         *(Finding(FindingKind.MALFORMED, example) for example in observed.stats.bad.examples),
         *(
-            Finding(FindingKind.DNS_ALLOWANCE, _connection(row), "allowed by allow-dns, never observed")
-            for row in (check.dns.unobserved.itertuples(index=False) if check.dns is not None else ())
+            Finding(FindingKind.DNS_ALLOWANCE, str(ports), "allowed by allow-dns, never observed")
+            for ports in (check.dns.unobserved.ranges() if check.dns is not None else ())
         ),
         *(
             Finding(FindingKind.UNOBSERVED_WORKLOAD, item.key, item.outcome, evidence=item.pods)

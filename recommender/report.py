@@ -47,7 +47,7 @@ PATH_TYPES = {
     "verdicts": str,
 }
 PATH_COLUMNS = list(PATH_TYPES)
-BREAK_COLUMNS = [*EDGE_KEY, "count", "explanation"]
+BREAK_COLUMNS = [*EDGE_KEY, "count", "decision"]
 RULE_COLUMNS = ["namespace", "policy", "direction", "rule", "text"]
 CHANGE_COLUMNS = ["policy", "change", "detail"]
 SETTLING_COLUMNS = ["window", "start", "end", "flows", "paths", "new_paths", "gap"]

@@ -131,7 +131,7 @@ def json_document(report: Report) -> str:
             "source": comparison.source,
             "cni": comparison.cni,
             "rules": comparison.rules,
-            "would_break": _records(comparison.would_break),
+            "would_break": _records(_explained(comparison.would_break)),
             "unused_rules": _records(comparison.unused_rules),
         },
         "recommendation": {
@@ -206,7 +206,7 @@ def _comparison_sections(report: Report) -> list[_Section]:
         text = "No policy set to compare with: give --policies, or read the cluster (--cluster or --inventory)."
         return [_Section("Would break on enforcement", (text,))]
     breaks, unused = comparison.would_break, comparison.unused_rules
-    why = breaks["explanation"].str.split(": ", n=1).str[-1]
+    why = breaks["decision"].map(lambda decision: decision.reasons)
     return [
         _Section(
             "Would break on enforcement",
@@ -338,6 +338,11 @@ def _chart(bars: tuple[tuple[str, int], ...]) -> str:
         )
     label = 'role="img" aria-label="new paths per window"'
     return f'<svg width="{len(rects) * 12}" height="60" {label}>{"".join(rects)}</svg>'
+
+
+def _explained(breaks: pd.DataFrame) -> pd.DataFrame:
+    """Connections that would break, their decision as its one-line explanation."""
+    return breaks.assign(explanation=breaks["decision"].map(str)).drop(columns="decision")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

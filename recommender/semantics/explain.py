@@ -202,10 +202,14 @@ class Decision:
     def allowed(self) -> bool:
         return self.egress.allowed and self.ingress.allowed
 
+    @property
+    def reasons(self) -> str:
+        """Both sides' verdicts, without the connection: `egress allowed by ... | ingress DENIED: ...`."""
+        return f"{self.egress} | {self.ingress}"
+
     def __str__(self) -> str:
         verdict = "ALLOWED" if self.allowed else "DENIED"
-        flow = f"{self.client} -> {self.server} {self.traffic}"
-        return f"{verdict} {flow}: {self.egress} | {self.ingress}"
+        return f"{verdict} {self.client} -> {self.server} {self.traffic}: {self.reasons}"
 
 
 @dataclass(frozen=True, slots=True)

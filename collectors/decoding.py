@@ -118,7 +118,7 @@ def _field_error(message: str, data: object, type_: type) -> FieldError:
         names = [f.encode_name for f in node.fields] if isinstance(node, inspect.StructType) else []
         return FieldError(path, f"unknown field (expected {', '.join(names)})")
     if what.startswith("Invalid enum value"):
-        choices = node.values if isinstance(node, inspect.LiteralType) else [m.value for m in node.cls]  # type: ignore[union-attr]
+        choices = node.values if isinstance(node, inspect.LiteralType) else [m.value for m in node.cls]
         return FieldError(path, f"unsupported value {value!r} (expected {', '.join(map(str, choices))})")
     if expected := _EXPECTED.fullmatch(what):
         types = [t for t in expected["types"].split(" | ") if t != "null"]
@@ -128,7 +128,7 @@ def _field_error(message: str, data: object, type_: type) -> FieldError:
     return FieldError(path, f"{_INVALID.get(what, what)}, got {describe(value)}")
 
 
-def _locate(data: object, node: Any, path: str) -> tuple[str, object, Any]:
+def _locate(data: Any, node: Any, path: str) -> tuple[str, object, Any]:
     """The readable path, the value and the type at msgspec's `path`; `[...]` (a map's key) is
     resolved to the first key whose value does not fit."""
     where = ""
@@ -136,14 +136,14 @@ def _locate(data: object, node: Any, path: str) -> tuple[str, object, Any]:
         node = _unwrap(node)
         if name:
             field = next(f for f in node.fields if f.encode_name == name)
-            node, data = field.type, data.get(name)  # type: ignore[union-attr]
+            node, data = field.type, data.get(name)
             where = f"{where}.{name}" if where else name
         elif index == "...":
             node = node.value_type  # a map of strings: labels or a selector
-            key, data = next((k, v) for k, v in data.items() if not isinstance(v, str))  # type: ignore[union-attr]
+            key, data = next((k, v) for k, v in data.items() if not isinstance(v, str))
             where = f"{where}.{key}"
         else:
-            node, data = node.item_type, data[int(index)]  # type: ignore[index]
+            node, data = node.item_type, data[int(index)]
             where = f"{where}[{index}]"
     return where, data, _unwrap(node)
 

@@ -52,13 +52,13 @@ T = TypeVar("T")
 # -- the API objects, as read: only the fields the model keeps ------------------------------------
 
 
-class _OwnerReference(Lenient):
+class _OwnerReference(Lenient, frozen=True):
     kind: str
     name: str
     controller: bool = False
 
 
-class _Metadata(Lenient):
+class _Metadata(Lenient, frozen=True):
     name: str
     namespace: str = ""
     uid: str = ""
@@ -68,50 +68,50 @@ class _Metadata(Lenient):
     deletion_timestamp: datetime | None = None
 
 
-class _NamespacedMetadata(_Metadata, kw_only=True):
+class _NamespacedMetadata(_Metadata, kw_only=True, frozen=True):
     namespace: str
 
 
-class _ContainerPort(Lenient):
+class _ContainerPort(Lenient, frozen=True):
     container_port: int
     name: str = ""
     protocol: str = "TCP"
 
 
-class _Container(Lenient):
+class _Container(Lenient, frozen=True):
     name: str
     ports: tuple[_ContainerPort, ...] = ()
     restart_policy: str = ""
 
 
-class _PodSpec(Lenient):
+class _PodSpec(Lenient, frozen=True):
     node_name: str = ""
     host_network: bool = False
     containers: tuple[_Container, ...] = ()
     init_containers: tuple[_Container, ...] = ()
 
 
-class _PodIP(Lenient):
+class _PodIP(Lenient, frozen=True):
     ip: str
 
 
-class _PodStatus(Lenient):
+class _PodStatus(Lenient, frozen=True):
     phase: str = ""
     pod_ip: str = msgspec.field(default="", name="podIP")
     pod_ips: tuple[_PodIP, ...] = msgspec.field(default=(), name="podIPs")
 
 
-class _PodObject(Lenient):
+class _PodObject(Lenient, frozen=True):
     metadata: _NamespacedMetadata
     spec: _PodSpec = msgspec.field(default_factory=_PodSpec)
     status: _PodStatus = msgspec.field(default_factory=_PodStatus)
 
 
-class _NamespaceObject(Lenient):
+class _NamespaceObject(Lenient, frozen=True):
     metadata: _Metadata
 
 
-class _ServicePort(Lenient):
+class _ServicePort(Lenient, frozen=True):
     port: int
     target_port: int | str | None = None
     name: str = ""
@@ -119,7 +119,7 @@ class _ServicePort(Lenient):
     node_port: int | None = None
 
 
-class _ServiceSpec(Lenient):
+class _ServiceSpec(Lenient, frozen=True):
     type: str = "ClusterIP"
     cluster_ip: str = msgspec.field(default="", name="clusterIP")
     cluster_ips: tuple[str, ...] = msgspec.field(default=(), name="clusterIPs")
@@ -127,62 +127,62 @@ class _ServiceSpec(Lenient):
     selector: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class _ServiceObject(Lenient):
+class _ServiceObject(Lenient, frozen=True):
     metadata: _NamespacedMetadata
     spec: _ServiceSpec = msgspec.field(default_factory=_ServiceSpec)
 
 
-class _TargetReference(Lenient):
+class _TargetReference(Lenient, frozen=True):
     name: str
     kind: str = ""
     namespace: str = ""
 
 
-class _Conditions(Lenient):
+class _Conditions(Lenient, frozen=True):
     ready: bool = True  # unset means ready (API reference)
 
 
-class _SliceEndpoint(Lenient):
+class _SliceEndpoint(Lenient, frozen=True):
     addresses: tuple[str, ...] = ()
     conditions: _Conditions = msgspec.field(default_factory=_Conditions)
     target_ref: _TargetReference | None = None
     node_name: str = ""
 
 
-class _SlicePort(Lenient):
+class _SlicePort(Lenient, frozen=True):
     port: int | None = None
     name: str = ""
     protocol: str = "TCP"
 
 
-class _EndpointSliceObject(Lenient):
+class _EndpointSliceObject(Lenient, frozen=True):
     metadata: _NamespacedMetadata
     address_type: str = "IPv4"
     endpoints: tuple[_SliceEndpoint, ...] = ()
     ports: tuple[_SlicePort, ...] = ()
 
 
-class _NodeAddress(Lenient):
+class _NodeAddress(Lenient, frozen=True):
     type: str
     address: str
 
 
-class _NodeSpec(Lenient):
+class _NodeSpec(Lenient, frozen=True):
     pod_cidr: str = msgspec.field(default="", name="podCIDR")
     pod_cidrs: tuple[str, ...] = msgspec.field(default=(), name="podCIDRs")
 
 
-class _NodeStatus(Lenient):
+class _NodeStatus(Lenient, frozen=True):
     addresses: tuple[_NodeAddress, ...] = ()
 
 
-class _NodeObject(Lenient):
+class _NodeObject(Lenient, frozen=True):
     metadata: _Metadata
     spec: _NodeSpec = msgspec.field(default_factory=_NodeSpec)
     status: _NodeStatus = msgspec.field(default_factory=_NodeStatus)
 
 
-class _PolicyObject(Lenient):
+class _PolicyObject(Lenient, frozen=True):
     """Any policy kind: its spec (and Cilium's specs) kept as they are, for the policy parsers."""
 
     metadata: _Metadata
@@ -192,7 +192,7 @@ class _PolicyObject(Lenient):
     specs: list[Any] = msgspec.field(default_factory=list)
 
 
-class _Kind(Lenient):
+class _Kind(Lenient, frozen=True):
     kind: Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -758,7 +758,7 @@ def inventory_from_objects(items: Iterable[object], source: str) -> Inventory:
             if kind not in _READERS:
                 continue
             struct, build = _READERS[kind]
-            decoded = decode(item, struct)
+            decoded: Any = decode(item, struct)  # one of the `_READERS` structs
             read = build(decoded)
         except FieldError as exc:
             raise CollectorError(f"{source}: item {index}{_item_name(item)}: {exc}") from None
@@ -781,7 +781,9 @@ def _item_name(item: object) -> str:
     """` (Pod shop/frontend-x)`, or as much of it as the item has."""
     if not isinstance(item, dict):
         return ""
-    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    metadata = item.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     parts = [str(metadata[key]) for key in ("namespace", "name") if isinstance(metadata.get(key), str)]
     name = " ".join(filter(None, [str(item.get("kind") or ""), "/".join(parts)]))
     return f" ({name})" if name else ""

@@ -18,6 +18,7 @@ from recommender.semantics import (
     ExternalPeer,
     Namespace,
     Pod,
+    Protocol,
     RuleRef,
     parse_policy_set,
 )
@@ -57,7 +58,7 @@ class ClusterModel:
             return Pod(namespace, name, labels_from_text(getattr(row, f"{side}_labels")))
         ip = getattr(row, f"{side}_ip") or None
         entity = ENTITIES.get(getattr(row, f"{side}_entity"), Entity.WORLD)
-        return ExternalPeer(ip, entity, self.dns_names.get(ip, ()) if entity is Entity.WORLD else ())
+        return ExternalPeer(ip, entity, self.dns_names.get(ip, ()) if entity is Entity.WORLD and ip else ())
 
 
 def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) -> ClusterModel:
@@ -66,12 +67,12 @@ def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) 
     model = ClusterModel(namespaces=[], pods=[], dns_names=observed.dns_names)
     namespaces: dict[str, Namespace] = {}
     if inventory is not None:
-        for namespace in inventory.namespaces:
-            namespaces[namespace.name] = Namespace(namespace.name, namespace.labels)
+        for known_namespace in inventory.namespaces:
+            namespaces[known_namespace.name] = Namespace(known_namespace.name, known_namespace.labels)
         for known in inventory.pods:
             if known.host_network and not known.ips:
                 continue
-            ports = tuple(ContainerPort(p.port, p.name or None, p.protocol) for p in known.ports)
+            ports = tuple(ContainerPort(p.port, p.name or None, Protocol(p.protocol)) for p in known.ports)
             pod = Pod(
                 known.namespace,
                 known.name,

@@ -189,7 +189,7 @@ def prove_allowance(
         if server.workload:
             servers += sorted((pod for pod, key in workload_of.items() if key == server.key), key=str)
         else:
-            servers.append(ExternalPeer(server.ip))
+            servers.append(ExternalPeer(ipaddress.ip_address(server.ip)))
     denied, lookups = [], 0
     for client in clients:
         for target in servers:

@@ -30,11 +30,12 @@ from recommender.semantics import (
 )
 from recommender.semantics.cilium import compile_cilium
 from recommender.semantics.cluster_policies import compile_cluster_policy
-from recommender.semantics.endpoints import Endpoint
 from recommender.semantics.matcher import PortRange
 from recommender.semantics.policies import Direction
 
 Pair = tuple[str, str]
+Reached = PodClass | ExternalPeer
+"""What a rule reaches: the known pod classes it selects or matches, and the observed external peers."""
 """(client key, server key): `namespace/workload` for pods, `entity:ip` for external peers."""
 
 
@@ -135,10 +136,11 @@ def named_ports(policies: Iterable[AnyPolicy | Mapping[str, Any]]) -> Connection
         *map(compile_cluster_policy, policy_set.cluster_policies),
     ]
     for target in (target for targets in others for target in targets):
-        for rule in target.rules:
-            for port in rule.ports:
-                if isinstance(port, PortRange) and port.first is not None:
-                    found |= ConnectionSet.ports(port.protocol, port.first, port.last or port.first)
+        for matcher in target.rules:
+            for port_matcher in matcher.ports:
+                if isinstance(port_matcher, PortRange) and port_matcher.first is not None:
+                    first, last = port_matcher.first, port_matcher.last or port_matcher.first
+                    found |= ConnectionSet.ports(port_matcher.protocol, first, last)
     return found
 
 
@@ -165,13 +167,13 @@ def excess(
     return Excess.of({pair: ConnectionSet.union_all(sets) - seen.get(pair, none) for pair, sets in allowed.items()})
 
 
-def _reached_pairs(evaluator: Evaluator, external: Mapping[ExternalPeer, str]) -> set[tuple[Endpoint, Endpoint]]:
+def _reached_pairs(evaluator: Evaluator, external: Mapping[ExternalPeer, str]) -> set[tuple[Reached, Reached]]:
     """(client, server) for every subject of every rule and every peer the rule matches."""
-    pairs: set[tuple[Endpoint, Endpoint]] = set()
+    pairs: set[tuple[Reached, Reached]] = set()
     for target in evaluator.targets:
         subjects = evaluator.subjects_of(target)
         for rule in target.rules:
-            peers = [
+            peers: list[Reached] = [
                 *evaluator.peers_of(rule),
                 *(peer for peer in external if rule.matches_peer(evaluator.external(peer))),
             ]
@@ -197,17 +199,19 @@ def _observed(connections: pd.DataFrame) -> dict[Pair, ConnectionSet]:
 
 def _external_peers(observations: pd.DataFrame, model: ClusterModel) -> dict[ExternalPeer, str]:
     """Every observed non-pod endpoint with an IP, and its endpoint key."""
-    peers = {}
+    peers: dict[ExternalPeer, str] = {}
     for side in ("client", "server"):
         rows = observations[(observations[f"{side}_entity"] != POD) & (observations[f"{side}_ip"] != "")]
         rows = rows.drop_duplicates([f"{side}_entity", f"{side}_ip"])
         for row, key in zip(rows.itertuples(index=False), endpoint_keys(rows, side), strict=True):
-            peers[model.endpoint(row, side)] = key
+            endpoint = model.endpoint(row, side)
+            if isinstance(endpoint, ExternalPeer):  # an address evidence gives a pod is that pod, among the pods
+                peers[endpoint] = key
     return peers
 
 
 def _keys(
-    endpoint: Endpoint, evaluator: Evaluator, model: ClusterModel, external: Mapping[ExternalPeer, str]
+    endpoint: Reached, evaluator: Evaluator, model: ClusterModel, external: Mapping[ExternalPeer, str]
 ) -> set[str]:
     if isinstance(endpoint, PodClass):
         return {model.workload_of[pod] for pod in evaluator.pods_of(endpoint)}

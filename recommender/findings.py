@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 import pandas as pd
 
@@ -40,7 +41,8 @@ class FindingKind(StrEnum):
     COVERAGE = "coverage-warning"
 
     @property
-    def title(self) -> str:
+    def heading(self) -> str:
+        """The title of this kind's section (not `title`: that is `str.title`)."""
         return _TITLES[self]
 
 
@@ -138,7 +140,8 @@ def _when(moment: object) -> str:
     return "" if moment is None or pd.isna(moment) else pd.Timestamp(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _connection(row: object) -> str:
+def _connection(row: Any) -> str:
+    """The connection of an edges row (`DataFrame.itertuples`)."""
     return f"{row.client} -> {row.server} {row.protocol}/{row.port}"
 
 
@@ -263,7 +266,7 @@ def findings_markdown(findings: Sequence[Finding]) -> str:
         if not items:
             continue
         lines += [
-            f"## {kind.title}: {len(items)}",
+            f"## {kind.heading}: {len(items)}",
             "",
             "| subject | detail | flows | first seen | last seen | evidence |",
         ]

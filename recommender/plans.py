@@ -130,11 +130,11 @@ class Rule:
 def exact_cidrs(ips: Iterable[str]) -> list[str]:
     """Exact CIDRs: /32 and /128 per address, adjacent blocks collapsed (an exact union); IPv4 first."""
     addresses = [ipaddress.ip_network(ip) for ip in ips]
-    cidrs = []
-    for version in (4, 6):
-        same = [a for a in addresses if a.version == version]
-        cidrs += [str(net) for net in ipaddress.collapse_addresses(same)]
-    return cidrs
+    v4 = [a for a in addresses if isinstance(a, ipaddress.IPv4Network)]
+    v6 = [a for a in addresses if isinstance(a, ipaddress.IPv6Network)]
+    return [str(net) for net in ipaddress.collapse_addresses(v4)] + [
+        str(net) for net in ipaddress.collapse_addresses(v6)
+    ]
 
 
 def ip_block_peers(ips: Iterable[str]) -> list[PolicyPeer]:
@@ -161,7 +161,11 @@ class EvidenceNames:
 
     def port(self, rows: list, protocol: str, port: int) -> str:
         """`TCP/8080`, or `TCP/8080 (http)` when the servers' containers name that port."""
-        found = {self.ports.get((row.server_namespace, row.server_workload, protocol, port)) for row in rows} - {None}
+        found = {
+            name
+            for row in rows
+            if (name := self.ports.get((row.server_namespace, row.server_workload, protocol, port)))
+        }
         return f"{protocol}/{port}" + (f" ({', '.join(sorted(found))})" if found else "")
 
 

@@ -49,7 +49,7 @@ class _Dumper(yaml.SafeDumper):
 
     def represent_commented(self, data: _Commented) -> yaml.MappingNode:
         node = self.represent_dict(data.value)
-        node.comments = data.comments  # type: ignore[attr-defined]
+        node.comments = data.comments
         return node
 
     def serialize_node(self, node: yaml.Node, parent: yaml.Node | None, index: Any) -> None:
@@ -58,7 +58,7 @@ class _Dumper(yaml.SafeDumper):
 
     def emit(self, event: yaml.Event) -> None:
         if self._comments and isinstance(event, yaml.MappingStartEvent):
-            event.comments = self._comments  # type: ignore[attr-defined]
+            event.comments = self._comments
         self._comments = ()
         super().emit(event)
 

@@ -332,8 +332,8 @@ def synthesize(
                 continue  # the DNS allowance allows it
             namespace = getattr(row, f"{side}_namespace")
             if getattr(row, f"{side}_entity") == POD and namespace in managed:
-                workload = (namespace, getattr(row, f"{side}_workload"))
-                traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
+                owner = (namespace, getattr(row, f"{side}_workload"))
+                traffic.setdefault(owner, {"ingress": [], "egress": []})[direction].append(row)
     unobserved = find_unobserved(options.unobserved, pods, complete_pods, managed, traffic, selectors)
     skipped = unobserved.skipped_namespaces
     if options.baseline == NAMESPACE_BASELINE:
@@ -477,8 +477,8 @@ def _dns_policies(
                 policy = plan.policy
                 if plan.namespace == namespace and _has_egress(policy):
                     with_dns = plan.with_policy(replace(policy, egress=(*policy.egress, dns.rule(selectors))))
-                    evidence = _dns_evidence(len(policy.egress), [], names, note)
-                    policies[i] = replace(with_dns, evidence=[*plan.evidence, evidence])
+                    dns_evidence = _dns_evidence(len(policy.egress), [], names, note)
+                    policies[i] = replace(with_dns, evidence=[*plan.evidence, dns_evidence])
             continue
         taken = {plan.name for plan in policies if plan.namespace == namespace}
         name = DNS_POLICY if DNS_POLICY not in taken else f"netpol-recommender-{DNS_POLICY}"

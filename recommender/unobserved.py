@@ -14,6 +14,7 @@ Without an inventory only the pods seen are known, so unobserved workloads canno
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,7 +27,7 @@ from recommender.selectors import Selector, is_volatile, key_rank
 from recommender.semantics import Evaluator, ExternalPeer, Pod
 from recommender.semantics.selectors import LabelSelector, Operator, Requirement
 
-PROBE_PEER = "192.0.2.1"
+PROBE_PEER = ipaddress.ip_address("192.0.2.1")
 """A documentation address (RFC 5737): the synthetic peer that proves a workload is left unisolated."""
 PROBE_PORT = 1
 

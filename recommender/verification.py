@@ -171,7 +171,7 @@ class Drift:
 
 
 def drift(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[Mapping[str, Any]],
     observed: ObservationSet,
     *,
     model: ClusterModel | None = None,
@@ -231,7 +231,7 @@ class Check:
 
 
 def check_proposal(
-    policies: Sequence[AnyPolicy | Mapping[str, Any]],
+    policies: Sequence[AnyPolicy],
     observed: ObservationSet,
     edges: pd.DataFrame,
     options: SynthesisOptions,

@@ -17,9 +17,9 @@ namespace (CNP) or to pods of any namespace (CCNP).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -58,7 +58,7 @@ from recommender.semantics.selectors import (
 CNP = "CiliumNetworkPolicy"
 CCNP = "CiliumClusterwideNetworkPolicy"
 KINDS = (CNP, CCNP)
-API_VERSION = "cilium.io/v2"
+API_VERSION: Final = "cilium.io/v2"
 
 ENTITIES = frozenset(
     {"all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress", "unmanaged", "remote-node",
@@ -103,13 +103,13 @@ class CiliumPolicy:
         return f"{self.kind} {self.name if self.namespace is None else f'{self.namespace}/{self.name}'}"
 
 
-class _PortSpec(Strict):
+class _PortSpec(Strict, frozen=True):
     port: str | int = "0"
     end_port: Annotated[int, Meta(ge=0, le=MAX_PORT)] = 0
     protocol: Literal["TCP", "UDP", "SCTP", "ANY", "VRRP", "IGMP"] = "ANY"
 
 
-class _L7Spec(Strict):
+class _L7Spec(Strict, frozen=True):
     """L7 rules: accepted, they do not change what L3/L4 allows; `dns` marks the DNS proxy."""
 
     dns: object = None
@@ -119,7 +119,7 @@ class _L7Spec(Strict):
     l7: object = None
 
 
-class _PortRuleSpec(Strict):
+class _PortRuleSpec(Strict, frozen=True):
     ports: tuple[_PortSpec, ...] = ()
     rules: _L7Spec | None = None
     listener: object = None
@@ -128,23 +128,23 @@ class _PortRuleSpec(Strict):
     server_names: object = None
 
 
-class _CIDRRuleSpec(Strict):
+class _CIDRRuleSpec(Strict, frozen=True):
     cidr: str | None = None
     except_: tuple[str, ...] = ()
     cidr_group_ref: object = None
     cidr_group_selector: object = None
 
 
-class _FQDNSpec(Strict):
+class _FQDNSpec(Strict, frozen=True):
     match_name: Annotated[str, Meta(min_length=1)] | None = None
     match_pattern: Annotated[str, Meta(min_length=1)] | None = None
 
 
-class _IcmpSpec(Strict):
+class _IcmpSpec(Strict, frozen=True):
     fields: object = None
 
 
-class _RuleSpec(Strict):
+class _RuleSpec(Strict, frozen=True):
     """What ingress and egress rules share: L4, and the peers this tool refuses (`_UNSUPPORTED`)."""
 
     icmps: tuple[_IcmpSpec, ...] = ()
@@ -159,14 +159,14 @@ class _RuleSpec(Strict):
     to_services: object = None
 
 
-class _IngressSpec(_RuleSpec):
+class _IngressSpec(_RuleSpec, frozen=True):
     endpoints: tuple[SelectorSpec, ...] = msgspec.field(default=(), name="fromEndpoints")
     entities: tuple[str, ...] = msgspec.field(default=(), name="fromEntities")
     cidrs: tuple[str, ...] = msgspec.field(default=(), name="fromCIDR")
     cidr_sets: tuple[_CIDRRuleSpec, ...] = msgspec.field(default=(), name="fromCIDRSet")
 
 
-class _EgressSpec(_RuleSpec):
+class _EgressSpec(_RuleSpec, frozen=True):
     endpoints: tuple[SelectorSpec, ...] = msgspec.field(default=(), name="toEndpoints")
     entities: tuple[str, ...] = msgspec.field(default=(), name="toEntities")
     cidrs: tuple[str, ...] = msgspec.field(default=(), name="toCIDR")
@@ -174,12 +174,12 @@ class _EgressSpec(_RuleSpec):
     fqdns: tuple[_FQDNSpec, ...] | None = msgspec.field(default=None, name="toFQDNs")
 
 
-class _DefaultDenySpec(Strict):
+class _DefaultDenySpec(Strict, frozen=True):
     ingress: bool | None = None
     egress: bool | None = None
 
 
-class _PolicySpec(Strict):
+class _PolicySpec(Strict, frozen=True):
     description: object = None
     labels: object = None
     log: object = None
@@ -192,7 +192,7 @@ class _PolicySpec(Strict):
     egress_deny: tuple[_EgressSpec, ...] = ()
 
 
-class _Manifest(Strict):
+class _Manifest(Strict, frozen=True):
     metadata: Metadata
     kind: Literal["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]
     api_version: Literal["cilium.io/v2"] = API_VERSION
@@ -245,7 +245,7 @@ def _parse_spec(spec: _PolicySpec, path: str, namespace: str | None) -> CiliumSp
 
 
 def _parse_rules(
-    rules: tuple[_IngressSpec, ...] | tuple[_EgressSpec, ...], path: str, namespace: str | None, *, deny: bool
+    rules: Sequence[_IngressSpec | _EgressSpec], path: str, namespace: str | None, *, deny: bool
 ) -> tuple[CiliumRule, ...]:
     parsed = []
     for i, rule in enumerate(rules):
@@ -351,8 +351,11 @@ def _endpoint_peer(spec: SelectorSpec, path: str, namespace: str | None) -> Peer
 def _split_selector(spec: SelectorSpec, path: str) -> tuple[LabelSelector, LabelSelector, frozenset[str]]:
     """A Cilium endpoint selector as (namespace selector, pod selector, reserved entities)."""
     selector = label_selector(spec, path)
-    namespace_labels, pod_labels, entities = {}, {}, set()
-    namespace_rules, pod_rules = [], []
+    namespace_labels: dict[str, str] = {}
+    pod_labels: dict[str, str] = {}
+    entities: set[str] = set()
+    namespace_rules: list[Requirement] = []
+    pod_rules: list[Requirement] = []
     for key, value in selector.match_labels.items():
         kind, name = _key(key, f"{path}.matchLabels.{key}")
         if kind == "reserved":

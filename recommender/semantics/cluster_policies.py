@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from msgspec import Meta
 
@@ -36,7 +36,7 @@ from recommender.semantics.policies import Direction, IPBlock, check_port_number
 from recommender.semantics.selectors import LabelSelector, SelectorSpec, label_selector
 
 KIND = "ClusterNetworkPolicy"
-API_VERSION = "policy.networking.k8s.io/v1alpha2"
+API_VERSION: Final = "policy.networking.k8s.io/v1alpha2"
 MAX_PRIORITY = 1000
 MAX_RULES = 25
 _ACTIONS = {"Accept": Action.ALLOW, "Deny": Action.DENY, "Pass": Action.PASS}
@@ -63,58 +63,58 @@ class ClusterNetworkPolicy:
         return f"{KIND} {self.name}"
 
 
-class _PodsSpec(Strict):
+class _PodsSpec(Strict, frozen=True):
     namespace_selector: SelectorSpec
     pod_selector: SelectorSpec
 
 
-class _PeerSpec(Strict):
+class _PeerSpec(Strict, frozen=True):
     """A subject or an ingress peer: exactly one field."""
 
     namespaces: SelectorSpec | None = None
     pods: _PodsSpec | None = None
 
 
-class _EgressPeerSpec(_PeerSpec):
+class _EgressPeerSpec(_PeerSpec, frozen=True):
     networks: Annotated[tuple[str, ...], Meta(min_length=1)] | None = None
 
 
-class _PortRangeSpec(Strict):
+class _PortRangeSpec(Strict, frozen=True):
     start: int
     end: int
 
 
-class _DestinationPortSpec(Strict):
+class _DestinationPortSpec(Strict, frozen=True):
     number: int | None = None
     range: _PortRangeSpec | None = None
 
 
-class _PortMatchSpec(Strict):
+class _PortMatchSpec(Strict, frozen=True):
     destination_port: _DestinationPortSpec | None = None
 
 
-class _ProtocolSpec(Strict):
+class _ProtocolSpec(Strict, frozen=True):
     tcp: _PortMatchSpec | None = None
     udp: _PortMatchSpec | None = None
     sctp: _PortMatchSpec | None = None
     destination_named_port: Annotated[str, Meta(min_length=1)] | None = None
 
 
-class _RuleSpec(Strict):
+class _RuleSpec(Strict, frozen=True):
     action: Literal["Accept", "Deny", "Pass"]
     name: str = ""
     protocols: tuple[_ProtocolSpec, ...] = ()
 
 
-class _IngressSpec(_RuleSpec, kw_only=True):
+class _IngressSpec(_RuleSpec, kw_only=True, frozen=True):
     from_: Annotated[tuple[_PeerSpec, ...], Meta(min_length=1)]
 
 
-class _EgressSpec(_RuleSpec, kw_only=True):
+class _EgressSpec(_RuleSpec, kw_only=True, frozen=True):
     to: Annotated[tuple[_EgressPeerSpec, ...], Meta(min_length=1)]
 
 
-class _Spec(Strict):
+class _Spec(Strict, frozen=True):
     tier: Literal["Admin", "Baseline"]
     priority: Annotated[int, Meta(ge=0, le=MAX_PRIORITY)]
     subject: _PeerSpec
@@ -122,7 +122,7 @@ class _Spec(Strict):
     egress: Annotated[tuple[_EgressSpec, ...], Meta(max_length=MAX_RULES)] = ()
 
 
-class _Manifest(Strict):
+class _Manifest(Strict, frozen=True):
     metadata: Metadata
     kind: Literal["ClusterNetworkPolicy"]
     spec: _Spec
@@ -135,11 +135,13 @@ def parse_cluster_policy(manifest: Mapping[str, Any]) -> ClusterNetworkPolicy:
     try:
         document = decode(manifest, _Manifest)
         spec = document.spec
+        (subject,) = _peer(spec.subject, "spec.subject")
+        assert isinstance(subject, PodPeers)  # a subject is namespaces or pods, never networks
         return ClusterNetworkPolicy(
             name=document.metadata.name,
             tier=Tier(spec.tier),
             priority=spec.priority,
-            subject=_peer(spec.subject, "spec.subject")[0],
+            subject=subject,
             ingress=tuple(_rule(r, r.from_, f"spec.ingress[{i}]", "from") for i, r in enumerate(spec.ingress)),
             egress=tuple(_rule(r, r.to, f"spec.egress[{i}]", "to") for i, r in enumerate(spec.egress)),
         )

@@ -84,8 +84,9 @@ class DirectionResult:
         then Baseline for what no NetworkPolicy decided; the rest is allowed."""
         if self.isolation in (Isolation.NOT_A_POD, Isolation.EXEMPT):
             return Resolution(traffic)
-        allowed, allowed_by, denied_by = ConnectionSet.none(), [], []
-        pending, passed = traffic, ConnectionSet.none()
+        allowed, pending, passed = ConnectionSet.none(), traffic, ConnectionSet.none()
+        allowed_by: list[RuleRef] = []
+        denied_by: list[RuleRef] = []
         for grant in self._tier(Tier.ADMIN):
             part = grant.connections & pending
             if part:

@@ -16,7 +16,7 @@ from collectors.decoding import FieldError, Lenient
 from recommender.semantics.errors import InvalidPolicyError
 
 
-class Metadata(Lenient):
+class Metadata(Lenient, frozen=True):
     """What a policy's metadata defines for the evaluator; labels, annotations and the rest are ignored."""
 
     name: Annotated[str, Meta(min_length=1)]

@@ -91,41 +91,41 @@ class NetworkPolicy:
         return self.ingress if direction is Direction.INGRESS else self.egress
 
 
-class _PortSpec(Strict):
+class _PortSpec(Strict, frozen=True):
     protocol: Protocol = Protocol.TCP
     port: int | str | None = None
     end_port: int | None = None
 
 
-class _IPBlockSpec(Strict):
+class _IPBlockSpec(Strict, frozen=True):
     cidr: str
     except_: tuple[str, ...] = ()
 
 
-class _PeerSpec(Strict):
+class _PeerSpec(Strict, frozen=True):
     pod_selector: SelectorSpec | None = None
     namespace_selector: SelectorSpec | None = None
     ip_block: _IPBlockSpec | None = None
 
 
-class _IngressSpec(Strict):
+class _IngressSpec(Strict, frozen=True):
     from_: tuple[_PeerSpec, ...] = ()
     ports: tuple[_PortSpec, ...] = ()
 
 
-class _EgressSpec(Strict):
+class _EgressSpec(Strict, frozen=True):
     to: tuple[_PeerSpec, ...] = ()
     ports: tuple[_PortSpec, ...] = ()
 
 
-class _Spec(Strict):
+class _Spec(Strict, frozen=True):
     pod_selector: SelectorSpec = msgspec.field(default_factory=SelectorSpec)
     policy_types: tuple[Direction, ...] = ()
     ingress: tuple[_IngressSpec, ...] = ()
     egress: tuple[_EgressSpec, ...] = ()
 
 
-class _Manifest(Strict):
+class _Manifest(Strict, frozen=True):
     metadata: Metadata
     api_version: Literal["networking.k8s.io/v1"] = "networking.k8s.io/v1"
     kind: Literal["NetworkPolicy"] = "NetworkPolicy"
@@ -200,13 +200,22 @@ def parse_cidr(cidr: str, field_path: str) -> IPNetwork:
         raise FieldError(field_path, f"invalid CIDR {cidr!r}") from None
 
 
+def _strict_subnet(hole: IPNetwork, cidr: IPNetwork) -> bool:
+    """Whether `hole` lies inside `cidr` (of the same address family) and is smaller."""
+    if isinstance(hole, ipaddress.IPv4Network):
+        inside = isinstance(cidr, ipaddress.IPv4Network) and hole.subnet_of(cidr)
+    else:
+        inside = isinstance(cidr, ipaddress.IPv6Network) and hole.subnet_of(cidr)
+    return inside and hole.prefixlen > cidr.prefixlen
+
+
 def ip_block(cidr_text: str, excepts: tuple[str, ...], field_path: str) -> IPBlock:
     """Host bits are accepted (`10.0.0.1/24` means `10.0.0.0/24`), as the API server does."""
     cidr = parse_cidr(cidr_text, f"{field_path}.cidr")
     holes = []
     for i, item in enumerate(excepts):
         hole = parse_cidr(item, f"{field_path}.except[{i}]")
-        if hole.version != cidr.version or not hole.subnet_of(cidr) or hole.prefixlen <= cidr.prefixlen:
+        if not _strict_subnet(hole, cidr):
             raise FieldError(f"{field_path}.except[{i}]", f"{item} must be a strict subset of cidr {cidr}")
         holes.append(hole)
     return IPBlock(cidr, tuple(holes))

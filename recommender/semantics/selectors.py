@@ -120,7 +120,7 @@ class LabelSelector:
         return ",".join(parts) or "{}"
 
 
-class RequirementSpec(Strict):
+class RequirementSpec(Strict, frozen=True):
     """One matchExpressions entry as written."""
 
     key: Annotated[str, Meta(min_length=1)]
@@ -128,7 +128,7 @@ class RequirementSpec(Strict):
     values: tuple[str, ...] = ()
 
 
-class SelectorSpec(Strict):
+class SelectorSpec(Strict, frozen=True):
     """A label selector as written (`matchLabels`, `matchExpressions`)."""
 
     match_labels: dict[str, str] = msgspec.field(default_factory=dict)

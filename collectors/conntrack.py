@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -211,11 +211,15 @@ def _labels(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
-def _field(key: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+_Value = TypeVar("_Value")
+_Key = TypeVar("_Key")
+
+
+def _field(key: str, parse: Callable[[str], _Value]) -> Callable[[str], _Value]:
     """Parser of one `key=value` token that checks the key."""
     prefix = key + "="
 
-    def parse_token(token: str) -> Any:
+    def parse_token(token: str) -> _Value:
         if not token.startswith(prefix):
             raise _Malformed(f"expected {prefix}…, found {token!r}")
         return parse(token[len(prefix) :])
@@ -226,7 +230,7 @@ def _field(key: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
 _MEMO_LIMIT = 1 << 16
 
 
-class _Memo(dict[Any, Any]):
+class _Memo(dict[_Key, _Value], Generic[_Key, _Value]):
     """Parse results by input, computed on a miss: `_SPORT["sport=8080"]` is 8080.
 
     Dumps repeat the same addresses, ports and trailing fields line after line, and a dict hit
@@ -236,11 +240,11 @@ class _Memo(dict[Any, Any]):
 
     __slots__ = ("_parse",)
 
-    def __init__(self, parse: Callable[[Any], Any]) -> None:
+    def __init__(self, parse: Callable[[_Key], _Value]) -> None:
         super().__init__()
         self._parse = parse
 
-    def __missing__(self, key: Any) -> Any:
+    def __missing__(self, key: _Key) -> _Value:
         value = self._parse(key)
         if len(self) < _MEMO_LIMIT:
             self[key] = value
@@ -314,11 +318,11 @@ _PROTOCOLS = _Memo(_protocol)
 def _protonum(name: str, number_text: str) -> int:
     """The protocol number printed after `name`, checked against it."""
     expected_text, number, _, _ = _PROTOCOLS[name]
-    if number_text == expected_text:
-        return number
-    if expected_text is not None:
+    if number is None:
+        return _uint(number_text)  # `unknown` protocols print their own number
+    if number_text != expected_text:
         raise _Malformed(f"{name} with protocol number {number_text}")
-    return _uint(number_text)  # `unknown` protocols print their own number
+    return number
 
 
 def _l3(printed: str | None, original: ConntrackTuple) -> str:
@@ -450,7 +454,7 @@ def _parse_text(text: str, path: str, line: int) -> ConntrackEntry:
         i += 2
     protocol = tokens[i]
     number_text, protonum, read_tuple, width = _PROTOCOLS[protocol]
-    if tokens[i + 1] != number_text:
+    if protonum is None or tokens[i + 1] != number_text:
         protonum = _protonum(protocol, tokens[i + 1])
     i += 2
     timeout = state = None
@@ -531,6 +535,8 @@ def _xml_direction(meta: ET.Element | None) -> _XmlDirection:
     if src is None or dst is None:
         raise _Malformed("<layer3> needs <src> and <dst>")
     protocol = layer4.get("protoname", "")
+    sport: int | None
+    dport: int | None
     if protocol == "gre":
         sport = _gre_key(layer4.findtext("srckey", ""))
         dport = _gre_key(layer4.findtext("dstkey", ""))

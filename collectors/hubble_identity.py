@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -177,10 +177,11 @@ class EndpointResolver:
         if known.__class__ is ProxyLeg:
             self.leg_ips.setdefault(ip, set()).add(self._aggregator.endpoints[known.id])
             return known
-        found = self._with_ip.get((known, ip))
+        entity = cast(Endpoint, known)  # what the class checks above leave: an entity, named by its IP
+        found = self._with_ip.get((entity, ip))
         if found is None:
-            with_ip = Endpoint(known.entity, ip=check_ip(ip), cluster=known.cluster)
-            found = self._with_ip[(known, ip)] = (self._aggregator.endpoint_id(with_ip), "")
+            with_ip = Endpoint(entity.entity, ip=check_ip(ip), cluster=entity.cluster)
+            found = self._with_ip[(entity, ip)] = (self._aggregator.endpoint_id(with_ip), "")
         return found
 
     def _learn(self, key: Any, ip: str) -> tuple[int, str] | ProxyLeg | Endpoint:

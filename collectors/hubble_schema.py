@@ -33,7 +33,7 @@ class HubbleSchema:
     line: msgspec.json.Decoder  # a GetFlowsResponse / ExportEvent envelope
     bare_flow: msgspec.json.Decoder  # a legacy bare Flow object
     endpoint: msgspec.json.Decoder  # an Endpoint, from a flow's raw `source` / `destination`
-    structs: dict[str, type]
+    structs: dict[str, type[msgspec.Struct]]
 
 
 def build_schema(rename: Callable[[str], str] | None = None, *, lazy_endpoints: bool = True) -> HubbleSchema:
@@ -140,7 +140,7 @@ def build_schema(rename: Callable[[str], str] | None = None, *, lazy_endpoints: 
         debug_event: dict[str, Any] | None = None
         time: msgspec.Raw = NULL_RAW  # needed only for a flow without its own: decoded by `envelope_time`
 
-    structs = {
+    structs: dict[str, type[msgspec.Struct]] = {
         cls.__name__: cls
         for cls in (
             Workload,

@@ -88,5 +88,5 @@ def _named(key: tuple, endpoints: list[Endpoint]) -> tuple:
     return (endpoints[key[0]], endpoints[key[1]], *key[2:])
 
 
-def _replace(key: tuple, index: int, value: int) -> tuple:
+def _replace(key: tuple, index: int, value: object) -> tuple:
     return (*key[:index], value, *key[index + 1 :])

@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 import yaml
 
+from collectors.decoding import FieldError, Lenient, decode, describe
 from collectors.errors import CollectorError
 from collectors.names import (
     InvalidName,
@@ -44,123 +46,184 @@ _JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 _CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 _CRONJOB_JOB_NAME = re.compile(r"(.+)-[0-9]{8,}")
 """A Job a CronJob created: `<cronjob>-<scheduled time in minutes since the epoch>`."""
+T = TypeVar("T")
 
 
-# -- typed access to API objects ----------------------------------------------------------------
+# -- the API objects, as read: only the fields the model keeps ------------------------------------
 
 
-class InvalidObject(ValueError):
-    """A field of an API object is missing or has the wrong type; the message starts with its path."""
+class _OwnerReference(Lenient, frozen=True):
+    kind: str
+    name: str
+    controller: bool = False
 
 
-_REQUIRED: Any = object()
+class _Metadata(Lenient, frozen=True):
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    owner_references: tuple[_OwnerReference, ...] = ()
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
 
 
-class _Fields:
-    """Typed, read-only access to one JSON object; errors name the path of the bad field."""
-
-    __slots__ = ("_data", "_path")
-
-    def __init__(self, data: object, path: str = "") -> None:
-        if not isinstance(data, dict):
-            where = f"{path}: " if path else ""
-            raise InvalidObject(f"{where}expected an object, got {_describe_value(data)}")
-        self._data = data
-        self._path = path
-
-    def _at(self, key: str) -> str:
-        return f"{self._path}.{key}" if self._path else key
-
-    def _get(self, key: str, types: type | tuple[type, ...], expected: str, default: Any) -> Any:
-        value = self._data.get(key)
-        if value is None:
-            if default is _REQUIRED:
-                raise InvalidObject(f"{self._at(key)}: missing")
-            return default
-        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
-            raise InvalidObject(f"{self._at(key)}: expected {expected}, got {_describe_value(value)}")
-        return value
-
-    def text(self, key: str, default: str = _REQUIRED) -> str:
-        return self._get(key, str, "a string", default)
-
-    def number(self, key: str, default: int | None = _REQUIRED) -> int | None:
-        return self._get(key, int, "an integer", default)
-
-    def port_ref(self, key: str, default: int | str) -> int | str:
-        """An IntOrString: a port number or a container port name."""
-        return self._get(key, (int, str), "a port number or name", default)
-
-    def flag(self, key: str, default: bool) -> bool:
-        return self._get(key, bool, "true or false", default)
-
-    def child(self, key: str) -> _Fields:
-        """A nested object; an absent one reads as empty."""
-        return _Fields(self._get(key, dict, "an object", {}), self._at(key))
-
-    def children(self, key: str) -> list[_Fields]:
-        """A list of objects; an absent one reads as empty."""
-        values = self._get(key, list, "a list", [])
-        return [_Fields(value, f"{self._at(key)}[{index}]") for index, value in enumerate(values)]
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        values = self._get(key, list, "a list", [])
-        for index, value in enumerate(values):
-            if not isinstance(value, str):
-                raise InvalidObject(f"{self._at(key)}[{index}]: expected a string, got {_describe_value(value)}")
-        return tuple(values)
-
-    def mapping(self, key: str) -> dict[str, str]:
-        """A map of strings, such as labels or a selector; absent reads as empty."""
-        values = self._get(key, dict, "a map of strings", {})
-        for name, value in values.items():
-            if not isinstance(value, str):
-                raise InvalidObject(f"{self._at(key)}.{name}: expected a string, got {_describe_value(value)}")
-        return dict(values)
-
-    def timestamp(self, key: str) -> datetime | None:
-        """An RFC 3339 time (YAML may already have parsed it), in UTC."""
-        value = self._get(key, (str, datetime), "an RFC 3339 time", None)
-        if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                raise InvalidObject(f"{self._at(key)}: expected an RFC 3339 time, got {value!r}") from None
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def checked(self, key: str, check: Callable[[Any], Any], value: Any) -> Any:
-        """`value` (read from `key`) if `check` (of `collectors.names`) accepts it."""
-        try:
-            check(value)
-        except InvalidName as exc:
-            raise InvalidObject(f"{self._at(key)}: {exc}") from None
-        return value
-
-    def namespace(self) -> str:
-        """`namespace`, a namespace name."""
-        return self.checked("namespace", check_namespace, self.text("namespace"))
-
-    def name(self, what: str) -> str:
-        """`name`, an object name (of a `what`)."""
-        return self.checked("name", lambda name: check_object_name(name, f"{what} name"), self.text("name"))
-
-    def labels(self, key: str) -> dict[str, str]:
-        """A map of labels (or a selector's matchLabels) in the Kubernetes label syntax."""
-        return self.checked(key, check_labels, self.mapping(key))
-
-    def raw(self, key: str) -> dict[str, Any]:
-        """A nested object as it is."""
-        return self._get(key, dict, "an object", {})
-
-    def raw_list(self, key: str) -> list[Any]:
-        """A nested list as it is."""
-        return self._get(key, list, "a list", [])
+class _NamespacedMetadata(_Metadata, kw_only=True, frozen=True):
+    namespace: str
 
 
-def _describe_value(value: object) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+class _ContainerPort(Lenient, frozen=True):
+    container_port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+class _Container(Lenient, frozen=True):
+    name: str
+    ports: tuple[_ContainerPort, ...] = ()
+    restart_policy: str = ""
+
+
+class _PodSpec(Lenient, frozen=True):
+    node_name: str = ""
+    host_network: bool = False
+    containers: tuple[_Container, ...] = ()
+    init_containers: tuple[_Container, ...] = ()
+
+
+class _PodIP(Lenient, frozen=True):
+    ip: str
+
+
+class _PodStatus(Lenient, frozen=True):
+    phase: str = ""
+    pod_ip: str = msgspec.field(default="", name="podIP")
+    pod_ips: tuple[_PodIP, ...] = msgspec.field(default=(), name="podIPs")
+
+
+class _PodObject(Lenient, frozen=True):
+    metadata: _NamespacedMetadata
+    spec: _PodSpec = msgspec.field(default_factory=_PodSpec)
+    status: _PodStatus = msgspec.field(default_factory=_PodStatus)
+
+
+class _NamespaceObject(Lenient, frozen=True):
+    metadata: _Metadata
+
+
+class _ServicePort(Lenient, frozen=True):
+    port: int
+    target_port: int | str | None = None
+    name: str = ""
+    protocol: str = "TCP"
+    node_port: int | None = None
+
+
+class _ServiceSpec(Lenient, frozen=True):
+    type: str = "ClusterIP"
+    cluster_ip: str = msgspec.field(default="", name="clusterIP")
+    cluster_ips: tuple[str, ...] = msgspec.field(default=(), name="clusterIPs")
+    ports: tuple[_ServicePort, ...] = ()
+    selector: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class _ServiceObject(Lenient, frozen=True):
+    metadata: _NamespacedMetadata
+    spec: _ServiceSpec = msgspec.field(default_factory=_ServiceSpec)
+
+
+class _TargetReference(Lenient, frozen=True):
+    name: str
+    kind: str = ""
+    namespace: str = ""
+
+
+class _Conditions(Lenient, frozen=True):
+    ready: bool = True  # unset means ready (API reference)
+
+
+class _SliceEndpoint(Lenient, frozen=True):
+    addresses: tuple[str, ...] = ()
+    conditions: _Conditions = msgspec.field(default_factory=_Conditions)
+    target_ref: _TargetReference | None = None
+    node_name: str = ""
+
+
+class _SlicePort(Lenient, frozen=True):
+    port: int | None = None
+    name: str = ""
+    protocol: str = "TCP"
+
+
+class _EndpointSliceObject(Lenient, frozen=True):
+    metadata: _NamespacedMetadata
+    address_type: str = "IPv4"
+    endpoints: tuple[_SliceEndpoint, ...] = ()
+    ports: tuple[_SlicePort, ...] = ()
+
+
+class _NodeAddress(Lenient, frozen=True):
+    type: str
+    address: str
+
+
+class _NodeSpec(Lenient, frozen=True):
+    pod_cidr: str = msgspec.field(default="", name="podCIDR")
+    pod_cidrs: tuple[str, ...] = msgspec.field(default=(), name="podCIDRs")
+
+
+class _NodeStatus(Lenient, frozen=True):
+    addresses: tuple[_NodeAddress, ...] = ()
+
+
+class _NodeObject(Lenient, frozen=True):
+    metadata: _Metadata
+    spec: _NodeSpec = msgspec.field(default_factory=_NodeSpec)
+    status: _NodeStatus = msgspec.field(default_factory=_NodeStatus)
+
+
+class _PolicyObject(Lenient, frozen=True):
+    """Any policy kind: its spec (and Cilium's specs) kept as they are, for the policy parsers."""
+
+    metadata: _Metadata
+    kind: str = "NetworkPolicy"
+    api_version: str = "networking.k8s.io/v1"
+    spec: dict[str, Any] = msgspec.field(default_factory=dict)
+    specs: list[Any] = msgspec.field(default_factory=list)
+
+
+class _Kind(Lenient, frozen=True):
+    kind: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+def _checked(path: str, check: Callable[[T], object], value: T) -> T:
+    """`value` (read from `path`) if `check` (of `collectors.names`) accepts it."""
+    try:
+        check(value)
+    except InvalidName as exc:
+        raise FieldError(path, str(exc)) from None
+    return value
+
+
+def _namespace(metadata: _Metadata) -> str:
+    return _checked("metadata.namespace", check_namespace, metadata.namespace)
+
+
+def _object_name(metadata: _Metadata, what: str) -> str:
+    """`metadata.name`, an object name (of a `what`)."""
+    return _checked("metadata.name", lambda name: check_object_name(name, f"{what} name"), metadata.name)
+
+
+def _labels(metadata: _Metadata) -> dict[str, str]:
+    """`metadata.labels`, in the Kubernetes label syntax."""
+    return _checked("metadata.labels", check_labels, metadata.labels)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """An RFC 3339 time in UTC (one without a zone is taken as UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _format_time(value: datetime | None) -> str | None:
@@ -205,13 +268,16 @@ def top_owner(pod_name: str, labels: Mapping[str, str], controller: Owner | None
     return controller
 
 
-def _controller(metadata: _Fields) -> Owner | None:
+def _controller(metadata: _Metadata) -> Owner | None:
     """The owner reference marked `controller` (else the first one): who created the pod."""
-    references = metadata.children("ownerReferences")
-    chosen = next((ref for ref in references if ref.flag("controller", False)), references[0] if references else None)
-    if chosen is None:
+    references = metadata.owner_references
+    index = next((i for i, ref in enumerate(references) if ref.controller), 0 if references else None)
+    if index is None:
         return None
-    return Owner(chosen.checked("kind", check_kind, chosen.text("kind")), chosen.name("owner"))
+    path = f"metadata.ownerReferences[{index}]"
+    chosen = references[index]
+    name = _checked(f"{path}.name", lambda name: check_object_name(name, "owner name"), chosen.name)
+    return Owner(_checked(f"{path}.kind", check_kind, chosen.kind), name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +286,6 @@ class ContainerPort:
     port: int
     name: str = ""
     protocol: str = "TCP"
-
-    @classmethod
-    def from_object(cls, container: str, port: _Fields) -> ContainerPort:
-        return cls(container, port.number("containerPort"), port.text("name", ""), port.text("protocol", "TCP"))
 
     def to_object(self) -> dict[str, Any]:
         return _compact({"name": self.name, "containerPort": self.port, "protocol": self.protocol})
@@ -265,30 +327,29 @@ class Pod:
         return self.namespace, self.owner.kind, self.owner.name
 
     @classmethod
-    def from_object(cls, item: _Fields) -> Pod:
-        metadata, spec, status = item.child("metadata"), item.child("spec"), item.child("status")
-        name, labels, controller = metadata.name("pod"), metadata.labels("labels"), _controller(metadata)
-        ips = tuple(entry.checked("ip", check_ip, entry.text("ip")) for entry in status.children("podIPs"))
-        pod_ip = status.text("podIP", "")
-        sidecars = [c for c in spec.children("initContainers") if c.text("restartPolicy", "") == "Always"]
+    def from_object(cls, item: _PodObject) -> Pod:
+        metadata, spec, status = item.metadata, item.spec, item.status
+        name, labels, controller = _object_name(metadata, "pod"), _labels(metadata), _controller(metadata)
+        ips = [(f"status.podIPs[{i}].ip", entry.ip) for i, entry in enumerate(status.pod_ips)]
+        sidecars = tuple(c for c in spec.init_containers if c.restart_policy == "Always")
         return cls(
-            namespace=metadata.namespace(),
+            namespace=_namespace(metadata),
             name=name,
-            uid=metadata.text("uid", ""),
-            ips=ips or ((status.checked("podIP", check_ip, pod_ip),) if pod_ip else ()),
+            uid=metadata.uid,
+            ips=tuple(_checked(path, check_ip, ip) for path, ip in ips or [("status.podIP", status.pod_ip)] if ip),
             labels=labels,
             owner=top_owner(name, labels, controller),
             controller=controller,
-            node=spec.text("nodeName", ""),
-            host_network=spec.flag("hostNetwork", False),
+            node=spec.node_name,
+            host_network=spec.host_network,
             ports=tuple(
-                ContainerPort.from_object(container.text("name"), port)
-                for container in spec.children("containers") + sidecars
-                for port in container.children("ports")
+                ContainerPort(container.name, port.container_port, port.name, port.protocol)
+                for container in spec.containers + sidecars
+                for port in container.ports
             ),
-            created=metadata.timestamp("creationTimestamp"),
-            deleted=metadata.timestamp("deletionTimestamp"),
-            phase=status.text("phase", ""),
+            created=_utc(metadata.creation_timestamp),
+            deleted=_utc(metadata.deletion_timestamp),
+            phase=status.phase,
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -331,9 +392,8 @@ class Namespace:
         object.__setattr__(self, "labels", {**self.labels, NAMESPACE_NAME_LABEL: self.name})
 
     @classmethod
-    def from_object(cls, item: _Fields) -> Namespace:
-        metadata = item.child("metadata")
-        return cls(metadata.checked("name", check_namespace, metadata.text("name")), metadata.labels("labels"))
+    def from_object(cls, item: _NamespaceObject) -> Namespace:
+        return cls(_checked("metadata.name", check_namespace, item.metadata.name), _labels(item.metadata))
 
     def to_object(self) -> dict[str, Any]:
         return _object("v1", "Namespace", {"name": self.name, "labels": self.labels})
@@ -349,15 +409,9 @@ class ServicePort:
     node_port: int | None = None
 
     @classmethod
-    def from_object(cls, port: _Fields) -> ServicePort:
-        number = port.number("port")
-        return cls(
-            port=number,
-            target_port=port.port_ref("targetPort", number),
-            name=port.text("name", ""),
-            protocol=port.text("protocol", "TCP"),
-            node_port=port.number("nodePort", None),
-        )
+    def from_object(cls, port: _ServicePort) -> ServicePort:
+        target = port.port if port.target_port is None else port.target_port
+        return cls(port.port, target, port.name, port.protocol, port.node_port)
 
     def to_object(self) -> dict[str, Any]:
         return _compact(
@@ -387,16 +441,16 @@ class Service:
         return self.type == "ClusterIP" and not self.cluster_ips
 
     @classmethod
-    def from_object(cls, item: _Fields) -> Service:
-        metadata, spec = item.child("metadata"), item.child("spec")
-        ips = spec.texts("clusterIPs") or (spec.text("clusterIP", ""),)
+    def from_object(cls, item: _ServiceObject) -> Service:
+        spec = item.spec
+        ips = spec.cluster_ips or (spec.cluster_ip,)
         return cls(
-            namespace=metadata.namespace(),
-            name=metadata.name("Service"),
-            type=spec.text("type", "ClusterIP"),
-            cluster_ips=tuple(spec.checked("clusterIPs", check_ip, ip) for ip in ips if ip not in ("", "None")),
-            ports=tuple(ServicePort.from_object(port) for port in spec.children("ports")),
-            selector=spec.labels("selector"),
+            namespace=_namespace(item.metadata),
+            name=_object_name(item.metadata, "Service"),
+            type=spec.type,
+            cluster_ips=tuple(_checked("spec.clusterIPs", check_ip, ip) for ip in ips if ip not in ("", "None")),
+            ports=tuple(ServicePort.from_object(port) for port in spec.ports),
+            selector=_checked("spec.selector", check_labels, spec.selector),
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -421,14 +475,14 @@ class SliceEndpoint:
     node: str = ""
 
     @classmethod
-    def from_object(cls, endpoint: _Fields, namespace: str) -> SliceEndpoint:
-        target = endpoint.child("targetRef")
-        pod = (target.text("namespace", namespace), target.text("name")) if target.text("kind", "") == "Pod" else None
+    def from_object(cls, endpoint: _SliceEndpoint, path: str, namespace: str) -> SliceEndpoint:
+        target = endpoint.target_ref
+        pod = (target.namespace or namespace, target.name) if target is not None and target.kind == "Pod" else None
         return cls(
-            addresses=tuple(endpoint.checked("addresses", check_ip, ip) for ip in endpoint.texts("addresses")),
-            ready=endpoint.child("conditions").flag("ready", True),  # unset means ready (API reference)
+            addresses=tuple(_checked(f"{path}.addresses", check_ip, ip) for ip in endpoint.addresses),
+            ready=endpoint.conditions.ready,
             pod=pod,
-            node=endpoint.text("nodeName", ""),
+            node=endpoint.node_name,
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -450,10 +504,6 @@ class SlicePort:
     name: str = ""
     protocol: str = "TCP"
 
-    @classmethod
-    def from_object(cls, port: _Fields) -> SlicePort:
-        return cls(port.number("port", None), port.text("name", ""), port.text("protocol", "TCP"))
-
     def to_object(self) -> dict[str, Any]:
         return _compact({"name": self.name, "port": self.port, "protocol": self.protocol})
 
@@ -470,16 +520,18 @@ class EndpointSlice:
     ports: tuple[SlicePort, ...] = ()
 
     @classmethod
-    def from_object(cls, item: _Fields) -> EndpointSlice:
-        metadata = item.child("metadata")
-        namespace = metadata.namespace()
+    def from_object(cls, item: _EndpointSliceObject) -> EndpointSlice:
+        namespace = _namespace(item.metadata)
         return cls(
             namespace=namespace,
-            name=metadata.name("EndpointSlice"),
-            service=metadata.mapping("labels").get(SERVICE_NAME_LABEL, ""),
-            address_type=item.text("addressType", "IPv4"),
-            endpoints=tuple(SliceEndpoint.from_object(endpoint, namespace) for endpoint in item.children("endpoints")),
-            ports=tuple(SlicePort.from_object(port) for port in item.children("ports")),
+            name=_object_name(item.metadata, "EndpointSlice"),
+            service=item.metadata.labels.get(SERVICE_NAME_LABEL, ""),
+            address_type=item.address_type,
+            endpoints=tuple(
+                SliceEndpoint.from_object(endpoint, f"endpoints[{i}]", namespace)
+                for i, endpoint in enumerate(item.endpoints)
+            ),
+            ports=tuple(SlicePort(port.port, port.name, port.protocol) for port in item.ports),
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -510,19 +562,21 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
-    def from_object(cls, item: _Fields) -> Node:
-        metadata, spec = item.child("metadata"), item.child("spec")
-        addresses = [(a.text("type"), a.text("address"), a) for a in item.child("status").children("addresses")]
+    def from_object(cls, item: _NodeObject) -> Node:
+        addresses = list(enumerate(item.status.addresses))
         ips = {
-            kind: tuple(a.checked("address", check_ip, ip) for k, ip, a in addresses if k == kind) for kind in _NODE_IPS
+            kind: tuple(
+                _checked(f"status.addresses[{i}].address", check_ip, a.address) for i, a in addresses if a.type == kind
+            )
+            for kind in _NODE_IPS
         }
-        cidrs = spec.texts("podCIDRs") or tuple(cidr for cidr in [spec.text("podCIDR", "")] if cidr)
+        cidrs = item.spec.pod_cidrs or tuple(cidr for cidr in [item.spec.pod_cidr] if cidr)
         return cls(
-            name=metadata.name("Node"),
+            name=_object_name(item.metadata, "Node"),
             internal_ips=ips["InternalIP"],
             external_ips=ips["ExternalIP"],
-            pod_cidrs=tuple(spec.checked("podCIDRs", check_cidr, cidr) for cidr in cidrs),
-            labels=metadata.mapping("labels"),
+            pod_cidrs=tuple(_checked("spec.podCIDRs", check_cidr, cidr) for cidr in cidrs),
+            labels=item.metadata.labels,
         )
 
     def to_object(self) -> dict[str, Any]:
@@ -539,7 +593,7 @@ class Node:
         )
 
 
-def _policy(item: _Fields) -> dict[str, Any]:
+def _policy(item: _PolicyObject) -> dict[str, Any]:
     """A policy (NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, ClusterNetworkPolicy)
     reduced to what defines it: apiVersion, kind, name, namespace, labels, spec (and Cilium's specs).
 
@@ -547,16 +601,11 @@ def _policy(item: _Fields) -> dict[str, Any]:
     last-applied-configuration) are dropped, so that policies compare equal across clusters and
     snapshots and can be fed to the evaluator as they are.
     """
-    metadata = item.child("metadata")
-    kind = item.text("kind", "NetworkPolicy")
-    cluster_scoped = kind in ("CiliumClusterwideNetworkPolicy", "ClusterNetworkPolicy")
-    reduced = {
-        "namespace": metadata.text("namespace", "") if cluster_scoped else metadata.text("namespace"),
-        "name": metadata.text("name"),
-        "labels": metadata.mapping("labels"),
-    }
-    api_version = item.text("apiVersion", "networking.k8s.io/v1")
-    return _object(api_version, kind, reduced, spec=item.raw("spec"), specs=item.raw_list("specs"))
+    metadata = item.metadata
+    if not metadata.namespace and item.kind not in ("CiliumClusterwideNetworkPolicy", "ClusterNetworkPolicy"):
+        raise FieldError("metadata.namespace", "is required")
+    reduced = {"namespace": metadata.namespace, "name": metadata.name, "labels": metadata.labels}
+    return _object(item.api_version, item.kind, reduced, spec=item.spec, specs=item.specs)
 
 
 def _object(api_version: str, kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
@@ -685,18 +734,15 @@ def _group(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, tuple[A
 POLICY_CRD_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "ClusterNetworkPolicy")
 """Policy kinds of CRDs, read beside NetworkPolicies (into `Inventory.network_policies`) where installed."""
 
-_READERS: dict[str, Callable[[_Fields], Any]] = {
-    "Pod": Pod.from_object,
-    "Service": Service.from_object,
-    "EndpointSlice": EndpointSlice.from_object,
-    "Namespace": Namespace.from_object,
-    "Node": Node.from_object,
-    "NetworkPolicy": _policy,
-    "CiliumNetworkPolicy": _policy,
-    "CiliumClusterwideNetworkPolicy": _policy,
-    "ClusterNetworkPolicy": _policy,
+_READERS: dict[str, tuple[type, Callable[[Any], Any]]] = {
+    "Pod": (_PodObject, Pod.from_object),
+    "Service": (_ServiceObject, Service.from_object),
+    "EndpointSlice": (_EndpointSliceObject, EndpointSlice.from_object),
+    "Namespace": (_NamespaceObject, Namespace.from_object),
+    "Node": (_NodeObject, Node.from_object),
+    **{kind: (_PolicyObject, _policy) for kind in ("NetworkPolicy", *POLICY_CRD_KINDS)},
 }
-"""The kinds of the inventory and how each is read."""
+"""The kinds of the inventory: the struct each is decoded into, and how the model is built from it."""
 
 
 def inventory_from_objects(items: Iterable[object], source: str) -> Inventory:
@@ -708,16 +754,15 @@ def inventory_from_objects(items: Iterable[object], source: str) -> Inventory:
     seen: dict[tuple[str, str, str], int] = {}
     for index, item in enumerate(items):
         try:
-            fields = _Fields(item)
-            kind = fields.text("kind")
-            if not kind:
-                raise InvalidObject("kind: missing")
+            kind = decode(item, _Kind).kind
             if kind not in _READERS:
                 continue
-            read = _READERS[kind](fields)
-        except InvalidObject as exc:
+            struct, build = _READERS[kind]
+            decoded: Any = decode(item, struct)  # one of the `_READERS` structs
+            read = build(decoded)
+        except FieldError as exc:
             raise CollectorError(f"{source}: item {index}{_item_name(item)}: {exc}") from None
-        key = (kind, fields.child("metadata").text("namespace", ""), fields.child("metadata").text("name"))
+        key = (kind, decoded.metadata.namespace, decoded.metadata.name)
         if key in seen:
             raise CollectorError(f"{source}: item {index}{_item_name(item)}: the same object as item {seen[key]}")
         seen[key] = index
@@ -736,7 +781,9 @@ def _item_name(item: object) -> str:
     """` (Pod shop/frontend-x)`, or as much of it as the item has."""
     if not isinstance(item, dict):
         return ""
-    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    metadata = item.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     parts = [str(metadata[key]) for key in ("namespace", "name") if isinstance(metadata.get(key), str)]
     name = " ".join(filter(None, [str(item.get("kind") or ""), "/".join(parts)]))
     return f" ({name})" if name else ""
@@ -758,7 +805,7 @@ def list_items(document: object, source: str) -> Iterator[object]:
     elif document is not None:
         raise CollectorError(
             f"{source}: expected a Kubernetes List (kubectl get ... -o json), a list of objects or an object, "
-            f"got {_describe_value(document)}"
+            f"got {describe(document)}"
         )
 
 

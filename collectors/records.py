@@ -8,6 +8,7 @@ endpoint is (cluster, namespace, workload, kind, labels); every other endpoint i
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,7 @@ SET_COLUMNS = ("allowed_by", "drop_reasons", "services")
 POD_COLUMNS = ("cluster", "namespace", "pod", "workload", "kind", "labels")
 
 
-def labels_to_text(labels: dict[str, str]) -> str:
+def labels_to_text(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
 
 

@@ -71,9 +71,10 @@ def open_input(path: str) -> BinaryIO:
             raw = open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - returned to the caller, who closes it
         except OSError as exc:
             raise CollectorError(f"{path}: {exc.strerror}") from exc
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, READ_BUFFER)  # type: ignore[arg-type]
+    # stdin may be any binary stream (a test's BytesIO): typeshed wants a raw stream, BufferedReader only readinto
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, READ_BUFFER)  # type: ignore[type-var]
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
-        return io.BufferedReader(GzipLines(buffered, display_name(path)))  # type: ignore[return-value]
+        return io.BufferedReader(GzipLines(buffered, display_name(path)))
     return buffered
 
 

@@ -8,34 +8,59 @@ print(api.render_yaml(result.proposal))
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from collectors import read_observations
-from collectors.conntrack_observations import UNREPLIED, resolution_counts
+from collectors import ENGINES, read_observations
 from collectors.cpus import available_cpus
 from collectors.enrich import apply_inventory
-from collectors.errors import OnError
+from collectors.errors import CollectorError, OnError
 from collectors.flow_filter import FlowFilter
-from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, write_snapshot
-from collectors.parquet import save_observations
-from collectors.records import DROPPED, ObservationSet
-from collectors.relay import RelayOptions, RelayProgress, collect_from_relay
+from collectors.inventory import Inventory, inventory_from_cluster, load_inventory, snapshot_json, write_snapshot
+from collectors.parquet import merge_observation_sets, save_observations
+from collectors.records import ObservationSet
+from collectors.relay import (
+    DEFAULT_SERVER,
+    RelayConnectionError,
+    RelayOptions,
+    RelayProgress,
+    collect_from_relay,
+    parse_duration,
+    parse_time,
+)
+from collectors.sources import STDIN, expand_inputs
+from recommender.baseline import BASELINES, NAMESPACE_BASELINE
+from recommender.cluster_model import cluster_model
 from recommender.coverage import Coverage, observation_coverage
 from recommender.dns_allowance import DnsMode, inventory_dns_servers
 from recommender.errors import RecommenderError
-from recommender.findings import Finding, FindingKind, collect_findings, count, findings_json, findings_markdown
+from recommender.findings import Finding, FindingKind, finding_text, findings_json, findings_markdown
 from recommender.graph import build_edges, build_graph
 from recommender.policy_files import load_policy_files
+from recommender.recommendation import Recommendation
 from recommender.render import proposal_text, target_policies, write_proposal
-from recommender.semantics import Profile, profile_named
-from recommender.synthesis import CIDR_MATCH_NODES, Proposal, SynthesisOptions, synthesize, wanted_observations
+from recommender.report import GAP, NamedWindows, Report, ReportOptions, assemble_report
+from recommender.report_render import json_document as report_json
+from recommender.report_render import markdown as report_markdown
+from recommender.report_render import write_report
+from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES, Profile, profile_named
+from recommender.store import ObservationStore, locked_store
+from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, TARGETS, Proposal, SynthesisOptions, synthesize
+from recommender.tables import (
+    TextTable,
+    connections_table,
+    drift_json,
+    drift_markdown,
+    rules_table,
+    verify_json,
+    verify_markdown,
+)
 from recommender.unobserved import UnobservedMode
-from recommender.verification import Check, Drift, Replay, check_proposal, cluster_model, drift, replay
+from recommender.verification import Check, Drift, Replay, check_proposal, drift, replay
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -43,36 +68,74 @@ if TYPE_CHECKING:
     from recommender import pictures
 
 __all__ = [
+    "BASELINES",
+    "CIDR_MATCH_NODES",
+    "DEFAULT_EXCLUDED_NAMESPACES",
+    "DEFAULT_SERVER",
+    "ENGINES",
+    "GAP",
+    "NAMESPACE_BASELINE",
+    "PROFILE_NAMES",
+    "TARGETS",
     "Check",
+    "CollectorError",
     "Coverage",
     "DnsMode",
     "Drift",
+    "Finding",
+    "FindingKind",
     "FlowFilter",
     "Inventory",
     "ObservationSet",
+    "ObservationStore",
     "Proposal",
     "Recommendation",
+    "RecommenderError",
+    "RelayConnectionError",
     "RelayOptions",
+    "RelayProgress",
     "Replay",
+    "Report",
+    "ReportOptions",
     "SynthesisOptions",
+    "TextTable",
     "UnobservedMode",
     "collect",
+    "connections_table",
     "dataplane_profile",
     "default_cni",
     "diff",
+    "drift_json",
+    "drift_markdown",
     "edges",
+    "finding_text",
     "graph",
+    "input_size",
     "load_observations",
     "load_policies",
+    "locked_store",
+    "merge_observation_sets",
+    "parse_duration",
+    "parse_time",
     "picture",
+    "proposal_text",
     "read_inventory",
     "recommend",
     "render_yaml",
+    "report_json",
+    "report_markdown",
+    "review",
+    "rules_table",
     "save",
     "save_inventory",
+    "save_picture",
+    "snapshot_json",
     "verify",
+    "verify_json",
+    "verify_markdown",
     "write_findings",
     "write_policies",
+    "write_report",
 ]
 
 
@@ -112,6 +175,18 @@ def load_observations(
     )
 
 
+def input_size(sources: Sequence[str]) -> int | None:
+    """The bytes of the files `sources` name (globs expanded), e.g. for a progress bar; None when stdin is
+    among them or they cannot be listed (reading them reports why)."""
+    try:
+        paths = expand_inputs(sources)
+    except CollectorError:
+        return None
+    if STDIN in paths:
+        return None
+    return sum(os.path.getsize(path) for path in paths)
+
+
 def collect(relay: RelayOptions, progress: Callable[[RelayProgress], None] | None = None) -> ObservationSet:
     """Observe the cluster live through Hubble Relay for the window `relay` describes.
 
@@ -136,147 +211,6 @@ def graph(observed: ObservationSet) -> nx.DiGraph:
     return build_graph(edges(observed), observed.dns_names)
 
 
-@dataclass
-class Recommendation:
-    """A proposal, the observations it was made from, and the replay that proves it."""
-
-    observed: ObservationSet
-    proposal: Proposal
-    options: SynthesisOptions
-    check: Check
-    coverage: Coverage
-    _findings: list[Finding] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def findings(self) -> list[Finding]:
-        """Every item behind the summary's counts that are not rules, with its evidence (collected once:
-        the summary, the folder and `--findings` all ask)."""
-        if self._findings is None:
-            self._findings = collect_findings(self.observed, self.proposal, self.check, self.coverage)
-        return list(self._findings)
-
-    def summary(self) -> list[tuple[str, str]]:
-        """The figures of the run, for the terminal summary table and reports."""
-        proposal, stats = self.proposal, self.observed.stats
-        findings = proposal.findings
-        observations = self.observed.observations
-        dropped = int(observations.loc[observations["verdict"] == DROPPED, "count"].sum())
-        rules = sum(len(p.manifest["spec"].get(d, [])) for p in proposal.policies for d in ("ingress", "egress"))
-        listed = self.findings()
-        rows = [
-            ("sources", str(len(stats.sources))),
-            ("lines read", f"{stats.lines:,}"),
-            ("flows", f"{stats.flows:,}"),
-            ("duplicate flows dropped", f"{stats.duplicates:,}"),
-            ("flows skipped (not connection traffic)", f"{sum(stats.skipped.values()):,}"),
-            ("lines skipped (malformed)", f"{stats.bad.count:,}"),
-            ("lost events (ring buffer overflow)", f"{stats.events_lost:,}"),
-            ("unoriented flows (not used)", f"{stats.unoriented:,}"),
-            ("dropped flows", f"{dropped:,}" + _dropped_note(observations, self.options)),
-            *_resolution_rows(observations, stats.resolution),
-            ("target", self.options.target),
-            (
-                "CNI profile",
-                f"{self.options.cni}" + (f" ({CIDR_MATCH_NODES})" if self.options.cidr_match_nodes else ""),
-            ),
-            ("managed namespaces", str(len(proposal.managed_namespaces))),
-            ("workloads with policies", str(sum(1 for p in proposal.policies if p.workload))),
-            ("edges allowed", str(len(proposal.edges))),
-            ("policies", str(len(proposal.policies))),
-            ("rules", str(rules)),
-            ("recall (observed connections allowed)", f"{self.check.recall:.0%}"),
-            ("replayed as", f"{self.options.target} on {self.options.cni}"),
-            ("excess (allowed, never observed)", str(len(self.check.excess))),
-            *_dns_allowance_rows(self.check),
-            ("host ingress edges (kubelet probes, no rule)", str(len(findings.host_ingress))),
-            ("edges not expressed", str(len(findings.not_expressed))),
-            ("edges not expressible on the CNI (no rule)", str(len(findings.unexpressible))),
-            ("unresolved endpoints", str(count(listed, FindingKind.UNRESOLVED))),
-            ("ambiguous selectors", str(len(findings.ambiguous_selectors))),
-            *self._switch_on_rows(),
-        ]
-        without_selector = count(listed, FindingKind.NO_STABLE_SELECTOR)
-        if without_selector:  # listed below the table
-            fate = "podSelector {}, reach in excess" if self.options.allow_empty_selector else "no rule"
-            rows.append(("workloads without a stable selector", f"{without_selector} ({fate})"))
-        return rows
-
-    def _switch_on_rows(self) -> list[tuple[str, str]]:
-        """The DNS allowance, the unobserved workloads and the observation coverage."""
-        dns, proof, unobserved = self.proposal.dns, self.check.dns, self.proposal.unobserved
-        rows = [("observation window", self.coverage.describe_window())]
-        rows.append(("flows per namespace", self.coverage.describe_flows()))
-        if dns.active and proof is not None:
-            rows += [
-                (
-                    "DNS allowance (UDP and TCP 53)",
-                    f"{len(dns.namespaces)} namespace{'s' if len(dns.namespaces) != 1 else ''} to {dns.describe()}",
-                ),
-                ("DNS lookups proven (synthetic, every pod)", f"{proof.lookups:,}"),
-                ("DNS allowance (allowed, never observed)", str(len(proof.unobserved))),
-            ]
-        else:
-            rows.append(
-                (
-                    "DNS allowance",
-                    f"none (--dns {dns.mode})" if dns.mode != DnsMode.ALLOW else "none (no DNS server known)",
-                )
-            )
-        if unobserved.known:
-            isolated = sum(item.isolated for item in unobserved.workloads)
-            rows.append(("unobserved workloads (no allow rule)", f"{len(unobserved.workloads)} ({isolated} isolated)"))
-        else:
-            rows.append(("unobserved workloads", "unknown without an inventory (--inventory FILE or --cluster)"))
-        return rows
-
-    def warnings(self) -> list[str]:
-        """What the input or the proposal cannot support: coverage warnings, and no DNS server known."""
-        lines = [warning.message for warning in self.coverage.warnings]
-        dns = self.proposal.dns
-        if dns.mode is DnsMode.ALLOW and not dns.active and self.proposal.managed_namespaces:
-            where = (
-                "the inventory (no Service kube-dns with pods, no node-local-dns)"
-                if self.proposal.unobserved.known
-                else "an inventory (give one: --inventory FILE or --cluster)"
-            )
-            lines.append(f"the proposal lets no pod resolve names: no DNS server was observed or found in {where}")
-        return lines
-
-    def notes(self) -> list[str]:
-        """Lines to read after the summary: the unobserved workloads and what became of them."""
-        return [f"unobserved: {item.describe()}" for item in self.proposal.unobserved.workloads]
-
-
-def _dns_allowance_rows(check: Check) -> list[tuple[str, str]]:
-    """With a cluster baseline: what its DNS rule allows beyond the observed, apart from excess."""
-    if check.baseline_dns is None:
-        return []
-    return [("cluster baseline DNS rule (allowed, never observed)", str(len(check.baseline_dns)))]
-
-
-def _dropped_note(observations: pd.DataFrame, options: SynthesisOptions) -> str:
-    """Whether dropped flows were allowed: with `include_dropped`, policy drops only."""
-    if not options.include_dropped:
-        return " (reported only)"
-    dropped = observations[observations["verdict"] == DROPPED]
-    allowed = int(wanted_observations(dropped, options)["count"].sum())
-    return f" ({allowed:,} policy drops allowed, the rest reported only)"
-
-
-def _resolution_rows(observations: pd.DataFrame, resolution: Counter[str]) -> list[tuple[str, str]]:
-    """What naming IP addresses with the inventory decided (conntrack dumps; none for Hubble)."""
-    if not resolution:
-        return []
-    counts = resolution_counts(resolution)
-    unanswered = int(observations.loc[observations["verdict"] == UNREPLIED, "count"].sum())
-    return [
-        ("unanswered connections ([UNREPLIED], reported only)", f"{unanswered:,}"),
-        ("connections to Services (backend from DNAT)", f"{counts['services_from_dnat']:,}"),
-        ("connections with SNAT", f"{counts['snat']:,}"),
-        ("unresolved IPs (not in the inventory)", f"{counts['unresolved_ips']:,}"),
-        ("ambiguous IPs (several pods)", f"{counts['ambiguous_ips']:,}"),
-    ]
-
-
 def recommend(
     observed: ObservationSet, options: SynthesisOptions | None = None, inventory: Inventory | None = None
 ) -> Recommendation:
@@ -293,15 +227,22 @@ def recommend(
     CNI get no rule and are listed in `proposal.findings.unexpressible`: the proposal is incomplete.
     """
     options = options or SynthesisOptions()
-    if options.cni is None:
-        options = replace(options, cni=default_cni(observed))
+    _check_unobserved_mode(options, inventory)
+    return _recommend(_named(observed, inventory), options, inventory)
+
+
+def _check_unobserved_mode(options: SynthesisOptions, inventory: Inventory | None) -> None:
     if inventory is None and options.unobserved is not UnobservedMode.ISOLATE:
         raise RecommenderError(
             f"--unobserved {options.unobserved} needs the inventory (--inventory FILE or --cluster): without it the "
             "workloads nobody saw cannot be known"
         )
-    if inventory is not None:
-        observed = apply_inventory(observed, inventory)
+
+
+def _recommend(observed: ObservationSet, options: SynthesisOptions, inventory: Inventory | None) -> Recommendation:
+    """`recommend` for observations already named by `inventory` (`_named`)."""
+    if options.cni is None:
+        options = replace(options, cni=default_cni(observed))
     proposal = synthesize(
         observed.observations,
         observed.pods,
@@ -313,13 +254,19 @@ def recommend(
     )
     edges = pd.concat([proposal.edges, proposal.findings.host_ingress], ignore_index=True)
     profile = dataplane_profile(observed, options.cni, (CIDR_MATCH_NODES,) if options.cidr_match_nodes else ())
-    policies = [plan.manifest for plan in target_policies(proposal)]
+    policies = [plan.policy for plan in target_policies(proposal)]
     unseen = sorted({item.namespace for item in proposal.findings.no_stable_selector if item.emitted})
     check = check_proposal(
         policies, observed, edges, options, inventory, profile, proposal.dns, proposal.unobserved, unseen_pods_in=unseen
     )
     coverage = observation_coverage(observed, proposal.managed_namespaces)
     return Recommendation(observed, proposal, options, check, coverage)
+
+
+def _named(observed: ObservationSet, inventory: Inventory | None) -> ObservationSet:
+    """`observed` as the inventory names it (`collectors.enrich.apply_inventory`). Each entry point names
+    each observation set it is given once, and hands the named set on."""
+    return apply_inventory(observed, inventory) if inventory is not None else observed
 
 
 def default_cni(observed: ObservationSet) -> str:
@@ -367,9 +314,8 @@ def verify(
     CiliumClusterwideNetworkPolicies, ClusterNetworkPolicies) as the CNI `cni` enforces them (see
     `dataplane_profile`): allowed or denied, and why."""
     profile = dataplane_profile(observed, cni, cni_options)
-    if inventory is not None:
-        observed = apply_inventory(observed, inventory)
-    return replay(policies, observed, model=cluster_model(observed, inventory), profile=profile)
+    named = _named(observed, inventory)
+    return replay(policies, named, model=cluster_model(named, inventory), profile=profile)
 
 
 def diff(
@@ -387,9 +333,47 @@ def diff(
         if inventory is None:
             raise RecommenderError("diff needs policies: give a policy file or an inventory holding the cluster's")
         policies = list(inventory.network_policies)
-    if inventory is not None:
-        observed = apply_inventory(observed, inventory)
+    return _drift(policies, _named(observed, inventory), inventory, profile)
+
+
+def _drift(
+    policies: Sequence[Mapping[str, Any]], observed: ObservationSet, inventory: Inventory | None, profile: Profile
+) -> Drift:
+    """`diff` for observations already named by `inventory` (`_named`)."""
     return drift(policies, observed, model=cluster_model(observed, inventory), profile=profile)
+
+
+def review(
+    store: ObservationStore,
+    observed: ObservationSet,
+    *,
+    policies: Sequence[Mapping[str, Any]] | None = None,
+    policy_source: str = "",
+    inventory: Inventory | None = None,
+    options: ReportOptions | None = None,
+) -> Report:
+    """Review `observed` as the store's next window, without changing the store: new and stale paths,
+    what the policies in force (`policies`, from `policy_source`) would break or never use, and the
+    recommendation for the running picture (the windows kept and this one) under the same dataplane.
+    With an `inventory`, workloads are named and selectors made exact as the cluster knows them."""
+    options = options or ReportOptions()
+    synthesis = options.synthesis_options()
+    _check_unobserved_mode(synthesis, inventory)
+    pending = store.next_window(observed)
+    history = store.retained(pending, options.retain)
+    window = _named(observed, inventory)
+    earlier = _named(store.picture(history), inventory) if history else None
+    picture = merge_observation_sets([earlier, window]) if earlier is not None else window
+    profile = dataplane_profile(picture, options.cni, options.cni_options)
+    return assemble_report(
+        store,
+        observed,
+        windows=NamedWindows(pending, history, window, earlier, picture),
+        recommendation=_recommend(picture, synthesis, inventory),
+        drift=_drift(policies, picture, inventory, profile) if policies is not None else None,
+        policy_source=policy_source,
+        options=options,
+    )
 
 
 def read_inventory(*, kubeconfig: str | None = None, context: str | None = None, path: str | None = None) -> Inventory:
@@ -418,8 +402,9 @@ def picture(
     are coloured as allowed, would-break or unobserved (allowed but never seen)."""
     from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
 
-    status = diff(policies, observed, inventory).status() if policies is not None else None
-    traffic = edges(apply_inventory(observed, inventory) if inventory is not None else observed)
+    named = _named(observed, inventory)
+    status = _drift(policies, named, inventory, dataplane_profile(observed)).status() if policies is not None else None
+    traffic = edges(named)
     if kind == "matrix":
         return pictures.namespace_matrix(traffic, status=status)
     if kind == "workload":
@@ -427,6 +412,13 @@ def picture(
             raise RecommenderError("a workload picture needs the workload, as namespace/name")
         return pictures.workload_view(traffic, workload, status=status, dns_names=observed.dns_names)
     return pictures.workload_graph(traffic, status=status, dns_names=observed.dns_names)
+
+
+def save_picture(figure: pictures.Picture, path: str) -> None:
+    """Write a `picture` as SVG or PNG (by the file extension), byte-identical for the same picture."""
+    from recommender import pictures  # matplotlib, as in `picture`
+
+    pictures.save(figure, path)
 
 
 def render_yaml(proposal: Proposal, *, explain: bool = False) -> str:

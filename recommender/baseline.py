@@ -16,9 +16,12 @@ name, default deny both ways with one egress rule, DNS to the same pods.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from recommender.selectors import NAMESPACE_NAME_LABEL
+from recommender.semantics import Action, AnyPolicy, CiliumPolicy, ClusterNetworkPolicy, Direction
+from recommender.semantics.cilium import CCNP
 
 NAMESPACE_BASELINE = "namespace"
 CLUSTER_BASELINE = "clusternetworkpolicy"
@@ -33,9 +36,6 @@ KUBE_DNS = {
 }
 """The cluster DNS pods: CoreDNS and kube-dns carry `k8s-app: kube-dns` in kube-system."""
 EVERY_NETWORK = ["0.0.0.0/0", "::/0"]
-BASELINE_KINDS = ("ClusterNetworkPolicy", "CiliumClusterwideNetworkPolicy")
-"""The baseline's kind for --target networkpolicy and cilium (whose rules have no names: its only egress rule
-is the DNS rule)."""
 
 
 def cluster_baseline(exclude_namespaces: Sequence[str], labels: Mapping[str, str]) -> dict[str, Any]:
@@ -69,15 +69,18 @@ def cluster_baseline(exclude_namespaces: Sequence[str], labels: Mapping[str, str
     }
 
 
-def without_dns_allowance(policies: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]] | None:
-    """`policies` with the baseline's `allow-dns` rule taken out, to tell the excess that rule adds (the DNS
-    allowance) from the rest; None when they hold no baseline of ours."""
+def without_dns_allowance(policies: Sequence[AnyPolicy]) -> list[AnyPolicy] | None:
+    """`policies` with the baseline's allow rules (its only one is the DNS rule) taken out, to tell the excess
+    that rule adds (the DNS allowance) from the rest; None when they hold no baseline of ours."""
     found = False
-    kept: list[Mapping[str, Any]] = []
+    kept: list[AnyPolicy] = []
     for policy in policies:
-        if policy["metadata"]["name"] == CLUSTER_BASELINE_NAME and policy.get("kind") in BASELINE_KINDS:
+        if isinstance(policy, ClusterNetworkPolicy) and policy.name == CLUSTER_BASELINE_NAME:
             found = True
-            egress = [rule for rule in policy["spec"]["egress"] if rule.get("name") not in ("allow-dns", None)]
-            policy = {**policy, "spec": {**policy["spec"], "egress": egress}}
+            policy = replace(policy, egress=tuple(rule for rule in policy.egress if rule.action is not Action.ALLOW))
+        elif isinstance(policy, CiliumPolicy) and policy.kind == CCNP and policy.name == CLUSTER_BASELINE_NAME:
+            found = True
+            specs = tuple(replace(spec, allow={**spec.allow, Direction.EGRESS: ()}) for spec in policy.specs)
+            policy = replace(policy, specs=specs)
         kept.append(policy)
     return kept if found else None

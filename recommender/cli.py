@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 from click.shell_completion import get_completion_class
 from rich.markup import escape
 from rich.table import Table
 
-from collectors.inventory import snapshot_json
-from collectors.records import POD
-from collectors.relay import RelayConnectionError
-from recommender import api, tables
-from recommender.baseline import BASELINES, NAMESPACE_BASELINE
+from recommender import api
 from recommender.cli_options import (
     OUTPUT,
     ClusterSource,
@@ -32,10 +30,6 @@ from recommender.cli_options import (
 )
 from recommender.cli_output import NORMAL, say, show_tables, stderr, verbosity, warn
 from recommender.cli_report import report
-from recommender.findings import FindingKind, finding_text
-from recommender.render import proposal_text
-from recommender.report import GAP
-from recommender.synthesis import CIDR_MATCH_NODES, DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 
 REPORT_FORMATS = click.Choice(["table", "json", "markdown"])
 TABLE_HELP = "table: a table on a terminal, one plain line per row in a pipe; or json, markdown."
@@ -43,7 +37,7 @@ DENIED = 5
 """Exit status of `verify` when an observed connection would be denied."""
 INCOMPLETE = 6
 """Exit status of `recommend` when observed edges cannot be expressed for the target on the CNI."""
-NO_TRAFFIC = GAP
+NO_TRAFFIC = api.GAP
 """Exit status when the input holds no connection to work on (as `report` for a gap)."""
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 
@@ -62,11 +56,11 @@ def main() -> None:
 main.command_class = Command
 
 
-def no_headers_option(command: click.Command) -> click.Command:
+def no_headers_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return option(OUTPUT, "--no-headers", is_flag=True, help="Piped table output: no titles or column names.")(command)
 
 
-def _stop(status: int, message: str) -> None:
+def _stop(status: int, message: str) -> NoReturn:
     """End the run with `status` and a one-line message (for outcomes that are not errors of the tool)."""
     stderr.print(f"Error: {message}", markup=False, highlight=False)
     sys.exit(status)
@@ -88,11 +82,7 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
         return
     _print_summary(result)
     observations = result.observed.observations
-    namespaces = {
-        namespace
-        for side in ("client", "server")
-        for namespace in observations.loc[observations[f"{side}_entity"] == POD, f"{side}_namespace"]
-    }
+    namespaces = {namespace for namespace, _flows in result.coverage.flows_by_namespace}
     excluded = sorted(namespaces & set(result.options.exclude_namespaces))
     if excluded:
         _stop(
@@ -126,15 +116,15 @@ def _require_managed_namespace(result: api.Recommendation) -> None:
     "--exclude-namespace",
     "exclude",
     multiple=True,
-    default=DEFAULT_EXCLUDED_NAMESPACES,
+    default=api.DEFAULT_EXCLUDED_NAMESPACES,
     show_default=True,
     help="Leave this namespace without policies (it stays usable as a peer). Repeat for several; "
     "giving any replaces the default list; --exclude-namespace '' excludes none.",
 )
 @click.option(
     "--baseline",
-    type=click.Choice(BASELINES),
-    default=NAMESPACE_BASELINE,
+    type=click.Choice(api.BASELINES),
+    default=api.NAMESPACE_BASELINE,
     show_default=True,
     help="The default deny: a default-deny NetworkPolicy per managed namespace, or one ClusterNetworkPolicy of "
     "tier Baseline (a CiliumClusterwideNetworkPolicy with --target cilium) for every namespace not excluded (DNS "
@@ -199,12 +189,12 @@ def recommend(
     """
     folder, output_format = output_target(output, output_format, ("yaml", "json"))
     with user_errors():
-        options = SynthesisOptions(
+        options = api.SynthesisOptions(
             exclude_namespaces=tuple(ns for ns in exclude if ns),
             include_dropped=include_dropped,
             target=target,
             cni=cni,
-            cidr_match_nodes=CIDR_MATCH_NODES in cni_options,
+            cidr_match_nodes=api.CIDR_MATCH_NODES in cni_options,
             dns=api.DnsMode(dns),
             unobserved=api.UnobservedMode(unobserved),
             baseline=baseline,
@@ -216,7 +206,7 @@ def recommend(
         result = api.recommend(observed, options, inventory)
         _require_managed_namespace(result)
         if folder is None:
-            click.echo(proposal_text(result.proposal, output_format, explain=explain), nl=False)
+            click.echo(api.proposal_text(result.proposal, output_format, explain=explain), nl=False)
         else:
             written = api.write_policies(
                 result.proposal,
@@ -254,7 +244,7 @@ def collect(sources: Sources, cluster: ClusterSource, output: str) -> None:
     with user_errors():
         try:
             observed = sources.load(cluster.load())
-        except RelayConnectionError as exc:
+        except api.RelayConnectionError as exc:
             if exc.partial is not None:
                 api.save(exc.partial, output)
                 say(f"saved the observations collected before the error to {output}")
@@ -306,13 +296,13 @@ def verify(
         _require_traffic(observed)
         replayed = api.verify(in_force, observed, inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
-        click.echo(tables.verify_json(replayed), nl=False)
+        click.echo(api.verify_json(replayed), nl=False)
     elif output_format == "markdown":
-        click.echo(tables.verify_markdown(replayed), nl=False)
+        click.echo(api.verify_markdown(replayed), nl=False)
     else:
         denied, total = len(replayed.denied), len(replayed.connections)
         show_tables(
-            [tables.connections_table(replayed.connections, "observed connections")],
+            [api.connections_table(replayed.connections, "observed connections")],
             f"{total} connections: {total - denied} allowed, {denied} denied (recall {replayed.recall:.1%}); "
             f"CNI profile {replayed.profile}",
             headers=not no_headers,
@@ -357,14 +347,14 @@ def diff(
         _require_traffic(observed)
         result = api.diff(in_force, observed, inventory, cni=cni, cni_options=cni_options)
     if output_format == "json":
-        click.echo(tables.drift_json(result), nl=False)
+        click.echo(api.drift_json(result), nl=False)
     elif output_format == "markdown":
-        click.echo(tables.drift_markdown(result), nl=False)
+        click.echo(api.drift_markdown(result), nl=False)
     else:
         show_tables(
             [
-                tables.connections_table(result.would_break, "would break on enforcement"),
-                tables.rules_table(result.unused_rules, "rules never used (candidates to remove)"),
+                api.connections_table(result.would_break, "would break on enforcement"),
+                api.rules_table(result.unused_rules, "rules never used (candidates to remove)"),
             ],
             f"{len(result.would_break)} connections would break, {len(result.allowed)} allowed; "
             f"{len(result.unused_rules)} of {len(result.rules)} rules never used; "
@@ -398,9 +388,7 @@ def graph(
         observed = sources.load(inventory)
         try:
             figure = api.picture(observed, kind=kind, workload=workload, policies=compared, inventory=inventory)
-            from recommender import pictures  # matplotlib: a third of the CLI's start, so only when drawing
-
-            pictures.save(figure, output)
+            api.save_picture(figure, output)
         except ValueError as exc:  # an unknown workload
             raise click.ClickException(str(exc)) from exc
     say(f"wrote {output}")
@@ -432,7 +420,7 @@ def inventory_command(output: str, kubeconfig: str | None, context: str | None) 
     with user_errors():
         snapshot = api.read_inventory(kubeconfig=kubeconfig, context=context)
         if to_stdout:
-            click.echo(snapshot_json(snapshot), nl=False)
+            click.echo(api.snapshot_json(snapshot), nl=False)
         else:
             api.save_inventory(snapshot, output)
             say(f"wrote {output}: {len(snapshot.pods)} pods, {len(snapshot.network_policies)} policies")
@@ -449,7 +437,9 @@ def completion(shell: str) -> None:
       netpol-recommender completion zsh > "${fpath[1]}/_netpol-recommender"
       netpol-recommender completion fish > ~/.config/fish/completions/netpol-recommender.fish
     """
-    script = get_completion_class(shell)(main, {}, "netpol-recommender", "_NETPOL_RECOMMENDER_COMPLETE")
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None  # COMPLETION_SHELLS are shells click completes
+    script = completion_class(main, {}, "netpol-recommender", "_NETPOL_RECOMMENDER_COMPLETE")
     click.echo(script.source())
 
 
@@ -488,8 +478,8 @@ def _print_summary(result: api.Recommendation) -> None:
     for message in result.warnings():
         warn(message)
     for item in result.findings():
-        if item.kind == FindingKind.NO_STABLE_SELECTOR:
-            say(finding_text(item))
+        if item.kind == api.FindingKind.NO_STABLE_SELECTOR:
+            say(api.finding_text(item))
 
 
 main.add_command(report)

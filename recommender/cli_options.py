@@ -18,17 +18,8 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from collectors import ENGINES
-from collectors.errors import CollectorError
-from collectors.flow_filter import FlowFilter
-from collectors.parquet import merge_observation_sets
-from collectors.relay import DEFAULT_SERVER, RelayOptions, RelayProgress, parse_duration, parse_time
-from collectors.sources import STDIN, expand_inputs
 from recommender import api
 from recommender.cli_output import NORMAL, QUIET, VERBOSE, say, set_verbosity, stderr
-from recommender.errors import RecommenderError
-from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
-from recommender.synthesis import TARGETS
 
 PROGRESS_THRESHOLD = 32 << 20  # bytes: inputs smaller than this read too fast for a progress bar
 
@@ -98,11 +89,11 @@ class Sources:
 
     files: tuple[str, ...]
     on_error: str
-    relay: RelayOptions | None
+    relay: api.RelayOptions | None
     jobs: int | None = None
     engine: str = "local"
     scheduler: str | None = None
-    flow_filter: FlowFilter | None = None
+    flow_filter: api.FlowFilter | None = None
 
     def load(self, inventory: api.Inventory | None = None) -> api.ObservationSet:
         """The observations; `inventory` names the IPs of conntrack dumps."""
@@ -124,7 +115,7 @@ class Sources:
         if self.relay is not None:
             relayed = _collect(self.relay)
             sets.append(self.flow_filter.apply(relayed) if self.flow_filter is not None else relayed)
-        observed = sets[0] if len(sets) == 1 else merge_observation_sets(sets)
+        observed = sets[0] if len(sets) == 1 else api.merge_observation_sets(sets)
         stats = observed.stats
         say(
             f"read {len(stats.sources)} sources: {stats.lines:,} lines, {stats.flows:,} flows "
@@ -139,7 +130,7 @@ _RELAY_OPTIONS = [
     option(
         RELAY,
         "--server",
-        help=f"Hubble Relay address (default when no FILES are given: {DEFAULT_SERVER}, "
+        help=f"Hubble Relay address (default when no FILES are given: {api.DEFAULT_SERVER}, "
         "the target of `cilium hubble port-forward`).",
     ),
     option(
@@ -286,7 +277,7 @@ def source_options(command: Callable) -> Callable:
         option(
             SOURCES,
             "--engine",
-            type=click.Choice(ENGINES),
+            type=click.Choice(api.ENGINES),
             default="local",
             show_default=True,
             help="Read FILES with this machine's processes, or on a Dask cluster (FILES may then be fsspec URLs "
@@ -306,7 +297,7 @@ def source_options(command: Callable) -> Callable:
     return with_sources
 
 
-def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> RelayOptions | None:
+def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> api.RelayOptions | None:
     """The relay window the flags describe, or None when only FILES are read."""
     if files and flags["server"] is None:
         ignored = ("server", "connect_timeout", *_RELAY_FILTERS)
@@ -317,40 +308,40 @@ def _relay_options(files: tuple[str, ...], flags: dict[str, Any]) -> RelayOption
     try:
         values = {
             **flags,
-            "server": flags["server"] or DEFAULT_SERVER,
-            "since": parse_time(flags["since"]) if flags["since"] else None,
-            "until": parse_time(flags["until"]) if flags["until"] else None,
-            "duration": parse_duration(flags["duration"]).total_seconds() if flags["duration"] else None,
+            "server": flags["server"] or api.DEFAULT_SERVER,
+            "since": api.parse_time(flags["since"]) if flags["since"] else None,
+            "until": api.parse_time(flags["until"]) if flags["until"] else None,
+            "duration": api.parse_duration(flags["duration"]).total_seconds() if flags["duration"] else None,
             "tls_ca_cert_files": tuple(flags["tls_ca_cert_files"]),
             "namespaces": tuple(flags["namespaces"]),
             "verdicts": tuple(flags["verdicts"]),
         }
-        return RelayOptions(**values)
-    except CollectorError as exc:
+        return api.RelayOptions(**values)
+    except api.CollectorError as exc:
         raise click.UsageError(str(exc)) from exc
 
 
-def _flow_filter(relay_flags: dict[str, Any], filters: dict[str, tuple]) -> FlowFilter | None:
+def _flow_filter(relay_flags: dict[str, Any], filters: dict[str, tuple]) -> api.FlowFilter | None:
     """The filters the flags describe (the relay gets -n, --verdict and the window too), or None."""
     try:
-        flow_filter = FlowFilter(
+        flow_filter = api.FlowFilter(
             namespaces=tuple(relay_flags["namespaces"]),
             verdicts=tuple(relay_flags["verdicts"]),
-            since=parse_time(relay_flags["since"]) if relay_flags["since"] else None,
-            until=parse_time(relay_flags["until"]) if relay_flags["until"] else None,
+            since=api.parse_time(relay_flags["since"]) if relay_flags["since"] else None,
+            until=api.parse_time(relay_flags["until"]) if relay_flags["until"] else None,
             **filters,
         )
-    except CollectorError as exc:
+    except api.CollectorError as exc:
         raise click.UsageError(str(exc)) from exc
     return flow_filter if flow_filter.rows_filtered or flow_filter.windowed else None
 
 
-def _collect(relay: RelayOptions) -> api.ObservationSet:
+def _collect(relay: api.RelayOptions) -> api.ObservationSet:
     """Collect from the relay with a live status line: elapsed, flows/s, distinct edges, lost events."""
     server = escape(relay.server)
     with stderr.status(f"connecting to {server}") as status:
 
-        def show(progress: RelayProgress) -> None:
+        def show(progress: api.RelayProgress) -> None:
             rate = f"{progress.flows:,} flows ({progress.flows_per_second:,.0f}/s)"
             status.update(
                 f"{server}: {progress.elapsed:.0f}s, {rate}, {progress.edges:,} distinct edges, "
@@ -363,13 +354,8 @@ def _collect(relay: RelayOptions) -> api.ObservationSet:
 @contextmanager
 def _file_progress(files: tuple[str, ...]) -> Iterator[Callable[[int], None] | None]:
     """A progress bar over the input bytes, for large inputs read from files on a terminal."""
-    try:
-        paths = expand_inputs(files)
-    except CollectorError:
-        yield None  # the reader reports the error
-        return
-    total = sum(os.path.getsize(p) for p in paths if p != STDIN)
-    if total < PROGRESS_THRESHOLD or STDIN in paths or not stderr.is_terminal:
+    total = api.input_size(files)
+    if total is None or total < PROGRESS_THRESHOLD or not stderr.is_terminal:
         yield None
         return
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
@@ -510,7 +496,7 @@ def dataplane_options(command: Callable) -> Callable:
         option(
             OPTIONS,
             "--cni",
-            type=click.Choice(PROFILE_NAMES),
+            type=click.Choice(api.PROFILE_NAMES),
             help="The CNI that enforces the policies (default: cilium for Hubble input, kubernetes otherwise).",
         ),
         option(
@@ -518,7 +504,7 @@ def dataplane_options(command: Callable) -> Callable:
             "--cni-option",
             "cni_options",
             multiple=True,
-            type=click.Choice([CIDR_MATCH_NODES]),
+            type=click.Choice([api.CIDR_MATCH_NODES]),
             help="A CNI setting that changes verdicts: cidr-match-nodes (Cilium policy-cidr-match-mode=nodes).",
         ),
     ]
@@ -532,8 +518,8 @@ def target_option(command: Callable) -> Callable:
     return option(
         OPTIONS,
         "--target",
-        type=click.Choice(TARGETS),
-        default=TARGETS[0],
+        type=click.Choice(api.TARGETS),
+        default=api.TARGETS[0],
         show_default=True,
         help="Write Kubernetes NetworkPolicies, or CiliumNetworkPolicies (entities, FQDNs, ICMP).",
     )(command)
@@ -544,7 +530,7 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause into a one-line message and exit status 1."""
     try:
         yield
-    except (CollectorError, RecommenderError) as exc:
+    except (api.CollectorError, api.RecommenderError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")) from exc

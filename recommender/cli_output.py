@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recommender.tables import TextTable
+from recommender import api
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 stderr = Console(stderr=True, soft_wrap=True)
@@ -46,7 +46,7 @@ def warn(message: str) -> None:
     stderr.print(f"warning: {message}", markup=False, highlight=False, emoji=False)
 
 
-def rich_table(table: TextTable) -> Table:
+def rich_table(table: api.TextTable) -> Table:
     """The table for a terminal: every cell escaped, long cells folded, verdicts coloured."""
     shown = Table(title=escape(table.title), title_justify="left")
     for column in table.columns:
@@ -60,7 +60,7 @@ def rich_table(table: TextTable) -> Table:
     return shown
 
 
-def plain_lines(table: TextTable, *, headers: bool = True) -> list[str]:
+def plain_lines(table: api.TextTable, *, headers: bool = True) -> list[str]:
     """The table for a pipe: one line per row, never wrapped, columns aligned (kubectl's style);
     with `headers`, the column names in capitals first."""
     rows = [tuple(name.upper() for name in table.columns), *table.rows] if headers else list(table.rows)
@@ -73,7 +73,7 @@ def plain_lines(table: TextTable, *, headers: bool = True) -> list[str]:
     ]
 
 
-def show_tables(tables: Sequence[TextTable], totals: str, *, headers: bool = True) -> None:
+def show_tables(tables: Sequence[api.TextTable], totals: str, *, headers: bool = True) -> None:
     """Tables and their totals line on stdout: Rich tables on a terminal; in a pipe, plain lines
     (each table's title before its header, the totals on stderr, so stdout holds only rows with --no-headers)."""
     stdout = Console(soft_wrap=False)

@@ -1,4 +1,4 @@
-"""The `report` command: observe a window, review it against the observation store, write the report,
+"""The `report` command: observe a window, api.review it against the observation store, write the report,
 and add the window to the store (last, so that a run that fails changes nothing)."""
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from datetime import timedelta
 
 import click
 
-from collectors.errors import CollectorError
-from collectors.relay import parse_duration
-from recommender import api, report_render
+from recommender import api
 from recommender.cli_options import (
     OUTPUT,
     ClusterSource,
@@ -25,16 +23,14 @@ from recommender.cli_options import (
     user_errors,
 )
 from recommender.cli_output import say, warn
-from recommender.report import ReportOptions, review
-from recommender.store import locked_store
 
 ENVIRONMENT_PREFIX = "NETPOL_RECOMMENDER"
 
 
 def _duration(_context: click.Context, _parameter: click.Parameter, value: str) -> timedelta:
     try:
-        return parse_duration(value)
-    except CollectorError as exc:
+        return api.parse_duration(value)
+    except api.CollectorError as exc:
         raise click.BadParameter(str(exc)) from exc
 
 
@@ -132,24 +128,24 @@ def report(
         netpol-recommender report --follow --duration 1h --cluster --store store/
     """
     folder, output_format = output_target(output, output_format, ("markdown", "json"))
-    with user_errors(), locked_store(store, lock_timeout) as observation_store:
+    with user_errors(), api.locked_store(store, lock_timeout) as observation_store:
         in_force = api.load_policies(policies) if policies else None  # a bad file fails before the window
         inventory = cluster.load()
         observed = sources.load(inventory)
         if in_force is None and inventory is not None:
             in_force = list(inventory.network_policies)
-        result = review(
+        result = api.review(
             observation_store,
             observed,
             policies=in_force,
             policy_source=policies or "the cluster's NetworkPolicies",
             inventory=inventory,
-            options=ReportOptions(retain=retain, stale_after=stale_after, cni=cni, cni_options=cni_options),
+            options=api.ReportOptions(retain=retain, stale_after=stale_after, cni=cni, cni_options=cni_options),
         )
         if folder:
-            report_render.write_report(result, folder, force=force)
+            api.write_report(result, folder, force=force)
         kept = observation_store.append(result.window, observed, result.recommendation_yaml, result.options.retain)
-    shown = report_render.json_document(result) if output_format == "json" else report_render.markdown(result)
+    shown = api.report_json(result) if output_format == "json" else api.report_markdown(result)
     click.echo(shown, nl=False)
     for warning in result.warnings():
         warn(warning)

@@ -49,10 +49,11 @@ class Coverage:
         return None if self.first_seen is None or self.last_seen is None else self.last_seen - self.first_seen
 
     def describe_window(self) -> str:
-        if self.window is None:
+        first, last = self.first_seen, self.last_seen
+        if first is None or last is None:
             return "unknown (no flow times)"
-        start, end = (moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in (self.first_seen, self.last_seen))
-        return f"{start} to {end} ({_duration(self.window)})"
+        start, end = (moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in (first, last))
+        return f"{start} to {end} ({_duration(last - first)})"
 
     def describe_flows(self) -> str:
         return ", ".join(f"{namespace} {flows:,}" for namespace, flows in self.flows_by_namespace) or "none"

@@ -19,15 +19,16 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import pandas as pd
 
 from collectors.inventory import Inventory
 from collectors.records import POD
 from recommender.errors import ReplayError
-from recommender.selectors import NAMESPACE_NAME_LABEL, Selector
-from recommender.semantics import Evaluator, ExternalPeer, Pod
+from recommender.excess import Excess
+from recommender.selectors import Selector, namespace_selector
+from recommender.semantics import ConnectionSet, Evaluator, ExternalPeer, Pod, Protocol
+from recommender.semantics.policies import IPBlock, PolicyPeer, PolicyPort, PolicyRule
 
 DNS_PORT = 53
 DNS_PROTOCOLS = ("UDP", "TCP")
@@ -67,13 +68,11 @@ class DnsServer:
         """Whether an edge's server key (`namespace/workload` or `entity:ip`) is this server."""
         return endpoint_key == self.key if self.workload else endpoint_key.endswith(f":{self.ip}")
 
-    def peer(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+    def peer(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyPeer:
         if not self.workload:
-            return {"ipBlock": {"cidr": str(ipaddress.ip_network(self.ip))}}
-        return {
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: self.namespace}},
-            "podSelector": selectors[(self.namespace, self.workload)].as_dict(),
-        }
+            return PolicyPeer(ip_block=IPBlock(ipaddress.ip_network(self.ip)))
+        pods = selectors[(self.namespace, self.workload)].label_selector
+        return PolicyPeer(pod_selector=pods, namespace_selector=namespace_selector(self.namespace))
 
 
 @dataclass(frozen=True)
@@ -97,12 +96,12 @@ class DnsAllowance:
         served = {key for key in keys if any(server.is_server_of(key) for server in self.servers)}
         return lookup & edges["server"].isin(served)
 
-    def rule(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
+    def rule(self, selectors: Mapping[tuple[str, str], Selector]) -> PolicyRule:
         """The egress rule: to every server, UDP and TCP 53."""
-        return {
-            "to": [server.peer(selectors) for server in self.servers],
-            "ports": [{"protocol": protocol, "port": port} for protocol, port in DNS_PORTS],
-        }
+        return PolicyRule(
+            peers=tuple(server.peer(selectors) for server in self.servers),
+            ports=tuple(PolicyPort(Protocol(protocol), port) for protocol, port in DNS_PORTS),
+        )
 
     def describe(self) -> str:
         """The servers, for the summary and the evidence comment."""
@@ -173,24 +172,24 @@ class DnsProof:
 
     lookups: int
     """Synthetic connections replayed (every pod of the allowance's namespaces × server pod or IP × UDP, TCP)."""
-    unobserved: pd.DataFrame
-    """(client, server, protocol, port) tuples the allowance allows that were never observed."""
+    unobserved: Excess
+    """What the allowance allows that was never observed."""
 
 
 def prove_allowance(
-    evaluator: Evaluator, workload_of: Mapping[Pod, str], allowance: DnsAllowance, excess: pd.DataFrame
-) -> tuple[DnsProof, pd.DataFrame]:
+    evaluator: Evaluator, workload_of: Mapping[Pod, str], allowance: DnsAllowance, excess: Excess
+) -> tuple[DnsProof, Excess]:
     """Replay a UDP and a TCP lookup from every pod of the allowance's namespaces to every DNS server;
     raise `ReplayError` if one is denied. Returns the proof and the excess without the allowance's part."""
     if not allowance.active:
-        return DnsProof(0, excess.iloc[0:0]), excess
+        return DnsProof(0, Excess()), excess
     clients = sorted((pod for pod in workload_of if pod.namespace in allowance.namespaces), key=str)
     servers: list[Pod | ExternalPeer] = []
     for server in allowance.servers:
         if server.workload:
             servers += sorted((pod for pod, key in workload_of.items() if key == server.key), key=str)
         else:
-            servers.append(ExternalPeer(server.ip))
+            servers.append(ExternalPeer(ipaddress.ip_address(server.ip)))
     denied, lookups = [], 0
     for client in clients:
         for target in servers:
@@ -201,6 +200,11 @@ def prove_allowance(
                     denied.append(f"synthetic DNS lookup: {decision}")
     if denied:
         raise ReplayError(denied)
-    ours = (excess["port"] == DNS_PORT) & excess["protocol"].isin(DNS_PROTOCOLS)
-    ours &= excess["server"].map(lambda key: any(server.is_server_of(key) for server in allowance.servers)).astype(bool)
-    return DnsProof(lookups, excess[ours].reset_index(drop=True)), excess[~ours].reset_index(drop=True)
+    lookups_to = ConnectionSet.union_all(ConnectionSet.ports(Protocol(name), DNS_PORT) for name in DNS_PROTOCOLS)
+    none = ConnectionSet.none()
+
+    def scope(_client: str, server: str) -> ConnectionSet:
+        return lookups_to if any(known.is_server_of(server) for known in allowance.servers) else none
+
+    ours = excess.within(scope)
+    return DnsProof(lookups, ours), excess - ours

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 import pandas as pd
 
@@ -40,7 +41,8 @@ class FindingKind(StrEnum):
     COVERAGE = "coverage-warning"
 
     @property
-    def title(self) -> str:
+    def heading(self) -> str:
+        """The title of this kind's section (not `title`: that is `str.title`)."""
         return _TITLES[self]
 
 
@@ -102,8 +104,8 @@ def collect_findings(
         ),
         *(_no_stable_selector(item) for item in findings.no_stable_selector),
         *(
-            Finding(FindingKind.EXCESS, _connection(row), "allowed by the proposal, never observed")
-            for row in check.excess.itertuples(index=False)
+            Finding(FindingKind.EXCESS, str(ports), "allowed by the proposal, never observed")
+            for ports in check.excess.ranges()
         ),
         *_edges(FindingKind.HOST_INGRESS, findings.host_ingress, detail="from the pod's own node: always allowed"),
         *_unoriented(observed.unoriented),
@@ -113,8 +115,8 @@ def collect_findings(
         ),
         *(Finding(FindingKind.MALFORMED, example) for example in observed.stats.bad.examples),
         *(
-            Finding(FindingKind.DNS_ALLOWANCE, _connection(row), "allowed by allow-dns, never observed")
-            for row in (check.dns.unobserved.itertuples(index=False) if check.dns is not None else ())
+            Finding(FindingKind.DNS_ALLOWANCE, str(ports), "allowed by allow-dns, never observed")
+            for ports in (check.dns.unobserved.ranges() if check.dns is not None else ())
         ),
         *(
             Finding(FindingKind.UNOBSERVED_WORKLOAD, item.key, item.outcome, evidence=item.pods)
@@ -138,7 +140,8 @@ def _when(moment: object) -> str:
     return "" if moment is None or pd.isna(moment) else pd.Timestamp(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _connection(row: object) -> str:
+def _connection(row: Any) -> str:
+    """The connection of an edges row (`DataFrame.itertuples`)."""
     return f"{row.client} -> {row.server} {row.protocol}/{row.port}"
 
 
@@ -263,7 +266,7 @@ def findings_markdown(findings: Sequence[Finding]) -> str:
         if not items:
             continue
         lines += [
-            f"## {kind.title}: {len(items)}",
+            f"## {kind.heading}: {len(items)}",
             "",
             "| subject | detail | flows | first seen | last seen | evidence |",
         ]

@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import matplotlib
 import networkx as nx
@@ -218,9 +218,9 @@ def _namespace_level(nodes: Mapping[str, _Node], flows: Iterable[_Flow]) -> tupl
     grouped = {key: _group_node(key, found) for key, found in members.items()}
     totals: dict[tuple[str, str, str, int, str | None], list[int]] = {}
     for flow in flows:
-        key = (group[flow.client], group[flow.server], flow.protocol, flow.port, flow.status)
-        count, dropped = totals.get(key, [0, 1])
-        totals[key] = [count + flow.count, dropped and flow.dropped]
+        summed = (group[flow.client], group[flow.server], flow.protocol, flow.port, flow.status)
+        count, dropped = totals.get(summed, [0, 1])
+        totals[summed] = [count + flow.count, dropped and flow.dropped]
     order = [None, ALLOWED, WOULD_BREAK, UNOBSERVED]
     keys = sorted(totals, key=lambda key: (*key[:4], order.index(key[4])))
     return grouped, [_Flow(*key[:4], totals[key][0], key[4], bool(totals[key][1])) for key in keys]
@@ -264,7 +264,7 @@ class Picture(Figure):
         return buffer.getvalue()
 
 
-def _canvas(width: float, height: float) -> tuple[Figure, Axes]:
+def _canvas(width: float, height: float) -> tuple[Picture, Axes]:
     """A figure of `width` × `height` inches whose data coordinates are inches (origin bottom left)."""
     figure = Picture(figsize=(width, height), dpi=100)
     axes = figure.add_axes((0, 0, 1, 1))
@@ -274,7 +274,7 @@ def _canvas(width: float, height: float) -> tuple[Figure, Axes]:
     return figure, axes
 
 
-def _no_traffic(title: str) -> Figure:
+def _no_traffic(title: str) -> Picture:
     figure, axes = _canvas(6, 2)
     axes.text(3, 1.55, title, ha="center", va="center", fontsize=12, weight="bold")
     axes.text(3, 0.9, "No traffic to show", ha="center", va="center", fontsize=14, color="#555555")
@@ -312,7 +312,7 @@ class _Labels:
     def place(self, candidates: np.ndarray, text: str) -> Point:
         """The first of the `candidates` points where `text` covers the least reserved area; reserves it."""
         size = _text_size(text, FONT - 1)
-        x, y = candidates[int(np.argmin([self.overlap(*point, *size) for point in candidates]))]
+        x, y = candidates[int(np.argmin([self.overlap(point[0], point[1], *size) for point in candidates]))]
         self.reserve(x, y, *size)
         return x, y
 
@@ -323,11 +323,11 @@ def _draw_node(axes: Axes, node: _Node, x: float, y: float, side: str = "below",
     kind = KINDS[node.kind]
     axes.plot([x], [y], kind.marker, markersize=11, color=kind.color, markeredgecolor="white", zorder=4)
     if side == "below":
-        position, align = (x, y - 0.14), {"ha": "center", "va": "top"}
+        (left, bottom), ha, va = (x, y - 0.14), "center", "top"
     else:
-        position = (x + (0.16 if side == "right" else -0.16), y)
-        align = {"ha": "left" if side == "right" else "right", "va": "center"}
-    axes.text(*position, text or node.label, fontsize=FONT, zorder=5, linespacing=1.15, bbox=LABEL_BOX, **align)
+        left, bottom = x + (0.16 if side == "right" else -0.16), y
+        ha, va = "left" if side == "right" else "right", "center"
+    axes.text(left, bottom, text or node.label, fontsize=FONT, zorder=5, linespacing=1.15, bbox=LABEL_BOX, ha=ha, va=va)
 
 
 def _curve(start: Point, end: Point, rad: float, steps: np.ndarray) -> np.ndarray:
@@ -378,11 +378,12 @@ def _draw_arrow(
 ) -> None:
     """An `arc3` arrow with `text` placed on it, as near its middle as the labels already placed allow."""
     start, end = ends
-    shrink, lift = {"shrinkA": 9, "shrinkB": 11}, 0.0
+    (shrink_a, shrink_b), lift = (9, 11), 0.0
     if start == end:  # a workload calling itself: a loop above its node, its label above the loop
-        (x, y), rad, shrink, lift = start, -2.5, {"shrinkA": 0, "shrinkB": 0}, _text_size(text, FONT - 1)[1] / 2
+        (x, y), rad, (shrink_a, shrink_b), lift = start, -2.5, (0, 0), _text_size(text, FONT - 1)[1] / 2
         start, end = (x - 0.12, y + 0.08), (x + 0.12, y + 0.08)
-    color = _add_arrow(axes, arrow, FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={rad}", **shrink))
+    patch = FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={rad}", shrinkA=shrink_a, shrinkB=shrink_b)
+    color = _add_arrow(axes, arrow, patch)
     if text:
         x, y = labels.place(_curve(start, end, rad, LABEL_STEPS) + np.array([0, lift]), text)
         axes.text(
@@ -399,8 +400,14 @@ def _draw_arrow(
         )
 
 
-def _status_style(status: str | None) -> dict[str, str]:
-    return {"color": STATUS_COLORS.get(status, NOT_COMPARED_COLOR), "linestyle": "--" if status == UNOBSERVED else "-"}
+class _Stroke(NamedTuple):
+    color: str
+    linestyle: str
+
+
+def _status_style(status: str | None) -> _Stroke:
+    color = STATUS_COLORS.get(status, NOT_COMPARED_COLOR) if status is not None else NOT_COMPARED_COLOR
+    return _Stroke(color, "--" if status == UNOBSERVED else "-")
 
 
 def _add_arrow(axes: Axes, arrow: _Arrow, patch: FancyArrowPatch) -> str:
@@ -408,10 +415,18 @@ def _add_arrow(axes: Axes, arrow: _Arrow, patch: FancyArrowPatch) -> str:
 
     The patch's label is "client -> server", for whoever inspects the figure."""
     style = _status_style(arrow.status)
-    patch.set(arrowstyle="-|>", mutation_scale=12, linewidth=_width(arrow.count), alpha=0.75, zorder=2, **style)
+    patch.set(
+        arrowstyle="-|>",
+        mutation_scale=12,
+        linewidth=_width(arrow.count),
+        alpha=0.75,
+        zorder=2,
+        color=style.color,
+        linestyle=style.linestyle,
+    )
     patch.set_label(f"{arrow.client} -> {arrow.server}")
     axes.add_patch(patch)
-    return style["color"]
+    return style.color
 
 
 def _legend(axes: Axes, nodes: Iterable[_Node], arrows: list[_Arrow], compared: bool) -> None:
@@ -430,7 +445,7 @@ def _legend(axes: Axes, nodes: Iterable[_Node], arrows: list[_Arrow], compared: 
     ]
     if compared:
         handles += [
-            Line2D([], [], linewidth=2, label=STATUS_LEGEND[status], **_status_style(status))
+            Line2D([], [], linewidth=2, label=STATUS_LEGEND[status], **_status_style(status)._asdict())
             for status in sorted({arrow.status for arrow in arrows}, key=list(STATUS_LEGEND).index)
         ]
     axes.legend(
@@ -570,9 +585,16 @@ def _draw_box(axes: Axes, box: _Box, labels: _Labels) -> None:
             zorder=0,
         )
     )
-    style = {"weight": "bold"} if box.is_namespace else {"style": "italic"}
     axes.text(
-        box.x + 0.12, box.y + height - 0.08, box.title, ha="left", va="top", fontsize=10, color="#333333", **style
+        box.x + 0.12,
+        box.y + height - 0.08,
+        box.title,
+        ha="left",
+        va="top",
+        fontsize=10,
+        color="#333333",
+        fontweight="bold" if box.is_namespace else "normal",
+        fontstyle="normal" if box.is_namespace else "italic",
     )
     title_width = _text_size(box.title, 10)[0]
     labels.reserve(box.x + 0.12 + title_width / 2, box.y + height - 0.18, title_width + 0.1, 0.25)
@@ -586,7 +608,7 @@ def workload_graph(
     title: str | None = None,
     max_workloads: int = MAX_WORKLOADS,
     max_arrows: int = MAX_ARROWS,
-) -> Figure:
+) -> Picture:
     """The workload communication graph: namespaces as boxes, traffic as arrows client → server.
 
     Arrow width grows with the log of the flow count; labels give the ports. World, nodes and DNS
@@ -651,7 +673,7 @@ def workload_graph(
 # ---------------------------------------------------------------------------------------------------- the matrix
 
 
-def namespace_matrix(edges: pd.DataFrame, *, status: Status | None = None) -> Figure:
+def namespace_matrix(edges: pd.DataFrame, *, status: Status | None = None) -> Picture:
     """Flow counts from client namespaces (rows) to server namespaces (columns); entities in italics.
 
     The colour scale is logarithmic. With `status`, cells holding would-break traffic get a red frame.
@@ -678,7 +700,7 @@ def namespace_matrix(edges: pd.DataFrame, *, status: Status | None = None) -> Fi
     image = axes.imshow(np.ma.masked_equal(counts, 0), cmap="Blues", norm=norm)
     for (row, column), count in np.ndenumerate(counts):
         if count:
-            color = "white" if norm(count) > 0.6 else "#222222"
+            color = "white" if np.asarray(norm(count)).item() > 0.6 else "#222222"
             axes.text(column, row, f"{count:,}", ha="center", va="center", fontsize=FONT, color=color)
     breaking_color = STATUS_COLORS[WOULD_BREAK]
     for row, column in sorted(breaking):
@@ -689,7 +711,7 @@ def namespace_matrix(edges: pd.DataFrame, *, status: Status | None = None) -> Fi
     axes.set_yticks(range(len(groups)), names, fontsize=FONT + 1)
     for ticks in (axes.get_xticklabels(), axes.get_yticklabels()):
         for tick, (is_entity, _) in zip(ticks, groups, strict=True):
-            tick.set_style("italic" if is_entity else "normal")
+            tick.set_fontstyle("italic" if is_entity else "normal")
     axes.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
     axes.set_xlabel("server", fontsize=FONT + 2)
     axes.xaxis.set_label_position("top")
@@ -715,7 +737,7 @@ def workload_view(
     *,
     status: Status | None = None,
     dns_names: Mapping[str, tuple[str, ...]] | None = None,
-) -> Figure:
+) -> Picture:
     """One workload (a key such as `shop/checkout`) in the middle, its clients left, its servers right.
 
     Each arrow lists its protocol/ports and flow counts; with `status` it is coloured as in

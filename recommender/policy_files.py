@@ -13,7 +13,14 @@ import yaml
 
 from collectors.names import InvalidName, check_labels, check_namespace, check_object_name
 from recommender.errors import PolicyFileError
-from recommender.semantics import POLICY_KINDS, InvalidPolicyError, NetworkPolicy, parse_any_policy
+from recommender.semantics import (
+    POLICY_KINDS,
+    AnyPolicy,
+    CiliumPolicy,
+    InvalidPolicyError,
+    NetworkPolicy,
+    parse_any_policy,
+)
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -68,7 +75,7 @@ def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
         try:
             policy = parse_any_policy(document)
             policy_id = f"NetworkPolicy {policy.id}" if isinstance(policy, NetworkPolicy) else policy.id
-            _check_names(document)
+            _check_names(policy)
         except InvalidPolicyError as exc:
             raise PolicyFileError(f"{path}: {exc}") from exc
         except InvalidName as exc:
@@ -77,24 +84,19 @@ def _policies_in(path: str) -> list[tuple[dict[str, Any], str]]:
     return found
 
 
-def _check_names(policy: dict[str, Any]) -> None:
+def _check_names(policy: AnyPolicy) -> None:
     """Check the names of a valid policy: its namespace and name, and (for a NetworkPolicy) the labels
     its selectors match. Cilium selectors carry source prefixes (`k8s:`, `reserved:`) their parser checks."""
-    metadata = policy.get("metadata") or {}
-    if metadata.get("namespace"):
-        check_namespace(metadata["namespace"])
-    check_object_name(metadata["name"], "policy name")
-    if policy["kind"] != "NetworkPolicy":
+    if isinstance(policy, NetworkPolicy | CiliumPolicy) and policy.namespace:
+        check_namespace(policy.namespace)
+    check_object_name(policy.name, "policy name")
+    if not isinstance(policy, NetworkPolicy):
         return
-    spec = policy.get("spec") or {}
-    selectors = [spec.get("podSelector") or {}]
-    for direction, peers in (("ingress", "from"), ("egress", "to")):
-        for rule in spec.get(direction) or []:
-            for peer in (rule or {}).get(peers) or []:
-                selectors += [peer.get(key) or {} for key in ("podSelector", "namespaceSelector")]
-    for selector in selectors:
-        check_labels(selector.get("matchLabels") or {})
-        check_labels({expression["key"]: "" for expression in selector.get("matchExpressions") or []})
+    peers = [peer for rule in policy.ingress + policy.egress for peer in rule.peers]
+    selectors = [policy.pod_selector, *(peer.pod_selector for peer in peers), *(p.namespace_selector for p in peers)]
+    for selector in filter(None, selectors):
+        check_labels(selector.match_labels)
+        check_labels({requirement.key: "" for requirement in selector.expressions})
 
 
 def _flatten(documents: list[Any]) -> list[Any]:

@@ -7,7 +7,8 @@ The policies are the proposal's target kind: NetworkPolicies, or CiliumNetworkPo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -16,8 +17,9 @@ from collectors.names import is_dns_label
 from recommender.baseline import CLUSTER_BASELINE_NAME
 from recommender.findings import Finding, findings_json, findings_markdown
 from recommender.output_folder import OutputFolderError, replace_folder
+from recommender.plans import PolicyPlan
 from recommender.render_cilium import CLUSTERWIDE_KIND, cilium_policies
-from recommender.synthesis import DEFAULT_DENY, PolicyPlan, Proposal
+from recommender.synthesis import DEFAULT_DENY, Proposal
 
 KUSTOMIZATION = "kustomization.yaml"
 OWN_STEMS = ("kustomization", "findings", CLUSTER_BASELINE_NAME)
@@ -26,11 +28,48 @@ baseline's), without extension: a namespace of that name gets `<namespace>.names
 namespace file has."""
 
 
+@dataclass(frozen=True)
+class _Commented:
+    """A mapping written with comment lines above it: a rule with its evidence."""
+
+    value: Mapping[str, Any]
+    comments: tuple[str, ...]
+
+
 class _Dumper(yaml.SafeDumper):
-    """Block style, and lists indented under their key (the style of kubectl and most GitOps repos)."""
+    """Block style, and lists indented under their key (the style of kubectl and most GitOps repos).
+
+    A `_Commented` mapping is written with its comment lines above it: the comments travel from the
+    representer's node to the emitter on the node's start event."""
+
+    _comments: tuple[str, ...] = ()
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
+
+    def represent_commented(self, data: _Commented) -> yaml.MappingNode:
+        node = self.represent_dict(data.value)
+        node.comments = data.comments
+        return node
+
+    def serialize_node(self, node: yaml.Node, parent: yaml.Node | None, index: Any) -> None:
+        self._comments = getattr(node, "comments", ())
+        super().serialize_node(node, parent, index)
+
+    def emit(self, event: yaml.Event) -> None:
+        if self._comments and isinstance(event, yaml.MappingStartEvent):
+            event.comments = self._comments
+        self._comments = ()
+        super().emit(event)
+
+    def expect_block_sequence_item(self, first: bool = False) -> None:
+        for comment in getattr(self.event, "comments", ()):
+            self.write_indent()
+            self.write_indicator(f"# {comment}", True)
+        super().expect_block_sequence_item(first)
+
+
+_Dumper.add_representer(_Commented, _Dumper.represent_commented)
 
 
 def _dump(document: Any) -> str:
@@ -67,22 +106,23 @@ def policy_yaml(plan: PolicyPlan, *, explain: bool = False) -> str:
         or "deny all ingress and egress not allowed by another policy"
     )
     lines = [header, *(f"# WARNING: {warning}" for warning in plan.warnings)]
-    direction = None
-    rule_index = -1
-    for line in text.splitlines():
-        indent = len(line) - len(line.lstrip(" "))
-        if line in ("  ingress:", "  egress:"):
-            direction, rule_index = line.strip(" :"), -1
-        elif indent <= 2:
-            direction = None
-        elif direction and line.startswith("    - "):  # a rule: an item of spec.ingress / spec.egress
-            rule_index += 1
-            evidence = plan.evidence_for(direction)
-            if rule_index < len(evidence):  # a default-deny CNP's empty rules have none
-                lines += [f"    # WARNING: {warning}" for warning in evidence[rule_index].warnings]
-                lines.append(f"    # {evidence[rule_index].comment()}")
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _dump(_explained(plan))
+
+
+def _explained(plan: PolicyPlan) -> dict[str, Any]:
+    """The manifest with every rule of `spec.ingress` and `spec.egress` commented with its evidence (a
+    default-deny CNP's empty rules have none)."""
+    spec = dict(plan.manifest["spec"])
+    for direction in ("ingress", "egress"):
+        evidence = plan.evidence_for(direction)
+        if direction in spec:
+            spec[direction] = [
+                _Commented(rule, (*(f"WARNING: {w}" for w in evidence[i].warnings), evidence[i].comment()))
+                if i < len(evidence)
+                else rule
+                for i, rule in enumerate(spec[direction])
+            ]
+    return {**plan.manifest, "spec": spec}
 
 
 def namespace_yaml(plans: Iterable[PolicyPlan], *, explain: bool = False) -> str:

@@ -23,8 +23,12 @@ from typing import Any
 
 from recommender.baseline import KUBE_DNS
 from recommender.dns_allowance import DNS_PORT, DNS_PORTS, DnsAllowance
+from recommender.manifests import selector_dict
+from recommender.plans import POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
 from recommender.selectors import NAMESPACE_NAME_LABEL, Selector
-from recommender.synthesis import DEFAULT_DENY, POLICY_PROTOCOLS, PolicyPlan, Rule, exact_cidrs
+from recommender.semantics import NetworkPolicy
+from recommender.semantics.cilium import parse_cilium_policy
+from recommender.synthesis import DEFAULT_DENY
 
 API_VERSION = "cilium.io/v2"
 KIND = "CiliumNetworkPolicy"
@@ -55,9 +59,10 @@ def cilium_policies(
 def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector], dns: DnsAllowance) -> PolicyPlan:
     metadata = plan.manifest["metadata"]
     if not plan.namespace:
-        return replace(plan, manifest=_cluster_baseline(plan.manifest))
+        return _parsed(replace(plan, manifest=_cluster_baseline(plan.manifest)))
     if not plan.workload:  # the default-deny or the DNS allowance: the same pods as the NetworkPolicy
-        spec: dict[str, Any] = {"endpointSelector": plan.manifest["spec"]["podSelector"]}
+        assert isinstance(plan.policy, NetworkPolicy), plan.policy
+        spec: dict[str, Any] = {"endpointSelector": selector_dict(plan.policy.pod_selector)}
         if plan.name == DEFAULT_DENY:
             spec |= {"enableDefaultDeny": {"egress": True, "ingress": True}, "ingress": [{}], "egress": [{}]}
         else:
@@ -70,7 +75,12 @@ def _cilium_plan(plan: PolicyPlan, selectors: Mapping[tuple[str, str], Selector]
             if rules:
                 spec[direction] = [_rule(rule, namespace, selectors) for rule in rules]
     manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
-    return replace(plan, manifest=manifest)
+    return _parsed(replace(plan, manifest=manifest))
+
+
+def _parsed(plan: PolicyPlan) -> PolicyPlan:
+    """The plan with its Cilium manifest as the semantics object verification evaluates."""
+    return replace(plan, policy=parse_cilium_policy(plan.manifest))
 
 
 def _rule(rule: Rule, namespace: str, selectors: Mapping[tuple[str, str], Selector]) -> dict:

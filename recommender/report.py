@@ -23,18 +23,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from collectors.enrich import apply_inventory
-from collectors.inventory import Inventory
-from collectors.parquet import merge_observation_sets
 from collectors.records import POD, ObservationSet
-from recommender import api
-from recommender.graph import EDGE_KEY
-from recommender.render import ordered_policies
+from recommender.graph import EDGE_KEY, build_edges
+from recommender.recommendation import Recommendation
+from recommender.render import ordered_policies, proposal_text
 from recommender.semantics import CIDR_MATCH_NODES, Direction, NetworkPolicy, parse_policies
 from recommender.semantics.matcher import RuleMatcher, compile_policies
 from recommender.store import ObservationStore, Window
 from recommender.synthesis import SynthesisOptions
-from recommender.verification import rule_row
+from recommender.verification import Drift, rule_row
 
 PATH_TYPES = {
     "client": str,
@@ -47,7 +44,7 @@ PATH_TYPES = {
     "verdicts": str,
 }
 PATH_COLUMNS = list(PATH_TYPES)
-BREAK_COLUMNS = [*EDGE_KEY, "count", "explanation"]
+BREAK_COLUMNS = [*EDGE_KEY, "count", "decision"]
 RULE_COLUMNS = ["namespace", "policy", "direction", "rule", "text"]
 CHANGE_COLUMNS = ["policy", "change", "detail"]
 SETTLING_COLUMNS = ["window", "start", "end", "flows", "paths", "new_paths", "gap"]
@@ -70,8 +67,25 @@ class ReportOptions:
     synthesis: SynthesisOptions = field(default_factory=SynthesisOptions)
     cni: str | None = None
     """The CNI profile the policies in force and the recommendation are evaluated under (default: by the
-    input, `api.dataplane_profile`); it replaces `synthesis.cni`."""
+    input, `recommender.api.dataplane_profile`); it replaces `synthesis.cni`."""
     cni_options: tuple[str, ...] = ()
+
+    def synthesis_options(self) -> SynthesisOptions:
+        """`synthesis` under this report's dataplane (the policies in force are evaluated under the same)."""
+        return replace(self.synthesis, cni=self.cni, cidr_match_nodes=CIDR_MATCH_NODES in self.cni_options)
+
+
+@dataclass(frozen=True)
+class NamedWindows:
+    """The observations a review compares, each named by the inventory once: this window, the earlier
+    windows kept (merged; None on the first run) and the running picture (both together)."""
+
+    pending: Window
+    """This window, before its paths are counted."""
+    history: list[Window]
+    window: ObservationSet
+    earlier: ObservationSet | None
+    picture: ObservationSet
 
 
 @dataclass
@@ -102,7 +116,7 @@ class Report:
     """Paths of the running picture not seen for `options.stale_after`."""
     comparison: PolicyComparison | None
     """None when there is no policy set to compare with (no inventory, no --policies)."""
-    recommendation: api.Recommendation
+    recommendation: Recommendation
     recommendation_yaml: str
     """The recommended policies as stored for the next run's comparison (no evidence comments)."""
     changes: pd.DataFrame | None
@@ -180,38 +194,27 @@ class Report:
         return GAP if self.window.gap else DRIFT if self.drift else NOTHING_NEW
 
 
-def review(
+def assemble_report(
     store: ObservationStore,
     observed: ObservationSet,
     *,
-    policies: Sequence[Mapping[str, Any]] | None = None,
-    policy_source: str = "",
-    inventory: Inventory | None = None,
-    options: ReportOptions | None = None,
+    windows: NamedWindows,
+    recommendation: Recommendation,
+    drift: Drift | None,
+    policy_source: str,
+    options: ReportOptions,
 ) -> Report:
-    """Review `observed` as the store's next window, without changing the store.
-
-    `policies` are the policies in force (from `policy_source`); with an `inventory`, workloads are
-    named and selectors made exact as the cluster knows them.
-    """
-    options = options or ReportOptions()
-    pending = store.next_window(observed)
-    history = store.retained(pending, options.retain)
-    earlier = store.picture(history) if history else None
-    picture = merge_observation_sets([earlier, observed]) if earlier is not None else observed
-    window_paths = _paths(observed, inventory)
-    seen_before = _paths(earlier, inventory) if earlier is not None else window_paths.iloc[0:0]
+    """The report of `observed` as the store's next window, without changing the store, from the
+    observations named by the inventory (`windows`), the recommendation for the running picture and
+    the policies in force evaluated over it (`drift`; None when there are none)."""
+    history = windows.history
+    window_paths = _paths(windows.window)
+    seen_before = _paths(windows.earlier) if windows.earlier is not None else window_paths.iloc[0:0]
     new_paths = window_paths[~_keys(window_paths).isin(_keys(seen_before))]
-    window = replace(pending, paths=len(window_paths), new_paths=len(new_paths))
+    window = replace(windows.pending, paths=len(window_paths), new_paths=len(new_paths))
     window = replace(window, gap=_gap(window, history, options.gap_below))
-    picture_paths = _paths(picture, inventory)
-    stale_paths = picture_paths[picture_paths["last_seen"] < pd.Timestamp(pending.end) - options.stale_after]
-    comparison = None
-    if policies is not None:
-        drift = api.diff(list(policies), picture, inventory, cni=options.cni, cni_options=options.cni_options)
-        comparison = _compare(drift, policy_source)
-    cni = {"cni": options.cni, "cidr_match_nodes": CIDR_MATCH_NODES in options.cni_options}
-    recommendation = api.recommend(picture, replace(options.synthesis, **cni), inventory)  # the same dataplane
+    picture_paths = _paths(windows.picture)
+    stale_paths = picture_paths[picture_paths["last_seen"] < pd.Timestamp(windows.pending.end) - options.stale_after]
     previous = store.recommendation(store.windows[-1]) if store.windows else None
     manifests = [plan.manifest for plan in ordered_policies(recommendation.proposal)]
     recent = history[-(options.settled_after - 1) :] if options.settled_after > 1 else []  # with this window
@@ -222,9 +225,9 @@ def review(
         options=options,
         new_paths=new_paths.reset_index(drop=True),
         stale_paths=stale_paths.reset_index(drop=True),
-        comparison=comparison,
+        comparison=_compare(drift, policy_source) if drift is not None else None,
         recommendation=recommendation,
-        recommendation_yaml=api.render_yaml(recommendation.proposal),
+        recommendation_yaml=proposal_text(recommendation.proposal, "yaml"),
         changes=None if previous is None else recommendation_changes(yaml.safe_load_all(previous), manifests),
         unobserved_namespaces=sorted(set(recommendation.proposal.managed_namespaces) - observed_namespaces),
     )
@@ -253,16 +256,15 @@ def _namespaces(observed: ObservationSet) -> set[str]:
     }
 
 
-def _paths(observed: ObservationSet, inventory: Inventory | None) -> pd.DataFrame:
-    named = apply_inventory(observed, inventory) if inventory is not None else observed
-    return api.edges(named)[PATH_COLUMNS].astype(PATH_TYPES)  # typed even when empty
+def _paths(observed: ObservationSet) -> pd.DataFrame:
+    return build_edges(observed.observations)[PATH_COLUMNS].astype(PATH_TYPES)  # typed even when empty
 
 
 def _keys(paths: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(paths[EDGE_KEY])
 
 
-def _compare(drift: api.Drift, source: str) -> PolicyComparison:
+def _compare(drift: Drift, source: str) -> PolicyComparison:
     texts = {
         rule_row(rule.ref): _rule_text(rule) for target in drift.replayed.evaluator.targets for rule in target.rules
     }

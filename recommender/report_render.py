@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from recommender import api
 from recommender.output_folder import replace_folder
+from recommender.render import proposal_text
 from recommender.report import Report
 from recommender.tables import markdown_table
 
@@ -50,7 +50,7 @@ def write_report(report: Report, directory: str, *, force: bool = False) -> list
         markdown(report),
         html_page(report),
         json_document(report),
-        api.render_yaml(report.recommendation.proposal, explain=True),
+        proposal_text(report.recommendation.proposal, "yaml", explain=True),
     )
     return replace_folder(directory, dict(zip(FILES, contents, strict=True)), force=force)
 
@@ -131,12 +131,12 @@ def json_document(report: Report) -> str:
             "source": comparison.source,
             "cni": comparison.cni,
             "rules": comparison.rules,
-            "would_break": _records(comparison.would_break),
+            "would_break": _records(_explained(comparison.would_break)),
             "unused_rules": _records(comparison.unused_rules),
         },
         "recommendation": {
             "policies": len(recommendation.proposal.policies),
-            "rules": _rule_count(recommendation),
+            "rules": recommendation.rule_count(),
             "recall": recommendation.check.recall,
             "excess": len(recommendation.check.excess),
             "changes": None if report.changes is None else _records(report.changes),
@@ -206,7 +206,7 @@ def _comparison_sections(report: Report) -> list[_Section]:
         text = "No policy set to compare with: give --policies, or read the cluster (--cluster or --inventory)."
         return [_Section("Would break on enforcement", (text,))]
     breaks, unused = comparison.would_break, comparison.unused_rules
-    why = breaks["explanation"].str.split(": ", n=1).str[-1]
+    why = breaks["decision"].map(lambda decision: decision.reasons)
     return [
         _Section(
             "Would break on enforcement",
@@ -241,7 +241,7 @@ def _comparison_sections(report: Report) -> list[_Section]:
 def _recommendation_sections(report: Report) -> list[_Section]:
     recommendation = report.recommendation
     summary = (
-        f"{len(recommendation.proposal.policies)} policies with {_rule_count(recommendation)} rules for the "
+        f"{len(recommendation.proposal.policies)} policies with {recommendation.rule_count()} rules for the "
         "running picture, in recommendation.yaml (with each rule's evidence). "
         f"Replay recall {recommendation.check.recall:.0%}, excess {len(recommendation.check.excess)} "
         "(allowed, never observed)."
@@ -340,14 +340,13 @@ def _chart(bars: tuple[tuple[str, int], ...]) -> str:
     return f'<svg width="{len(rects) * 12}" height="60" {label}>{"".join(rects)}</svg>'
 
 
+def _explained(breaks: pd.DataFrame) -> pd.DataFrame:
+    """Connections that would break, their decision as its one-line explanation."""
+    return breaks.assign(explanation=breaks["decision"].map(str)).drop(columns="decision")
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records", date_format="iso", date_unit="s"))
-
-
-def _rule_count(recommendation: api.Recommendation) -> int:
-    return sum(
-        len(p.manifest["spec"].get(d, [])) for p in recommendation.proposal.policies for d in ("ingress", "egress")
-    )
 
 
 def _sentence(text: str) -> str:

@@ -8,11 +8,13 @@ subset separates two workloads the selector says so, with the workloads it also 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 
 from collectors.names import label_value_problem
+from recommender.semantics.selectors import Labels, LabelSelector
 
 VOLATILE_KEYS = frozenset(
     {
@@ -74,6 +76,17 @@ class Selector:
 
     def as_dict(self) -> dict[str, object]:
         return {"matchLabels": dict(self.match_labels)} if self.match_labels else {}
+
+    @functools.cached_property
+    def label_selector(self) -> LabelSelector:
+        """The selector as the semantics engine and the renderer read it."""
+        return LabelSelector(Labels(dict(self.match_labels)))
+
+
+@functools.cache
+def namespace_selector(namespace: str) -> LabelSelector:
+    """The namespace `namespace`, by the label the API server gives every namespace."""
+    return LabelSelector(Labels({NAMESPACE_NAME_LABEL: namespace}))
 
 
 def _selects(subset: Iterable[tuple[str, str]], labels: Mapping[str, str]) -> bool:

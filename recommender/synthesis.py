@@ -7,6 +7,9 @@ this is exact). Pods are always selected by labels, never by IP; world, node and
 exact ipBlocks of the observed IPs, adjacent blocks collapsed exactly. Every rule carries its
 evidence. What NetworkPolicy cannot or need not express is reported in `Findings`, never dropped.
 
+Each policy is built as a semantics `NetworkPolicy` (`PolicyPlan.policy`, what verification evaluates),
+its manifest rendered from it by `manifests`; the plans, rules and evidence are the types of `plans`.
+
 The peers depend on the target and the CNI profile (`SynthesisOptions`): on Cilium, NetworkPolicy
 cannot reach the node, other nodes, the API server or Cilium Ingress (no ipBlock matches them), so
 those edges become `UnexpressiblePeer` findings instead of dead ipBlocks. With `target="cilium"` they
@@ -17,10 +20,9 @@ refuses to combine L3 selectors of different kinds in one rule).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -49,13 +51,32 @@ from recommender.dns_allowance import (
 )
 from recommender.errors import RecommenderError
 from recommender.graph import build_edges
-from recommender.selectors import NAMESPACE_NAME_LABEL, Selector, choose_selectors, label_to_select
-from recommender.semantics import CIDR_MATCH_NODES, PROFILE_NAMES
+from recommender.manifests import MANAGED_BY
+from recommender.plans import (
+    POLICY_PROTOCOLS,
+    EvidenceNames,
+    Peer,
+    PolicyPlan,
+    PortNames,
+    Rule,
+    RuleEvidence,
+    networkpolicy_rule,
+    rule_evidence,
+)
+from recommender.selectors import Selector, choose_selectors, label_to_select
+from recommender.semantics import (
+    CIDR_MATCH_NODES,
+    PROFILE_NAMES,
+    AnyPolicy,
+    Direction,
+    LabelSelector,
+    NetworkPolicy,
+)
+from recommender.semantics.cluster_policies import parse_cluster_policy
+from recommender.semantics.policies import PolicyRule
 from recommender.unobserved import Unobserved, UnobservedMode, find_unobserved
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
-POLICY_PROTOCOLS = ("TCP", "UDP", "SCTP")
-MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-recommender"}
 DEFAULT_DENY = "default-deny"
 TARGETS = ("networkpolicy", "cilium")
 CNI_PROFILES = PROFILE_NAMES
@@ -117,61 +138,6 @@ def wanted_observations(observations: pd.DataFrame, options: SynthesisOptions) -
         policy_drop = reasons.map(lambda items: any(item in POLICY_DROP_REASONS for item in items))
         wanted |= (observations["verdict"] == DROPPED) & policy_drop
     return observations[wanted]
-
-
-@dataclass(frozen=True)
-class RuleEvidence:
-    """Why one rule exists: the observed traffic it allows."""
-
-    direction: str  # "ingress" or "egress"
-    index: int
-    peers: tuple[str, ...]
-    ports: tuple[str, ...]
-    count: int
-    first_seen: pd.Timestamp | None
-    last_seen: pd.Timestamp | None
-    example_client: str
-    example_server: str
-    dns_names: tuple[str, ...] = ()
-    note: str = ""
-    """Why a rule exists beyond its observed traffic (the DNS allowance)."""
-    warnings: tuple[str, ...] = ()
-    """What a reader must know about the rule's selectors: `{}` (every pod of a namespace) or ambiguous."""
-
-    def comment(self) -> str:
-        def when(moment: pd.Timestamp | None) -> str:
-            return "unknown" if moment is None or pd.isna(moment) else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-        if self.note and not self.count:
-            return self.note
-        text = f"{self.note}; observed: " if self.note else ""
-        text += (
-            f"{self.count} flows from {when(self.first_seen)} to {when(self.last_seen)}; "
-            f"e.g. {self.example_client} -> {self.example_server} ({', '.join(self.ports)})"
-        )
-        if self.dns_names:
-            text += f"; DNS names: {', '.join(self.dns_names)}"
-        return text
-
-
-@dataclass
-class PolicyPlan:
-    """One proposed NetworkPolicy, its rules as data, and the evidence for each of its rules."""
-
-    namespace: str  # "" for the cluster-scoped baseline
-    name: str
-    workload: str  # the workload key, "" for the default deny
-    manifest: dict[str, Any]
-    evidence: list[RuleEvidence] = field(default_factory=list)
-    purpose: str = ""
-    """What the policy is for, when it is neither a default-deny nor a workload's (the DNS allowance)."""
-    warnings: tuple[str, ...] = ()
-    """What a reader must know about the policy's own podSelector (see `selector_warnings`)."""
-    rules: list[Rule] = field(default_factory=list)
-    """The rules the manifest is made of, in the order of `evidence` (what other renderers read)."""
-
-    def evidence_for(self, direction: str) -> list[RuleEvidence]:
-        return [item for item in self.evidence if item.direction == direction]
 
 
 @dataclass(frozen=True)
@@ -281,47 +247,6 @@ class Proposal:
 # -- peers -------------------------------------------------------------------------------------
 
 
-PEER_KINDS = ("pods", "pods", "cidr", "entities", "fqdn")
-"""The kind of peer of each `Peer.order`: Cilium allows one kind per rule."""
-
-
-@dataclass(frozen=True, order=True)
-class Peer:
-    """A rule peer: a workload by selector, an IP, a Cilium entity or DNS names. Ordered for
-    deterministic output."""
-
-    order: int  # 0 same-namespace pods, 1 other-namespace pods, 2 IPs, 3 entities, 4 DNS names
-    namespace: str
-    workload: str
-    ip: str
-    entity: str = ""
-    names: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        return PEER_KINDS[self.order]
-
-    def as_dict(self, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
-        selector = selectors[(self.namespace, self.workload)].as_dict()
-        if self.order == 0:
-            return {"podSelector": selector}
-        return {
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: self.namespace}},
-            "podSelector": selector,
-        }
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One allow rule: every peer × every (protocol, port); an ICMP "port" is 0, the echo request."""
-
-    direction: str
-    peers: tuple[Peer, ...]
-    ports: tuple[tuple[str, int], ...]
-    ips: tuple[str, ...]
-    """The observed IPs of the peers that are not pods (what an ipBlock of the rule holds)."""
-
-
 def _peer(row: Any, side: str, policy_namespace: str, target: str, fqdn: Mapping[str, tuple[str, ...]]) -> Peer:
     """The peer one side of an edge row names in a rule of a policy of `policy_namespace`; `fqdn`
     names the world IPs to select by DNS name."""
@@ -337,25 +262,7 @@ def _peer(row: Any, side: str, policy_namespace: str, target: str, fqdn: Mapping
     return Peer(2, "", "", ip)
 
 
-def exact_cidrs(ips: Iterable[str]) -> list[str]:
-    """Exact CIDRs: /32 and /128 per address, adjacent blocks collapsed (an exact union); IPv4 first."""
-    addresses = [ipaddress.ip_network(ip) for ip in ips]
-    cidrs = []
-    for version in (4, 6):
-        same = [a for a in addresses if a.version == version]
-        cidrs += [str(net) for net in ipaddress.collapse_addresses(same)]
-    return cidrs
-
-
-def _ip_blocks(ips: Iterable[str]) -> list[dict[str, Any]]:
-    return [{"ipBlock": {"cidr": cidr}} for cidr in exact_cidrs(ips)]
-
-
 # -- synthesis ---------------------------------------------------------------------------------
-
-
-PortNames = Mapping[tuple[str, str, str, int], str]
-"""(namespace, workload, protocol, port) → the container port's name, for the evidence."""
 
 
 def synthesize(
@@ -376,7 +283,7 @@ def synthesize(
     (otherwise a workload without stable labels gets none).
     """
     options = options or SynthesisOptions()
-    names = _Names(dns_names or {}, port_names or {})
+    names = EvidenceNames(dns_names or {}, port_names or {})
     all_edges = build_edges(observations)
     edges = build_edges(wanted_observations(observations, options))
     members = _selector_members(observations, pods)
@@ -425,8 +332,8 @@ def synthesize(
                 continue  # the DNS allowance allows it
             namespace = getattr(row, f"{side}_namespace")
             if getattr(row, f"{side}_entity") == POD and namespace in managed:
-                workload = (namespace, getattr(row, f"{side}_workload"))
-                traffic.setdefault(workload, {"ingress": [], "egress": []})[direction].append(row)
+                owner = (namespace, getattr(row, f"{side}_workload"))
+                traffic.setdefault(owner, {"ingress": [], "egress": []})[direction].append(row)
     unobserved = find_unobserved(options.unobserved, pods, complete_pods, managed, traffic, selectors)
     skipped = unobserved.skipped_namespaces
     if options.baseline == NAMESPACE_BASELINE:
@@ -546,21 +453,8 @@ def _observed_namespaces(observations: pd.DataFrame, pods: pd.DataFrame | None) 
     return namespaces
 
 
-def _metadata(namespace: str, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
-    if annotations:
-        metadata["annotations"] = annotations
-    return metadata
-
-
-def _default_deny(namespace: str, pod_selector: dict[str, Any]) -> PolicyPlan:
-    manifest = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(namespace, DEFAULT_DENY),
-        "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress", "Egress"]},
-    }
-    return PolicyPlan(namespace, DEFAULT_DENY, "", manifest)
+def _default_deny(namespace: str, pod_selector: LabelSelector) -> PolicyPlan:
+    return PolicyPlan.of(NetworkPolicy(namespace, DEFAULT_DENY, pod_selector, frozenset(Direction)))
 
 
 def _dns_policies(
@@ -569,7 +463,7 @@ def _dns_policies(
     policies: list[PolicyPlan],
     unobserved: Unobserved,
     selectors: Mapping[tuple[str, str], Selector],
-    names: _Names,
+    names: EvidenceNames,
 ) -> list[PolicyPlan]:
     """One `allow-dns` per namespace of the allowance, selecting what its default-deny selects. A
     namespace without a default-deny gets the rule in each of its egress policies instead (a policy
@@ -579,36 +473,37 @@ def _dns_policies(
     for namespace in dns.namespaces:
         rows = list(lookups[lookups["client_namespace"] == namespace].itertuples(index=False))
         if namespace in unobserved.skipped_namespaces:
-            for plan in policies:
-                egress = plan.manifest["spec"].get("egress")
-                if plan.namespace == namespace and egress is not None:
-                    evidence = _dns_evidence(len(egress), [], names, note)
-                    egress.append(dns.rule(selectors))
-                    plan.evidence.append(evidence)
+            for i, plan in enumerate(policies):
+                policy = plan.policy
+                if plan.namespace == namespace and _has_egress(policy):
+                    with_dns = plan.with_policy(replace(policy, egress=(*policy.egress, dns.rule(selectors))))
+                    dns_evidence = _dns_evidence(len(policy.egress), [], names, note)
+                    policies[i] = replace(with_dns, evidence=[*plan.evidence, dns_evidence])
             continue
         taken = {plan.name for plan in policies if plan.namespace == namespace}
         name = DNS_POLICY if DNS_POLICY not in taken else f"netpol-recommender-{DNS_POLICY}"
-        spec = {
-            "podSelector": unobserved.pod_selector(namespace),
-            "policyTypes": ["Egress"],
-            "egress": [dns.rule(selectors)],
-        }
-        manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": _metadata(namespace, name), "spec": spec}  # fmt: skip
+        pods, egress = unobserved.pod_selector(namespace), frozenset({Direction.EGRESS})
+        policy = NetworkPolicy(namespace, name, pods, egress, egress=(dns.rule(selectors),))
         evidence = [_dns_evidence(0, rows, names, note)]
-        found.append(PolicyPlan(namespace, name, "", manifest, evidence, purpose="let every pod resolve names"))
+        found.append(PolicyPlan.of(policy, evidence=evidence, purpose="let every pod resolve names"))
     return found
 
 
-def _dns_evidence(index: int, rows: list, names: _Names, note: str) -> RuleEvidence:
+def _has_egress(policy: AnyPolicy) -> TypeGuard[NetworkPolicy]:
+    """Whether `policy` is a NetworkPolicy isolating egress (a workload's with egress rules)."""
+    return isinstance(policy, NetworkPolicy) and Direction.EGRESS in policy.policy_types
+
+
+def _dns_evidence(index: int, rows: list, names: EvidenceNames, note: str) -> RuleEvidence:
     if rows:
-        return replace(_evidence("egress", index, rows, "server", DNS_PORTS, names), note=note)
+        return replace(rule_evidence("egress", index, rows, "server", DNS_PORTS, names), note=note)
     return RuleEvidence("egress", index, (), (), 0, None, None, "", "", note=note)
 
 
 def _cluster_baseline(options: SynthesisOptions) -> PolicyPlan:
     """The cluster-scoped default deny: a plan without namespace."""
-    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(options.exclude_namespaces, MANAGED_BY))
+    manifest = cluster_baseline(options.exclude_namespaces, MANAGED_BY)
+    return PolicyPlan("", CLUSTER_BASELINE_NAME, "", manifest, parse_cluster_policy(manifest))
 
 
 def _workload_policy(
@@ -616,46 +511,43 @@ def _workload_policy(
     workload: str,
     rows: Mapping[str, list],
     selectors: Mapping[tuple[str, str], Selector],
-    names: _Names,
+    names: EvidenceNames,
     target: str,
     resolves: bool,
 ) -> PolicyPlan:
     """The allow policy of one workload from its edge rows {"ingress": [...], "egress": [...]}; `resolves`:
     its pods' lookups pass the DNS proxy (the DNS allowance), so world peers may be selected by name."""
-    spec: dict[str, Any] = {"podSelector": selectors[(namespace, workload)].as_dict(), "policyTypes": []}
+    by_direction: dict[Direction, tuple[PolicyRule, ...]] = {}
     evidence: list[RuleEvidence] = []
     plan_rules: list[Rule] = []
-    for direction, peer_side, peer_key in (("ingress", "client", "from"), ("egress", "server", "to")):
+    for direction, peer_side in (("ingress", "client"), ("egress", "server")):
         if rows[direction]:
             looks_up = resolves or _uses_dns(rows[direction])
             fqdn = names.dns if target == "cilium" and direction == "egress" and looks_up else {}
             rules, rule_evidence = _rules(
                 rows[direction], peer_side, direction, namespace, selectors, names, target, fqdn
             )
-            spec[direction] = [_networkpolicy_rule(rule, peer_key, selectors) for rule in rules]
-            spec[direction] = [rule for rule in spec[direction] if rule["ports"]]
-            spec["policyTypes"].append(direction.capitalize())
+            written = (networkpolicy_rule(rule, selectors) for rule in rules)
+            by_direction[Direction(direction.capitalize())] = tuple(rule for rule in written if rule.ports)
             evidence += rule_evidence
             plan_rules += rules
     some_row = (rows["ingress"] or rows["egress"])[0]
     kind = some_row.server_kind if rows["ingress"] else some_row.client_kind
-    manifest = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(
-            namespace, f"allow-{workload}", {"netpol-recommender/workload": f"{kind or 'Workload'}/{workload}"}
-        ),
-        "spec": spec,
-    }
-    warnings = selector_warnings(selectors[(namespace, workload)])
-    return PolicyPlan(
+    policy = NetworkPolicy(
         namespace,
         f"allow-{workload}",
+        selectors[(namespace, workload)].label_selector,
+        frozenset(by_direction),
+        ingress=by_direction.get(Direction.INGRESS, ()),
+        egress=by_direction.get(Direction.EGRESS, ()),
+    )
+    return PolicyPlan.of(
+        policy,
         f"{namespace}/{workload}",
-        manifest,
-        evidence,
-        warnings=warnings,
+        evidence=evidence,
+        warnings=selector_warnings(selectors[(namespace, workload)]),
         rules=plan_rules,
+        annotations={"netpol-recommender/workload": f"{kind or 'Workload'}/{workload}"},
     )
 
 
@@ -663,13 +555,6 @@ def _uses_dns(rows: list) -> bool:
     """Whether the workload was seen asking DNS servers (pods on port 53): Cilium's DNS proxy then
     sees its lookups, which `toFQDNs` needs."""
     return any(row.server_entity == POD and int(row.port) == 53 for row in rows)
-
-
-def _networkpolicy_rule(rule: Rule, peer_key: str, selectors: Mapping[tuple[str, str], Selector]) -> dict[str, Any]:
-    """A rule as NetworkPolicy writes it: pods by selector, every other peer by ipBlocks of its IPs."""
-    pod_peers = [peer.as_dict(selectors) for peer in rule.peers if peer.kind == "pods"]
-    ports = [{"protocol": p, "port": n} for p, n in rule.ports if p in POLICY_PROTOCOLS]
-    return {peer_key: pod_peers + _ip_blocks(rule.ips), "ports": ports}
 
 
 def selector_warnings(selector: Selector) -> tuple[str, ...]:
@@ -689,7 +574,7 @@ def _rules(
     direction: str,
     namespace: str,
     selectors: Mapping[tuple[str, str], Selector],
-    names: _Names,
+    names: EvidenceNames,
     target: str,
     fqdn: Mapping[str, tuple[str, ...]],
 ) -> tuple[list[Rule], list[RuleEvidence]]:
@@ -717,48 +602,5 @@ def _rules(
             if peer.order < 2
             for warning in selector_warnings(selectors[(peer.namespace, peer.workload)])
         )
-        evidence.append(replace(_evidence(direction, index, rule_rows, peer_side, ports, names), warnings=warnings))
+        evidence.append(replace(rule_evidence(direction, index, rule_rows, peer_side, ports, names), warnings=warnings))
     return rules, evidence
-
-
-@dataclass(frozen=True)
-class _Names:
-    """What names the evidence can give: DNS names of IPs, container port names of workloads."""
-
-    dns: Mapping[str, tuple[str, ...]]
-    ports: PortNames
-
-    def port(self, rows: list, protocol: str, port: int) -> str:
-        """`TCP/8080`, or `TCP/8080 (http)` when the servers' containers name that port."""
-        found = {self.ports.get((row.server_namespace, row.server_workload, protocol, port)) for row in rows} - {None}
-        return f"{protocol}/{port}" + (f" ({', '.join(sorted(found))})" if found else "")
-
-
-def _evidence(
-    direction: str,
-    index: int,
-    rows: list,
-    peer_side: str,
-    ports: tuple[tuple[str, int], ...],
-    names: _Names,
-) -> RuleEvidence:
-    busiest = min(rows, key=lambda row: (-row.count, row.client, row.server))
-
-    def example(side: str) -> str:
-        return getattr(busiest, f"{side}_pod") or getattr(busiest, f"{side}_ip") or getattr(busiest, side)
-
-    firsts = [row.first_seen for row in rows if not pd.isna(row.first_seen)]
-    lasts = [row.last_seen for row in rows if not pd.isna(row.last_seen)]
-    peer_ips = {getattr(row, f"{peer_side}_ip") for row in rows} - {""}
-    return RuleEvidence(
-        direction=direction,
-        index=index,
-        peers=tuple(sorted({getattr(row, peer_side) for row in rows})),
-        ports=tuple(names.port(rows, protocol, port) for protocol, port in ports),
-        count=sum(int(row.count) for row in rows),
-        first_seen=min(firsts) if firsts else None,
-        last_seen=max(lasts) if lasts else None,
-        example_client=example("client"),
-        example_server=example("server"),
-        dns_names=tuple(sorted({name for ip in peer_ips for name in names.dns.get(ip, ())})),
-    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from recommender.semantics import RuleRef
 from recommender.verification import Drift, Replay
 
 CONNECTION_FIELDS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
@@ -15,6 +17,18 @@ CONNECTION_FIELDS = ["client", "server", "protocol", "port", "count", "allowed",
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     return json.loads(frame[columns].to_json(orient="records"))
+
+
+def _shown(connections: pd.DataFrame) -> pd.DataFrame:
+    """Replayed connections with their rules and decision as text: `allowed_by` and `explanation`."""
+    return connections.assign(
+        allowed_by=connections["allowed_by"].map(rule_list), explanation=connections["decision"].map(str)
+    )
+
+
+def rule_list(rules: Iterable[RuleRef]) -> str:
+    """`ns/a ingress[0], ns/b egress[1]`."""
+    return ", ".join(map(str, rules))
 
 
 def verify_json(replayed: Replay) -> str:
@@ -27,7 +41,7 @@ def verify_json(replayed: Replay) -> str:
             "recall": round(replayed.recall, 6),
             "cni": str(replayed.profile),
         },
-        "connections": _records(connections, CONNECTION_FIELDS),
+        "connections": _records(_shown(connections), CONNECTION_FIELDS),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -41,8 +55,8 @@ def drift_json(result: Drift) -> str:
             "unused_rules": len(result.unused_rules),
             "cni": str(result.replayed.profile),
         },
-        "would_break": _records(result.would_break, CONNECTION_FIELDS),
-        "allowed": _records(result.allowed, CONNECTION_FIELDS),
+        "would_break": _records(_shown(result.would_break), CONNECTION_FIELDS),
+        "allowed": _records(_shown(result.allowed), CONNECTION_FIELDS),
         "unused_rules": _records(result.unused_rules, ["namespace", "policy", "direction", "rule"]),
         "rules": _records(result.rules, ["namespace", "policy", "direction", "rule", "used", "flows"]),
     }
@@ -59,8 +73,8 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
 
 
 def verify_markdown(replayed: Replay) -> str:
-    connections = replayed.connections
-    denied = replayed.denied
+    connections = _shown(replayed.connections)
+    denied = _shown(replayed.denied)
     text = [
         "# Replay of observed traffic\n",
         f"{len(connections)} observed connections: {len(connections) - len(denied)} allowed, "
@@ -84,7 +98,7 @@ def drift_markdown(result: Drift) -> str:
     ]
     namespaces = sorted(set(result.rules["namespace"]) | set(_namespace(result.would_break["server"])))
     for namespace in namespaces:
-        breaks = result.would_break[_namespace(result.would_break["server"]) == namespace]
+        breaks = _shown(result.would_break[_namespace(result.would_break["server"]) == namespace])
         unused = result.unused_rules[result.unused_rules["namespace"] == namespace]
         text += [
             f"## Namespace {namespace}\n",
@@ -113,7 +127,7 @@ def connections_table(frame: pd.DataFrame, title: str) -> TextTable:
     """One row per connection: client, server, port, flows, verdict and why (the deciding rules)."""
     rows = []
     for row in frame.itertuples(index=False):
-        why = row.allowed_by if row.allowed and row.allowed_by else row.explanation.split(": ", 1)[-1]
+        why = rule_list(row.allowed_by) if row.allowed and row.allowed_by else row.decision.reasons
         verdict = "allowed" if row.allowed else "DENIED"
         rows.append((row.client, row.server, f"{row.protocol}/{row.port}", f"{row.count:,}", verdict, why))
     return TextTable(title, ("client", "server", "port", "flows", "verdict", "why"), tuple(rows))

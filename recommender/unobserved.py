@@ -14,10 +14,10 @@ Without an inventory only the pods seen are known, so unobserved workloads canno
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import pandas as pd
 
@@ -25,8 +25,9 @@ from collectors.records import labels_from_text
 from recommender.errors import ReplayError
 from recommender.selectors import Selector, is_volatile, key_rank
 from recommender.semantics import Evaluator, ExternalPeer, Pod
+from recommender.semantics.selectors import LabelSelector, Operator, Requirement
 
-PROBE_PEER = "192.0.2.1"
+PROBE_PEER = ipaddress.ip_address("192.0.2.1")
 """A documentation address (RFC 5737): the synthetic peer that proves a workload is left unisolated."""
 PROBE_PORT = 1
 
@@ -80,16 +81,15 @@ class Unobserved:
             return ()
         return tuple(sorted({item.namespace for item in self.workloads}))
 
-    def pod_selector(self, namespace: str) -> dict[str, Any]:
+    def pod_selector(self, namespace: str) -> LabelSelector:
         """The default-deny's pod selector: every pod, but the workloads left as is."""
         values: dict[str, set[str]] = {}
         for item in self.in_namespace(namespace):
             if item.exempt_by is not None:
                 values.setdefault(item.exempt_by[0], set()).add(item.exempt_by[1])
-        if not values:
-            return {}
-        expressions = [{"key": key, "operator": "NotIn", "values": sorted(values[key])} for key in sorted(values)]
-        return {"matchExpressions": expressions}
+        return LabelSelector(
+            expressions=tuple(Requirement(key, Operator.NOT_IN, frozenset(values[key])) for key in sorted(values))
+        )
 
 
 def find_unobserved(

@@ -7,174 +7,41 @@ decisions (which carry their own explanations) into tables.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from collectors.hubble_identity import workload_from_pod_name
 from collectors.inventory import Inventory
-from collectors.records import POD, ObservationSet, labels_from_text, labels_to_text
+from collectors.records import ObservationSet
 from recommender.baseline import without_dns_allowance
+from recommender.cluster_model import ClusterModel, cluster_model, pod_addresses_in_ip_blocks
 from recommender.dns_allowance import DnsAllowance, DnsProof, prove_allowance
 from recommender.errors import RecommenderError, ReplayError
+from recommender.excess import Excess, excess, named_ports
 from recommender.graph import endpoint_keys
+from recommender.plans import POLICY_PROTOCOLS
 from recommender.semantics import (
     KUBERNETES,
     POLICY_KINDS,
-    ConnectionSet,
-    ContainerPort,
-    Entity,
+    AnyPolicy,
+    Decision,
     Evaluator,
-    ExternalPeer,
-    Namespace,
     Pod,
-    PodClass,
     Profile,
-    Protocol,
     RuleRef,
     parse_policy_set,
 )
-from recommender.semantics.cilium import compile_cilium
-from recommender.semantics.cluster_policies import compile_cluster_policy
-from recommender.semantics.matcher import PortRange
-from recommender.semantics.policies import Direction
-from recommender.synthesis import POLICY_PROTOCOLS, SynthesisOptions, wanted_observations
+from recommender.synthesis import SynthesisOptions, wanted_observations
 from recommender.unobserved import Unobserved, prove_left_as_is
 
 UNSEEN_POD = "(any-other-pod)"
 """The pods of a namespace nobody saw, in the excess of an empty podSelector."""
-ENTITIES = {entity.value: entity for entity in Entity}
-"""Observation entities as semantics entities; `unknown` IPs are world to a CNI."""
-CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "explanation"]
-
-
-@dataclass
-class ClusterModel:
-    """The pods and namespaces policies are evaluated against, and how observations map onto them."""
-
-    namespaces: list[Namespace]
-    pods: list[Pod]
-    workload_of: dict[Pod, str] = field(default_factory=dict)
-    """Each pod's workload key (`namespace/workload`)."""
-    by_name: dict[tuple[str, str], Pod] = field(default_factory=dict)
-    """Inventory pods by (namespace, name): observed pods are evaluated as the real pod, ports included."""
-    dns_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """IP → the DNS names seen for it (Cilium `toFQDNs` match world peers by them)."""
-    by_ip: dict[str, Pod] = field(default_factory=dict)
-    """Every address any evidence (the inventory, a record naming a pod) gives a pod: such an address
-    is that pod in replay, whatever the observations call it."""
-
-    def endpoint(self, row: Any, side: str) -> Pod | ExternalPeer:
-        """The semantics endpoint of one side of an observation row."""
-        evidence = self.by_ip.get(getattr(row, f"{side}_ip"))
-        if evidence is not None:
-            return evidence
-        if getattr(row, f"{side}_entity") == POD:
-            namespace, example = getattr(row, f"{side}_namespace"), getattr(row, f"{side}_pod")
-            known = self.by_name.get((namespace, example))
-            if known is not None:
-                return known
-            name = example or getattr(row, f"{side}_workload")
-            return Pod(namespace, name, labels_from_text(getattr(row, f"{side}_labels")))
-        ip = getattr(row, f"{side}_ip") or None
-        entity = ENTITIES.get(getattr(row, f"{side}_entity"), Entity.WORLD)
-        return ExternalPeer(ip, entity, self.dns_names.get(ip, ()) if entity is Entity.WORLD else ())
-
-
-def cluster_model(observed: ObservationSet, inventory: Inventory | None = None) -> ClusterModel:
-    """Every known pod: the inventory's when there is one (with their container ports), else the
-    pods seen; plus one pod per observed workload label set that no pod covers."""
-    model = ClusterModel(namespaces=[], pods=[], dns_names=observed.dns_names)
-    namespaces: dict[str, Namespace] = {}
-    if inventory is not None:
-        for namespace in inventory.namespaces:
-            namespaces[namespace.name] = Namespace(namespace.name, namespace.labels)
-        for known in inventory.pods:
-            if known.host_network and not known.ips:
-                continue
-            ports = tuple(ContainerPort(p.port, p.name or None, p.protocol) for p in known.ports)
-            pod = Pod(
-                known.namespace,
-                known.name,
-                known.labels,
-                ports,
-                known.ips[0] if known.ips else None,
-                known.host_network,
-            )
-            model.pods.append(pod)
-            model.workload_of[pod] = f"{known.namespace}/{known.owner.name}"
-            model.by_name[(known.namespace, known.name)] = pod
-            if not known.host_network:
-                model.by_ip.update((ip, pod) for ip in known.ips)
-    members: dict[tuple[str, str, str], str] = {}
-    for row in observed.pods.itertuples(index=False):
-        if (row.namespace, row.pod) not in model.by_name:
-            members.setdefault((row.namespace, row.workload, row.labels), row.pod)
-    frame = observed.observations
-    covered = {
-        (ns, workload, labels_to_text(pod.labels))
-        for pod, key in model.workload_of.items()
-        for ns, workload in [key.split("/", 1)]
-    }
-    for side in ("client", "server"):
-        rows = frame[(frame[f"{side}_entity"] == POD) & (frame[f"{side}_workload"] != "")]
-        for key in zip(rows[f"{side}_namespace"], rows[f"{side}_workload"], rows[f"{side}_labels"], strict=True):
-            if key not in covered:
-                members.setdefault(key, key[1])
-    for (namespace, workload, labels), name in sorted(members.items()):
-        pod = Pod(namespace, name, labels_from_text(labels))
-        model.pods.append(pod)
-        model.workload_of[pod] = f"{namespace}/{workload}"
-    _add_named_pods(model, observed)
-    for namespace in sorted({pod.namespace for pod in model.pods} - set(namespaces)):
-        namespaces[namespace] = Namespace(namespace)
-    model.namespaces = [namespaces[name] for name in sorted(namespaces)]
-    return model
-
-
-def _add_named_pods(model: ClusterModel, observed: ObservationSet) -> None:
-    """The pods records named with an address (`ObservationSet.pod_ips`), as pods of the model: with
-    their labels from the pods table, and without an IP, so that no ipBlock matches them (CNIs such as
-    Cilium never match a pod by ipBlock)."""
-    rows = {(row.namespace, row.pod): row for row in observed.pods.itertuples(index=False)}
-    for ip, named in observed.pod_ips.items():
-        if ip in model.by_ip or len(named) != 1:
-            continue
-        ((namespace, name),) = named
-        pod = model.by_name.get((namespace, name))
-        if pod is None:
-            row = rows.get((namespace, name))
-            workload = row.workload if row is not None else workload_from_pod_name(name)[0]
-            pod = Pod(namespace, name, labels_from_text(row.labels) if row is not None else {})
-            model.pods.append(pod)
-            model.workload_of[pod] = f"{namespace}/{workload}"
-            model.by_name[(namespace, name)] = pod
-        model.by_ip[ip] = pod
-
-
-def pod_addresses_in_ip_blocks(policies: Iterable[Mapping[str, Any]], model: ClusterModel) -> list[str]:
-    """Every (rule, pod) where an ipBlock of the NetworkPolicies of `policies` contains an address evidence
-    gives a pod: a recommendation must select pods by labels, never by address (the baseline's `networks`
-    deny every address on purpose; a CNP's toCIDR is not checked here)."""
-    found = []
-    addresses = [(ipaddress.ip_address(ip), pod) for ip, pod in sorted(model.by_ip.items())]  # IPv4 and IPv6
-    for policy in parse_policy_set(policies).network_policies:
-        for direction in (Direction.INGRESS, Direction.EGRESS):
-            for index, rule in enumerate(policy.rules(direction)):
-                for peer in rule.peers:
-                    if peer.ip_block is None:
-                        continue
-                    for ip, pod in addresses:
-                        if ip.version == peer.ip_block.cidr.version and peer.ip_block.contains(ip):
-                            found.append(
-                                f"{RuleRef(policy.id, direction, index)} ipBlock {peer.ip_block} contains "
-                                f"{ip}, the address of pod {pod.namespace}/{pod.name}"
-                            )
-    return found
+CONNECTION_COLUMNS = ["client", "server", "protocol", "port", "count", "allowed", "allowed_by", "decision"]
+Connection = tuple[str, str, str, int]
+"""(client key, server key, protocol, port)."""
 
 
 @dataclass
@@ -182,10 +49,10 @@ class Replay:
     """Observed connections replayed against a policy set."""
 
     connections: pd.DataFrame
-    """One row per (client, server, protocol, port) with `allowed`, the rules that allowed it and
-    the one-line explanation of the decision."""
+    """One row per (client, server, protocol, port) with `allowed`, the rules that allowed it (`RuleRef`s,
+    over every observation of it) and the semantics `Decision` that explains it (a denial if any)."""
     evaluator: Evaluator
-    decisions: list[Any]
+    decisions: list[Decision]
     """The semantics `Decision` of every replayed observation row."""
 
     @property
@@ -210,7 +77,7 @@ def replayable(observed: ObservationSet, options: SynthesisOptions | None = None
 
 
 def replay(
-    policies: Iterable[Mapping[str, Any]],
+    policies: Iterable[AnyPolicy | Mapping[str, Any]],
     observed: ObservationSet,
     observations: pd.DataFrame | None = None,
     *,
@@ -223,33 +90,31 @@ def replay(
     evaluator = Evaluator(_distinct(policies), model.namespaces, model.pods, profile=profile)
     rows = replayable(observed) if observations is None else observations
     keyed = rows.assign(client=endpoint_keys(rows, "client"), server=endpoint_keys(rows, "server"))
-    records, decisions = [], []
+    counts: dict[Connection, int] = {}
+    rules: dict[Connection, set[RuleRef]] = {}
+    deciding: dict[Connection, Decision] = {}
+    decisions = []
     for row in keyed.itertuples(index=False):
         decision = evaluator.evaluate(
             model.endpoint(row, "client"), model.endpoint(row, "server"), row.protocol, int(row.port)
         )
-        rules = ", ".join(str(rule) for rule in (*decision.egress.allowed_by, *decision.ingress.allowed_by))
         decisions.append(decision)
-        connection = (row.client, row.server, row.protocol, int(row.port), int(row.count))
-        records.append((*connection, decision.allowed, rules, str(decision)))
-    frame = pd.DataFrame(records, columns=CONNECTION_COLUMNS).astype(
+        key = (row.client, row.server, row.protocol, int(row.port))
+        counts[key] = counts.get(key, 0) + int(row.count)
+        rules.setdefault(key, set()).update(decision.egress.allowed_by, decision.ingress.allowed_by)
+        if deciding.setdefault(key, decision).allowed and not decision.allowed:
+            deciding[key] = decision  # the first denial explains the connection
+    records = [
+        (*key, counts[key], deciding[key].allowed, tuple(sorted(rules[key], key=str)), deciding[key])
+        for key in sorted(counts)
+    ]
+    connections = pd.DataFrame(records, columns=CONNECTION_COLUMNS).astype(
         {"port": "int64", "count": "int64", "allowed": bool}
     )
-    connections = (
-        frame.sort_values(["allowed", "client", "server", "protocol", "port"])  # a denial wins the explanation
-        .groupby(["client", "server", "protocol", "port"], sort=True)
-        .agg(
-            count=("count", "sum"),
-            allowed=("allowed", "all"),
-            allowed_by=("allowed_by", lambda v: ", ".join(sorted({r for item in v if item for r in item.split(", ")}))),
-            explanation=("explanation", "first"),
-        )
-        .reset_index()
-    )
-    return Replay(connections[CONNECTION_COLUMNS] if len(frame) else frame, evaluator, decisions)
+    return Replay(connections, evaluator, decisions)
 
 
-def _distinct(manifests: Iterable[Mapping[str, Any]]) -> list[Any]:
+def _distinct(manifests: Iterable[AnyPolicy | Mapping[str, Any]]) -> list[AnyPolicy]:
     """The policies parsed, refused if one (kind, namespace/name) comes twice (from a list, an inventory):
     it would count twice."""
     policies = list(parse_policy_set(manifests))
@@ -260,89 +125,6 @@ def _distinct(manifests: Iterable[Mapping[str, Any]]) -> list[Any]:
             "name, so give each policy once"
         )
     return policies
-
-
-def named_ports(policies: Iterable[Mapping[str, Any]]) -> ConnectionSet:
-    """Every (protocol, port) a policy set names in its rules (ranges included), of every kind."""
-    policy_set = parse_policy_set(policies)
-    found = ConnectionSet.none()
-    for policy in policy_set.network_policies:
-        for direction in (Direction.INGRESS, Direction.EGRESS):
-            for rule in policy.rules(direction):
-                for port in rule.ports:
-                    if isinstance(port.port, int):
-                        found |= ConnectionSet.ports(port.protocol, port.port, port.end_port or port.port)
-    others = [
-        *map(compile_cilium, policy_set.cilium_policies),
-        *map(compile_cluster_policy, policy_set.cluster_policies),
-    ]
-    for target in (target for targets in others for target in targets):
-        for rule in target.rules:
-            for port in rule.ports:
-                if isinstance(port, PortRange) and port.first is not None:
-                    found |= ConnectionSet.ports(port.protocol, port.first, port.last or port.first)
-    return found
-
-
-def excess(replayed: Replay, observed: ObservationSet, model: ClusterModel, ports: ConnectionSet) -> pd.DataFrame:
-    """(client workload, server workload, protocol, port) tuples the policies allow but nobody used.
-
-    Ports range over `ports` (those the policies name). Only pairs some rule of the policy set
-    reaches are considered (pairs of unselected pods are allowed by the absence of policy, not by
-    it): for every rule, its subjects and the pods and observed external IPs its peers match.
-    """
-    evaluator = replayed.evaluator
-    external = _external_peers(observed.observations, model)
-    observed_tuples = set(
-        zip(replayed.connections["client"], replayed.connections["server"], replayed.connections["protocol"],
-            replayed.connections["port"], strict=True)
-    )  # fmt: skip
-    candidates: set[tuple[Any, Any]] = set()
-    for target in evaluator.targets:
-        subjects = evaluator.subjects_of(target)
-        for rule in target.rules:
-            peers = [
-                *evaluator.peers_of(rule),
-                *(peer for peer in external if rule.matches_peer(evaluator.external(peer))),
-            ]
-            for subject in subjects:
-                for peer in peers:
-                    candidates.add((peer, subject) if target.direction is Direction.INGRESS else (subject, peer))
-    found = set()
-    for client, server in candidates:
-        allowed = evaluator.allowed_connections(client, server) & ports
-        if not allowed:
-            continue
-        for protocol, port in _pairs(allowed):
-            for client_key in _keys(client, evaluator, model, external):
-                for server_key in _keys(server, evaluator, model, external):
-                    if (client_key, server_key, protocol, port) not in observed_tuples:
-                        found.add((client_key, server_key, protocol, port))
-    return pd.DataFrame(sorted(found), columns=["client", "server", "protocol", "port"])
-
-
-def _external_peers(observations: pd.DataFrame, model: ClusterModel) -> dict[ExternalPeer, str]:
-    """Every observed non-pod endpoint with an IP, and its endpoint key."""
-    peers = {}
-    for side in ("client", "server"):
-        rows = observations[(observations[f"{side}_entity"] != POD) & (observations[f"{side}_ip"] != "")]
-        rows = rows.drop_duplicates([f"{side}_entity", f"{side}_ip"])
-        for row, key in zip(rows.itertuples(index=False), endpoint_keys(rows, side), strict=True):
-            peers[model.endpoint(row, side)] = key
-    return peers
-
-
-def _keys(endpoint: Any, evaluator: Evaluator, model: ClusterModel, external: Mapping[ExternalPeer, str]) -> set[str]:
-    if isinstance(endpoint, PodClass):
-        return {model.workload_of[pod] for pod in evaluator.pods_of(endpoint)}
-    return {external[endpoint]}
-
-
-def _pairs(connections: ConnectionSet) -> Iterable[tuple[str, int]]:
-    for protocol in POLICY_PROTOCOLS:
-        for first, last in connections.port_set(Protocol(protocol)).intervals:
-            for port in range(first, last + 1):
-                yield protocol, port
 
 
 @dataclass
@@ -371,10 +153,11 @@ class Drift:
         """Rules no observed connection needed: candidates to remove."""
         return self.rules[~self.rules["used"]].reset_index(drop=True)
 
-    def unobserved(self) -> pd.DataFrame:
+    def unobserved(self) -> Excess:
         """Workload pairs and ports the policies allow that no observation used (computed on demand:
         broad policies allow many pairs)."""
-        return excess(self.replayed, self.observed, self.model, named_ports(self.policies))
+        connections = self.replayed.connections
+        return excess(self.replayed.evaluator, connections, self.observed, self.model, named_ports(self.policies))
 
     def status(self, *, with_unobserved: bool = True) -> dict[tuple[str, str, str, int], str]:
         """(client, server, protocol, port) → "allowed" | "would-break" | "unobserved", for pictures."""
@@ -383,13 +166,12 @@ class Drift:
             for row in self.replayed.connections.itertuples(index=False)
         }
         if with_unobserved:
-            for row in self.unobserved().itertuples(index=False):
-                found[(row.client, row.server, row.protocol, int(row.port))] = "unobserved"
+            found.update((connection, "unobserved") for connection in self.unobserved().connections())
         return found
 
 
 def drift(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[Mapping[str, Any]],
     observed: ObservationSet,
     *,
     model: ClusterModel | None = None,
@@ -434,14 +216,14 @@ class Check:
     """The proof that comes with every recommendation: recall over what it must allow, and excess."""
 
     replayed: Replay
-    excess: pd.DataFrame
+    excess: Excess
     """Allowed but never observed, the DNS allowance's part apart (in `dns`)."""
     dns: DnsProof | None = None
     """The synthetic DNS lookups of every pod, proven allowed, and what the allowance opens unobserved."""
     left_as_is: int = 0
     """Synthetic connections proving the unobserved workloads left as is are not isolated."""
-    baseline_dns: pd.DataFrame | None = None
-    """With a cluster baseline: the tuples only its DNS rule allows (never observed), not in `excess`."""
+    baseline_dns: Excess | None = None
+    """With a cluster baseline: the connections only its DNS rule allows (never observed), not in `excess`."""
 
     @property
     def recall(self) -> float:
@@ -449,7 +231,7 @@ class Check:
 
 
 def check_proposal(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[AnyPolicy],
     observed: ObservationSet,
     edges: pd.DataFrame,
     options: SynthesisOptions,
@@ -465,7 +247,10 @@ def check_proposal(
     `profile` enforces `policies`; raise `ReplayError` if any is denied.
 
     `unseen_pods_in`: namespaces where an empty podSelector selects a workload, so that it reaches pods
-    nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess."""
+    nobody saw; one label-less pod `UNSEEN_POD` stands for them, and its reach counts as excess.
+
+    `policies` are semantics objects (a proposal's `PolicyPlan.policy`) or manifests, parsed once here."""
+    policies = list(parse_policy_set(policies))
     rows = replayable(observed, options)
     keys = set(zip(edges["client"], edges["server"], edges["protocol"], edges["port"], strict=True))
     row_keys = zip(
@@ -482,16 +267,15 @@ def check_proposal(
     meant = pd.Series([key in keys for key in row_keys], index=rows.index, dtype=bool)
     replayed = replay(policies, observed, rows[meant], model=model, profile=profile)
     if len(replayed.denied):
-        raise ReplayError([row.explanation for row in replayed.denied.itertuples()])
+        raise ReplayError([str(row.decision) for row in replayed.denied.itertuples()])
     ports = named_ports(policies)
-    found = excess(replayed, observed, model, ports)
+    found = excess(replayed.evaluator, replayed.connections, observed, model, ports)
     baseline_dns = None
     without_dns = without_dns_allowance(policies)
     if without_dns is not None:  # a cluster baseline: its DNS rule's reach is counted apart
-        rest = excess(replay(without_dns, observed, rows[meant], model=model, profile=profile), observed, model, ports)
-        kept = set(rest.itertuples(index=False, name=None))
-        only_dns = [row not in kept for row in found.itertuples(index=False, name=None)]
-        baseline_dns, found = found[only_dns].reset_index(drop=True), rest
+        apart = replay(without_dns, observed, rows[meant], model=model, profile=profile)
+        rest = excess(apart.evaluator, apart.connections, observed, model, ports)
+        baseline_dns, found = found - rest, rest
     proof, found = prove_allowance(replayed.evaluator, model.workload_of, dns, found) if dns else (None, found)
     left_as_is = prove_left_as_is(replayed.evaluator, model.workload_of, unobserved) if unobserved else 0
     return Check(replayed, found, proof, left_as_is, baseline_dns)

@@ -17,11 +17,22 @@ from recommender.baseline import CLUSTER_BASELINE, CLUSTER_BASELINE_NAME, cluste
 from recommender.cli import main
 from recommender.dns_allowance import DnsAllowance, DnsMode
 from recommender.errors import RecommenderError
+from recommender.manifests import MANAGED_BY
+from recommender.plans import PolicyPlan
 from recommender.render import namespace_file, target_policies
 from recommender.render_cilium import cilium_policies
-from recommender.semantics import CILIUM, KUBERNETES, Evaluator, ExternalPeer, Namespace, Pod, parse_policy_set
+from recommender.semantics import (
+    CILIUM,
+    KUBERNETES,
+    Evaluator,
+    ExternalPeer,
+    Namespace,
+    Pod,
+    parse_any_policy,
+    parse_policy_set,
+)
 from recommender.semantics.profiles import Entity
-from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, MANAGED_BY, PolicyPlan, SynthesisOptions
+from recommender.synthesis import DEFAULT_EXCLUDED_NAMESPACES, SynthesisOptions
 from recommender.unobserved import UnobservedMode
 from tests.conftest import REPO
 from tests.crd_schema import validate
@@ -37,7 +48,8 @@ TARGETS = pytest.mark.parametrize("target", sorted(CLUSTER_WIDE_KINDS))
 
 def cilium_baseline(excluded) -> dict:
     """The CiliumClusterwideNetworkPolicy `--target cilium` writes for the baseline."""
-    plan = PolicyPlan("", CLUSTER_BASELINE_NAME, "", cluster_baseline(excluded, MANAGED_BY))
+    manifest = cluster_baseline(excluded, MANAGED_BY)
+    plan = PolicyPlan("", CLUSTER_BASELINE_NAME, "", manifest, parse_any_policy(manifest))
     (written,) = cilium_policies([plan], {}, DnsAllowance(DnsMode.OFF))
     return written.manifest
 
@@ -155,18 +167,19 @@ def test_bookinfo_under_the_baseline_has_full_recall_and_the_per_namespace_exces
     cluster_wide = api.recommend(observed, replace(BASELINE_OPTIONS, target=target))
     assert cluster_wide.check.recall == 1.0
     assert len(cluster_wide.check.replayed.connections) == len(per_namespace.check.replayed.connections)
-    assert cluster_wide.check.excess.equals(per_namespace.check.excess)
+    assert cluster_wide.check.excess == per_namespace.check.excess
     # Every observed namespace has its allow-dns: the baseline's DNS rule opens nothing more there.
     assert len(cluster_wide.check.baseline_dns) == 0
     assert per_namespace.check.baseline_dns is None
     # With DNS only as observed, the baseline's rule is what lets the other pods resolve: counted apart.
     observed_dns = api.recommend(observed, replace(BASELINE_OPTIONS, dns=DnsMode.OBSERVED, target=target))
-    assert observed_dns.check.excess.equals(
-        api.recommend(observed, SynthesisOptions(dns=DnsMode.OBSERVED, target=target)).check.excess
+    assert (
+        observed_dns.check.excess
+        == api.recommend(observed, SynthesisOptions(dns=DnsMode.OBSERVED, target=target)).check.excess
     )
     dns = observed_dns.check.baseline_dns  # pods no egress policy decides may resolve, over TCP too
-    assert set(dns["server"]) == {"kube-system/coredns"} and set(dns["port"]) == {53}
-    resolving = set(zip(dns["client"], dns["protocol"], strict=True))
+    assert {(server, port) for _, server, _, port in dns.connections()} == {("kube-system/coredns", 53)}
+    resolving = {(client, protocol) for client, _, protocol, _ in dns.connections()}
     assert {("bookinfo/details-v1", "TCP"), ("bookinfo/details-v1", "UDP")} <= resolving
     names = [(plan.namespace, plan.name) for plan in cluster_wide.proposal.policies]
     assert ("", CLUSTER_BASELINE_NAME) in names
@@ -181,7 +194,7 @@ def test_the_example_under_the_cilium_baseline_has_full_recall_and_the_per_names
     per_namespace = api.recommend(example, SynthesisOptions(target="cilium"))
     cluster_wide = api.recommend(example, replace(BASELINE_OPTIONS, target="cilium"))
     assert cluster_wide.check.recall == 1.0
-    assert cluster_wide.check.excess.equals(per_namespace.check.excess)
+    assert cluster_wide.check.excess == per_namespace.check.excess
     assert cluster_wide.check.dns.lookups == per_namespace.check.dns.lookups
 
 

@@ -242,7 +242,7 @@ def test_real_connections_through_a_kube_proxy_dnat_give_exactly_their_policies(
         for port in rule["ports"]
     }
     assert ports == {("TCP", 8080), ("UDP", 5353)}  # the target ports, never 80 or 53
-    assert result.check.recall == 1.0 and result.check.excess.empty
+    assert result.check.recall == 1.0 and not result.check.excess
     policies = [plan.manifest for plan in result.proposal.policies]
     unanswered = observed.observations[observed.observations["verdict"] == UNREPLIED]
     assert not replay(policies, observed, unanswered).connections["allowed"].any()

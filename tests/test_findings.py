@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from recommender import api
 from recommender.cli import INCOMPLETE, main
+from recommender.excess import Excess
 from recommender.findings import FindingKind, count, findings_markdown
 from tests.conftest import fixture_path, write_lines
 from tests.test_hostile_input import BACKUP, CLIENT, SERVER, flow
@@ -29,6 +30,11 @@ SUMMARY_COUNTS = {
     "DNS allowance (allowed, never observed)": (FindingKind.DNS_ALLOWANCE, False),
 }
 SHOWN_WHEN_NOT_ZERO = {"workloads without a stable selector"}
+PORT_RANGES = {
+    FindingKind.EXCESS: lambda check: check.excess,
+    FindingKind.DNS_ALLOWANCE: lambda check: check.dns.unobserved if check.dns is not None else Excess(),
+}
+"""The kinds listed one finding per port range, and where their ranges are."""
 
 
 def _number(text: str) -> int:
@@ -77,7 +83,12 @@ def _assert_counts_agree(result: api.Recommendation) -> None:
         zero = label in SHOWN_WHEN_NOT_ZERO or kind is FindingKind.DNS_ALLOWANCE  # no row: none listed
         shown = summary.get(label, "0" if zero else None)
         assert shown is not None, label
-        assert _number(shown) == count(findings, kind, flows=in_flows), label
+        listed = count(findings, kind, flows=in_flows)
+        if kind in PORT_RANGES:  # listed as port ranges, counted as (client, server, protocol, port)
+            ranges = PORT_RANGES[kind](result.check).ranges()
+            assert [item.subject for item in findings if item.kind == kind] == [str(item) for item in ranges]
+            listed = sum(item.last - item.first + 1 for item in ranges)
+        assert _number(shown) == listed, label
 
 
 def test_malformed_lines_and_unresolved_endpoints_are_listed_with_their_evidence(tmp_path):

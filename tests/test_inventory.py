@@ -396,7 +396,7 @@ BAD_SNAPSHOTS = [
     ("not_yaml", "items: [unclosed\nkind: List\n", "bad:2: invalid YAML"),
     ("a_scalar", "42\n", "bad: expected a Kubernetes List"),
     ("empty", "", "bad: no pods, namespaces"),
-    ("an_item_without_kind", json.dumps([{"metadata": {"name": "x"}}]), "bad: item 0 (x): kind: missing"),
+    ("an_item_without_kind", json.dumps([{"metadata": {"name": "x"}}]), "bad: item 0 (x): kind: is required"),
     ("an_item_that_is_not_an_object", json.dumps([_pod(), "x"]), "bad: item 1: expected an object, got str 'x'"),
     (
         "a_container_port_that_is_a_name",
@@ -411,12 +411,12 @@ BAD_SNAPSHOTS = [
     (
         "a_pod_without_namespace",
         json.dumps([{"kind": "Pod", "metadata": {"name": "web"}}]),
-        "bad: item 0 (Pod web): metadata.namespace: missing",
+        "bad: item 0 (Pod web): metadata.namespace: is required",
     ),
     (
         "a_bad_timestamp",
         json.dumps([{**_pod(), "metadata": {"namespace": "shop", "name": "web", "creationTimestamp": "yesterday"}}]),
-        "metadata.creationTimestamp: expected an RFC 3339 time, got 'yesterday'",
+        "metadata.creationTimestamp: expected an RFC 3339 time, got str 'yesterday'",
     ),
     ("the_same_pod_twice", json.dumps([_pod(), _pod()]), "bad: item 1 (Pod shop/web): the same object as item 0"),
 ]
@@ -431,6 +431,25 @@ def test_a_bad_snapshot_is_an_error_naming_the_file_the_item_and_the_field(tmp_p
     with pytest.raises(CollectorError) as raised:
         load_inventory("bad")
     assert message in str(raised.value)
+
+
+def test_null_fields_read_as_absent_as_kubectl_create_dry_run_writes_them():
+    pod = {**_pod(containers=[{"name": "c", "ports": None}]), "status": {"podIP": None, "phase": None}}
+    pod["metadata"] = {**pod["metadata"], "creationTimestamp": None, "labels": None}
+    (read,) = inventory_from_objects([pod], "dry-run").pods
+    assert (read.created, read.labels, read.ips, read.ports, read.phase) == (None, {}, (), (), "")
+
+
+def test_a_bad_owner_reference_is_named_by_its_index():
+    pod = _pod()
+    pod["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "a"},
+        {"kind": "Bad Kind", "name": "b", "controller": True},
+    ]
+    with pytest.raises(
+        CollectorError, match=r"item 0 \(Pod shop/web\): metadata\.ownerReferences\[1\]\.kind: workload kind"
+    ):
+        inventory_from_objects([pod], "inv.json")
 
 
 def test_a_missing_snapshot_is_an_error_naming_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Project hygiene that CI must enforce: lint, formatting, and the README's commands."""
+"""Project hygiene that CI must enforce: lint, formatting, types, and the README's commands."""
 
 from __future__ import annotations
 
@@ -28,3 +28,12 @@ def test_ruff_lint_and_format_are_clean():
     assert lint.returncode == 0, lint.stdout + lint.stderr
     formatting = subprocess.run([*ruff, "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
     assert formatting.returncode == 0, formatting.stdout
+
+
+def test_mypy_finds_no_type_errors():
+    """Run from this interpreter (mypy is a test dependency): the check never skips. What it checks and which
+    untyped libraries it takes as they are is `[tool.mypy]` in pyproject.toml."""
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "recommender", "collectors"], cwd=REPO, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

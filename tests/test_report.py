@@ -23,11 +23,13 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.generate import START, Topology, flow_lines, inventory_snapshot, shop_topology
+from collectors.enrich import apply_inventory
+from collectors.inventory import Inventory, inventory_from_objects
 from collectors.records import ObservationSet, ReadStats
 from recommender import api
 from recommender.cli import main
 from recommender.output_folder import MANIFEST
-from recommender.report import GAP, Report, ReportOptions, recommendation_changes, review
+from recommender.report import GAP, Report, ReportOptions, recommendation_changes
 from recommender.store import LOCK, ObservationStore, StoreError, locked_store
 from tests.conftest import REPO
 from tests.hubble_server import FakeRelay, parse_lines, serve
@@ -65,7 +67,7 @@ def without_world_path() -> Topology:
 def advance(directory: str, observed: ObservationSet, **options: Any) -> Report:
     """What the `report` command does with a window: review it, then add it to the store."""
     with locked_store(directory) as store:
-        report = review(store, observed, **options)
+        report = api.review(store, observed, **options)
         store.append(report.window, observed, report.recommendation_yaml)
     return report
 
@@ -90,14 +92,36 @@ def test_paths_not_seen_for_stale_after_are_reported(tmp_path):
     directory = str(tmp_path / "store")
     add(directory, observed_at(START))
     later = observed_at(START + timedelta(days=10), topology=without_world_path())
-    report = review(ObservationStore(directory), later, options=ReportOptions(stale_after=timedelta(days=7)))
+    report = api.review(ObservationStore(directory), later, options=ReportOptions(stale_after=timedelta(days=7)))
     (stale,) = report.stale_paths.to_dict("records")
     assert path_keys([stale]) == [WORLD_PATH] and stale["last_seen"] == START + timedelta(minutes=10)
 
 
+def test_the_inventory_names_each_observation_set_once(tmp_path, monkeypatch):
+    """This window and the earlier ones are named once each; the picture, its paths, the comparison and the
+    recommendation reuse them."""
+    inventory = inventory_from_objects(inventory_snapshot(shop_topology())["items"], "shop")
+    named: list[int] = []
+
+    def counting(observed: ObservationSet, given: Inventory) -> ObservationSet:
+        named.append(len(observed.observations))
+        return apply_inventory(observed, given)
+
+    monkeypatch.setattr(api, "apply_inventory", counting)
+    directory = str(tmp_path / "store")
+    add(directory, observed_at(START))
+    later = observed_at(START + timedelta(hours=1), topology=without_world_path())
+    report = api.review(ObservationStore(directory), later, policies=[], inventory=inventory)
+    assert named == [len(later.observations), len(observed_at(START).observations)]
+    assert report.comparison is not None and report.recommendation.proposal.policies
+    named.clear()
+    api.recommend(later, inventory=inventory)
+    assert named == [len(later.observations)]
+
+
 def test_the_first_run_is_a_baseline_unless_observed_connections_would_break(tmp_path):
     directory = str(tmp_path / "store")
-    baseline = review(ObservationStore(directory), observed_at(START), policies=[], policy_source="none")
+    baseline = api.review(ObservationStore(directory), observed_at(START), policies=[], policy_source="none")
     assert baseline.first_run and len(baseline.new_paths) == len(shop_topology().connections)
     assert not baseline.drift
     deny_shop = {
@@ -106,12 +130,12 @@ def test_the_first_run_is_a_baseline_unless_observed_connections_would_break(tmp
         "metadata": {"name": "deny", "namespace": "shop"},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
     }
-    breaking = review(ObservationStore(directory), observed_at(START), policies=[deny_shop], policy_source="test")
+    breaking = api.review(ObservationStore(directory), observed_at(START), policies=[deny_shop], policy_source="test")
     assert breaking.drift_reasons() == ["5 observed connection(s) would break on enforcement"]
 
 
 def test_rules_no_observed_connection_used_are_reported_with_what_they_allow(tmp_path):
-    report = review(ObservationStore(str(tmp_path)), observed_at(START), policies=[CATALOG_DB_POLICY])
+    report = api.review(ObservationStore(str(tmp_path)), observed_at(START), policies=[CATALOG_DB_POLICY])
     (unused,) = report.comparison.unused_rules.to_dict("records")
     assert (unused["namespace"], unused["policy"], unused["direction"], unused["rule"]) == UNUSED_RULE
     assert unused["text"] == (
@@ -127,7 +151,7 @@ def test_the_picture_is_settled_after_three_windows_without_a_new_path(tmp_path)
             observed = observed_at(START + timedelta(hours=hour))
             store.append(replace(store.next_window(observed), paths=paths, new_paths=new), observed, RECOMMENDATION)
     third = advance(directory, observed_at(START + timedelta(hours=2)))
-    fourth = review(ObservationStore(directory), observed_at(START + timedelta(hours=3)))
+    fourth = api.review(ObservationStore(directory), observed_at(START + timedelta(hours=3)))
     assert (third.settled, fourth.settled) == (False, True)
     assert fourth.settling["new_paths"].tolist() == [paths, 0, 0, 0]
 
@@ -143,7 +167,7 @@ def test_a_window_with_far_fewer_flows_than_usual_is_a_gap_and_breaks_the_settli
         f"({observed_at(START).stats.flows:,})"
     )
     assert report.exit_status == GAP and report.warnings()
-    after = review(ObservationStore(directory), observed_at(START + timedelta(hours=4)))
+    after = api.review(ObservationStore(directory), observed_at(START + timedelta(hours=4)))
     assert not after.settled
     assert after.unsettled_reasons() == [f"window 000004 is a gap: {report.window.gap}"]
 
@@ -172,7 +196,7 @@ def test_the_picture_is_not_settled_while_a_managed_namespace_goes_unobserved(tm
     advance(directory, observed_at(START))
     for hour in (1, 2):
         advance(directory, observed_at(START + timedelta(hours=hour), topology=without_payments))
-    report = review(ObservationStore(directory), observed_at(START + timedelta(hours=3), topology=without_payments))
+    report = api.review(ObservationStore(directory), observed_at(START + timedelta(hours=3), topology=without_payments))
     assert "payments" in report.recommendation.proposal.managed_namespaces  # from the first window, still kept
     assert report.unsettled_reasons() == ["no traffic of managed namespace(s) payments in the last 3 window(s)"]
     assert not report.settled
@@ -446,8 +470,8 @@ def test_a_run_killed_while_it_holds_the_store_leaves_it_readable(runs, cronjob)
 
 def test_the_recommendation_is_made_for_the_cni_the_report_is_given(tmp_path):
     observed = api.load_observations([EXAMPLE])  # Cilium's: the API server is no ipBlock there
-    on_cilium = review(ObservationStore(str(tmp_path / "a")), observed)
-    on_the_spec = review(ObservationStore(str(tmp_path / "b")), observed, options=ReportOptions(cni="kubernetes"))
+    on_cilium = api.review(ObservationStore(str(tmp_path / "a")), observed)
+    on_the_spec = api.review(ObservationStore(str(tmp_path / "b")), observed, options=ReportOptions(cni="kubernetes"))
     api_server = "cidr: 172.18.0.5/32"
     assert api_server not in on_cilium.recommendation_yaml
     assert api_server in on_the_spec.recommendation_yaml

@@ -79,7 +79,7 @@ CNP_FIELDS = {
         "spec.ingress.0.toPorts.0.ports.0.protocol",
         "ICMP",
         "spec.ingress[0].toPorts[0].ports[0].protocol",
-        "unsupported protocol",
+        "unsupported value 'ICMP' (expected ANY, IGMP, SCTP, TCP, UDP, VRRP)",
     ),
     "an_invalid_cidr": ("spec.egress.1.toCIDRSet.0.cidr", "10.0.0.0/33", "spec.egress[1].toCIDRSet[0].cidr", "CIDR"),
     "a_misspelled_peer_field": (
@@ -92,7 +92,7 @@ CNP_FIELDS = {
         "spec.endpointSelector.matchExpressions",
         [{"key": "app", "operator": "Is", "values": ["x"]}],
         "spec.endpointSelector.matchExpressions[0].operator",
-        "unknown operator",
+        "unsupported value 'Is'",
     ),
 }
 CLUSTER: dict[str, Any] = {
@@ -107,9 +107,19 @@ CLUSTER: dict[str, Any] = {
     },
 }
 CLUSTER_FIELDS = {
-    "an_unknown_tier": ("spec.tier", "Developer", "spec.tier", "must be Admin or Baseline"),
-    "a_priority_over_1000": ("spec.priority", 1001, "spec.priority", "0-1000"),
-    "an_unknown_action": ("spec.egress.0.action", "Allow", "spec.egress[0].action", "Accept, Deny or Pass"),
+    "an_unknown_tier": (
+        "spec.tier",
+        "Developer",
+        "spec.tier",
+        "unsupported value 'Developer' (expected Admin, Baseline)",
+    ),
+    "a_priority_over_1000": ("spec.priority", 1001, "spec.priority", "expected an integer <= 1000, got int 1001"),
+    "an_unknown_action": (
+        "spec.egress.0.action",
+        "Allow",
+        "spec.egress[0].action",
+        "unsupported value 'Allow' (expected Accept, Deny, Pass)",
+    ),
     "a_subject_with_both_kinds": (
         "spec.subject",
         {"namespaces": {}, "pods": {"namespaceSelector": {}, "podSelector": {}}},

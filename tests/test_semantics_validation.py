@@ -109,12 +109,12 @@ BAD_POLICIES = {
     "an_unknown_protocol": (
         with_changes(f"{INGRESS_PORT}.protocol", "ICMP"),
         "spec.ingress[0].ports[0].protocol",
-        "unsupported protocol 'ICMP' (expected TCP, UDP, SCTP)",
+        "unsupported value 'ICMP' (expected SCTP, TCP, UDP)",
     ),
     "a_lowercase_protocol": (
         with_changes(f"{INGRESS_PORT}.protocol", "tcp"),
         "spec.ingress[0].ports[0].protocol",
-        "unsupported protocol 'tcp'",
+        "unsupported value 'tcp'",
     ),
     "an_unknown_operator": (
         with_changes(
@@ -122,7 +122,7 @@ BAD_POLICIES = {
             {"matchExpressions": [{"key": "app", "operator": "Equals", "values": ["web"]}]},
         ),
         "spec.podSelector.matchExpressions[0].operator",
-        "unknown operator 'Equals' (expected In, NotIn, Exists, DoesNotExist)",
+        "unsupported value 'Equals' (expected In, NotIn, Exists, DoesNotExist)",
     ),
     "in_without_values": (
         with_changes(SELECTOR, {"matchExpressions": [{"key": "app", "operator": "In"}]}),
@@ -137,7 +137,7 @@ BAD_POLICIES = {
     "an_unquoted_numeric_label_value": (
         with_changes(SELECTOR, {"matchLabels": {"version": 1.0}}),
         "spec.podSelector.matchLabels.version",
-        "must be a non-empty string, got 1.0 (quote it in YAML)",
+        "expected a string, got float 1.0 (quote it in YAML)",
     ),
     "a_misspelled_field": (
         with_changes("spec.podselector", {}),
@@ -157,9 +157,9 @@ BAD_POLICIES = {
     "ingress_that_is_not_a_list": (
         with_changes("spec.ingress", {"from": []}),
         "spec.ingress",
-        "must be a list",
+        "expected a list, got dict {'from': []}",
     ),
-    "another_kind": (with_changes("kind", "Pod"), "kind", "expected NetworkPolicy, got 'Pod'"),
+    "another_kind": (with_changes("kind", "Pod"), "kind", "unsupported value 'Pod' (expected NetworkPolicy)"),
     "another_api_version": (
         with_changes("apiVersion", "extensions/v1beta1"),
         "apiVersion",
@@ -168,7 +168,7 @@ BAD_POLICIES = {
     "no_name": (
         with_changes("metadata", {"namespace": "shop"}),
         "metadata.name",
-        "must be a non-empty string",
+        "is required",
     ),
 }
 

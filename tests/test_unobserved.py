@@ -13,14 +13,14 @@ from collectors.inventory import inventory_from_objects, snapshot_json
 from collectors.records import labels_from_text
 from recommender import api
 from recommender.cli import main
+from recommender.cluster_model import cluster_model
 from recommender.errors import RecommenderError
 from recommender.findings import FindingKind
 from recommender.selectors import choose_selectors
 from recommender.semantics import Evaluator, ExternalPeer, parse_policies
-from recommender.semantics.selectors import parse_label_selector
+from recommender.semantics.selectors import LabelSelector
 from recommender.synthesis import SynthesisOptions
 from recommender.unobserved import UnobservedMode, find_unobserved
-from recommender.verification import cluster_model
 from tests.conftest import REPO
 
 EXAMPLE = str(REPO / "examples" / "shop-capture.json.gz")
@@ -184,7 +184,7 @@ def test_allow_as_is_selects_every_pod_but_exactly_those_of_the_workloads_left_a
     found = find_unobserved(
         UnobservedMode.ALLOW_AS_IS, pods, True, ["ns"], {("ns", w) for w in observed}, choose_selectors(members)
     )
-    selector = parse_label_selector(found.pod_selector("ns"), "podSelector")
+    selector = found.pod_selector("ns")
     left = {item.workload for item in found.workloads if not item.isolated}
     assert {item.workload for item in found.workloads} == set(pods["workload"]) - observed
     for row in pods.itertuples():
@@ -199,4 +199,4 @@ def test_a_label_shared_with_a_workload_that_stays_isolated_exempts_nothing():
     )
     found = find_unobserved(UnobservedMode.ALLOW_AS_IS, pods, True, ["ns"], {("ns", "w0")}, {})
     assert [(item.workload, item.isolated) for item in found.workloads] == [("w1", True), ("w2", True)]
-    assert found.pod_selector("ns") == {}
+    assert found.pod_selector("ns") == LabelSelector()

@@ -62,7 +62,7 @@ def test_selectors_are_exact_against_every_pod_of_the_inventory(shop, tmp_path):
     assert selector_of(result, "allow-frontend") == {
         "matchLabels": {"app.kubernetes.io/name": "frontend", "app.kubernetes.io/part-of": "shop"}
     }
-    assert result.check.recall == 1.0 and result.check.excess.empty
+    assert result.check.recall == 1.0 and not result.check.excess
 
 
 def test_the_inventory_names_workloads_and_container_ports_in_the_evidence(shop):

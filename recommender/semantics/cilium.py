@@ -17,13 +17,16 @@ namespace (CNP) or to pods of any namespace (CCNP).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Final, Literal
 
+import msgspec
+from msgspec import Meta
+
+from collectors.decoding import FieldError, Strict, decode, exactly_one, given_fields
 from recommender.semantics.connections import MAX_PORT, Protocol
-from recommender.semantics.errors import FieldError, InvalidPolicyError
-from recommender.semantics.manifest import fields_of, list_of, string_of
+from recommender.semantics.manifest import Metadata, policy_error, raw_name
 from recommender.semantics.matcher import (
     Action,
     AllPeers,
@@ -41,20 +44,21 @@ from recommender.semantics.matcher import (
     RuleRef,
     Target,
 )
-from recommender.semantics.policies import Direction, IPBlock, check_port_name, parse_cidr, parse_ip_block
+from recommender.semantics.policies import Direction, IPBlock, check_port_name, ip_block, parse_cidr
 from recommender.semantics.selectors import (
     NAME_LABEL,
     Labels,
     LabelSelector,
     Operator,
     Requirement,
-    parse_label_selector,
+    SelectorSpec,
+    label_selector,
 )
 
 CNP = "CiliumNetworkPolicy"
 CCNP = "CiliumClusterwideNetworkPolicy"
 KINDS = (CNP, CCNP)
-API_VERSION = "cilium.io/v2"
+API_VERSION: Final = "cilium.io/v2"
 
 ENTITIES = frozenset(
     {"all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress", "unmanaged", "remote-node",
@@ -64,15 +68,10 @@ NAMESPACE_KEY = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 _SOURCES = ("k8s:", "any:")
 
-_PEERS = {
-    Direction.INGRESS: ("fromEndpoints", "fromEntities", "fromCIDR", "fromCIDRSet"),
-    Direction.EGRESS: ("toEndpoints", "toEntities", "toCIDR", "toCIDRSet", "toFQDNs"),
-}
 _UNSUPPORTED = (
     "fromRequires", "toRequires", "fromGroups", "toGroups", "fromNodes", "toNodes", "toServices"
 )  # fmt: skip
-_PORT_RULE = ("ports", "rules", "listener", "originatingTLS", "terminatingTLS", "serverNames")
-_L7 = ("dns", "http", "kafka", "l7proto", "l7")
+_NOT_IN_DENY = ("authentication", "toFQDNs", "rules", "listener", "originatingTLS", "terminatingTLS", "serverNames")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,150 +103,223 @@ class CiliumPolicy:
         return f"{self.kind} {self.name if self.namespace is None else f'{self.namespace}/{self.name}'}"
 
 
+class _PortSpec(Strict, frozen=True):
+    port: str | int = "0"
+    end_port: Annotated[int, Meta(ge=0, le=MAX_PORT)] = 0
+    protocol: Literal["TCP", "UDP", "SCTP", "ANY", "VRRP", "IGMP"] = "ANY"
+
+
+class _L7Spec(Strict, frozen=True):
+    """L7 rules: accepted, they do not change what L3/L4 allows; `dns` marks the DNS proxy."""
+
+    dns: object = None
+    http: object = None
+    kafka: object = None
+    l7proto: object = None
+    l7: object = None
+
+
+class _PortRuleSpec(Strict, frozen=True):
+    ports: tuple[_PortSpec, ...] = ()
+    rules: _L7Spec | None = None
+    listener: object = None
+    originating_tls: object = msgspec.field(default=None, name="originatingTLS")
+    terminating_tls: object = msgspec.field(default=None, name="terminatingTLS")
+    server_names: object = None
+
+
+class _CIDRRuleSpec(Strict, frozen=True):
+    cidr: str | None = None
+    except_: tuple[str, ...] = ()
+    cidr_group_ref: object = None
+    cidr_group_selector: object = None
+
+
+class _FQDNSpec(Strict, frozen=True):
+    match_name: Annotated[str, Meta(min_length=1)] | None = None
+    match_pattern: Annotated[str, Meta(min_length=1)] | None = None
+
+
+class _IcmpSpec(Strict, frozen=True):
+    fields: object = None
+
+
+class _RuleSpec(Strict, frozen=True):
+    """What ingress and egress rules share: L4, and the peers this tool refuses (`_UNSUPPORTED`)."""
+
+    icmps: tuple[_IcmpSpec, ...] = ()
+    to_ports: tuple[_PortRuleSpec, ...] | None = None
+    authentication: object = None
+    from_requires: object = None
+    to_requires: object = None
+    from_groups: object = None
+    to_groups: object = None
+    from_nodes: object = None
+    to_nodes: object = None
+    to_services: object = None
+
+
+class _IngressSpec(_RuleSpec, frozen=True):
+    endpoints: tuple[SelectorSpec, ...] = msgspec.field(default=(), name="fromEndpoints")
+    entities: tuple[str, ...] = msgspec.field(default=(), name="fromEntities")
+    cidrs: tuple[str, ...] = msgspec.field(default=(), name="fromCIDR")
+    cidr_sets: tuple[_CIDRRuleSpec, ...] = msgspec.field(default=(), name="fromCIDRSet")
+
+
+class _EgressSpec(_RuleSpec, frozen=True):
+    endpoints: tuple[SelectorSpec, ...] = msgspec.field(default=(), name="toEndpoints")
+    entities: tuple[str, ...] = msgspec.field(default=(), name="toEntities")
+    cidrs: tuple[str, ...] = msgspec.field(default=(), name="toCIDR")
+    cidr_sets: tuple[_CIDRRuleSpec, ...] = msgspec.field(default=(), name="toCIDRSet")
+    fqdns: tuple[_FQDNSpec, ...] | None = msgspec.field(default=None, name="toFQDNs")
+
+
+class _DefaultDenySpec(Strict, frozen=True):
+    ingress: bool | None = None
+    egress: bool | None = None
+
+
+class _PolicySpec(Strict, frozen=True):
+    description: object = None
+    labels: object = None
+    log: object = None
+    endpoint_selector: SelectorSpec | None = None
+    node_selector: SelectorSpec | None = None
+    enable_default_deny: _DefaultDenySpec = msgspec.field(default_factory=_DefaultDenySpec)
+    ingress: tuple[_IngressSpec, ...] = ()
+    egress: tuple[_EgressSpec, ...] = ()
+    ingress_deny: tuple[_IngressSpec, ...] = ()
+    egress_deny: tuple[_EgressSpec, ...] = ()
+
+
+class _Manifest(Strict, frozen=True):
+    metadata: Metadata
+    kind: Literal["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]
+    api_version: Literal["cilium.io/v2"] = API_VERSION
+    spec: _PolicySpec | None = None
+    specs: tuple[_PolicySpec, ...] = ()
+    status: object = None
+
+
 def parse_cilium_policy(manifest: Mapping[str, Any], *, default_namespace: str = "default") -> CiliumPolicy:
     """Validate one CNP or CCNP manifest; raises `InvalidPolicyError` naming the policy and field."""
     kind = manifest.get("kind") if isinstance(manifest, Mapping) else None
-    metadata = manifest.get("metadata") if isinstance(manifest, Mapping) else None
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    namespace = (metadata.get("namespace") or default_namespace) if kind == CNP else None
-    name = metadata.get("name")
-    label = f"{namespace}/{name or '?'}" if namespace else str(name or "?")
+    namespace = (raw_name(manifest, "namespace") or default_namespace) if kind == CNP else None
+    name = raw_name(manifest) or "?"
     try:
-        top = fields_of(manifest, "", ("apiVersion", "kind", "metadata", "spec", "specs", "status"))
-        if top.get("kind") not in KINDS:
-            raise FieldError("kind", f"expected {' or '.join(KINDS)}, got {top.get('kind')!r}")
-        if top.get("apiVersion", API_VERSION) != API_VERSION:
-            raise FieldError("apiVersion", f"expected {API_VERSION}, got {top['apiVersion']!r}")
-        string_of(name, "metadata.name")
-        raw_specs = [("spec", top["spec"])] if "spec" in top else []
-        raw_specs += [(f"specs[{i}]", spec) for i, spec in enumerate(list_of(top.get("specs", []), "specs"))]
+        document = decode(manifest, _Manifest)
+        raw_specs = [("spec", document.spec)] if document.spec is not None else []
+        raw_specs += [(f"specs[{i}]", spec) for i, spec in enumerate(document.specs)]
         if not raw_specs:
             raise FieldError("spec", "a policy needs spec or specs")
-        specs = tuple(_parse_spec(raw, path, namespace) for path, raw in raw_specs)
-        return CiliumPolicy(kind, namespace, name, specs)
+        specs = tuple(_parse_spec(spec, path, namespace) for path, spec in raw_specs)
+        return CiliumPolicy(document.kind, namespace, document.metadata.name, specs)
     except FieldError as error:
-        raise InvalidPolicyError(label, error.field.lstrip(".") or "(manifest)", error.reason, kind or CNP) from None
+        label = f"{namespace}/{name}" if namespace else name
+        raise policy_error(error, kind if kind in KINDS else CNP, label) from None
 
 
-def _parse_spec(raw: object, path: str, namespace: str | None) -> CiliumSpec:
-    names = ("description", "labels", "log", "endpointSelector", "nodeSelector", "enableDefaultDeny")
-    names += ("ingress", "egress", "ingressDeny", "egressDeny")
-    spec = fields_of(raw, path, names)
-    if ("endpointSelector" in spec) == ("nodeSelector" in spec):
+def _parse_spec(spec: _PolicySpec, path: str, namespace: str | None) -> CiliumSpec:
+    if (spec.endpoint_selector is None) == (spec.node_selector is None):
         raise FieldError(path, "needs exactly one of endpointSelector and nodeSelector")
     subject = None
-    if "endpointSelector" in spec:
-        subject = _subject(spec["endpointSelector"], f"{path}.endpointSelector", namespace)
-    else:
-        parse_label_selector(spec["nodeSelector"], f"{path}.nodeSelector")
-    allow, deny = {}, {}
-    for direction, key in ((Direction.INGRESS, "ingress"), (Direction.EGRESS, "egress")):
-        allow[direction] = _parse_rules(spec.get(key, []), f"{path}.{key}", direction, namespace, deny=False)
-        deny[direction] = _parse_rules(spec.get(f"{key}Deny", []), f"{path}.{key}Deny", direction, namespace, deny=True)
-    switches = fields_of(spec.get("enableDefaultDeny", {}), f"{path}.enableDefaultDeny", ("ingress", "egress"))
-    default_deny = set()
-    for direction, key in ((Direction.INGRESS, "ingress"), (Direction.EGRESS, "egress")):
-        enabled = switches.get(key, bool(allow[direction] or deny[direction]))
-        if not isinstance(enabled, bool):
-            raise FieldError(f"{path}.enableDefaultDeny.{key}", f"must be true or false, got {enabled!r}")
-        if enabled:
-            default_deny.add(direction)
-    return CiliumSpec(subject, allow, deny, frozenset(default_deny))
+    if spec.endpoint_selector is not None:
+        subject = _subject(spec.endpoint_selector, f"{path}.endpointSelector", namespace)
+    elif spec.node_selector is not None:
+        label_selector(spec.node_selector, f"{path}.nodeSelector")
+    allow = {
+        Direction.INGRESS: _parse_rules(spec.ingress, f"{path}.ingress", namespace, deny=False),
+        Direction.EGRESS: _parse_rules(spec.egress, f"{path}.egress", namespace, deny=False),
+    }
+    deny = {
+        Direction.INGRESS: _parse_rules(spec.ingress_deny, f"{path}.ingressDeny", namespace, deny=True),
+        Direction.EGRESS: _parse_rules(spec.egress_deny, f"{path}.egressDeny", namespace, deny=True),
+    }
+    switches = {Direction.INGRESS: spec.enable_default_deny.ingress, Direction.EGRESS: spec.enable_default_deny.egress}
+    default_deny = frozenset(
+        direction
+        for direction, enabled in switches.items()
+        if (bool(allow[direction] or deny[direction]) if enabled is None else enabled)
+    )
+    return CiliumSpec(subject, allow, deny, default_deny)
 
 
 def _parse_rules(
-    raw: object, path: str, direction: Direction, namespace: str | None, *, deny: bool
+    rules: Sequence[_IngressSpec | _EgressSpec], path: str, namespace: str | None, *, deny: bool
 ) -> tuple[CiliumRule, ...]:
-    peer_keys = _PEERS[direction]
-    extra = ("icmps", "toPorts", "authentication") if not deny else ("icmps", "toPorts")
-    rules = []
-    for i, item in enumerate(list_of(raw, path)):
+    parsed = []
+    for i, rule in enumerate(rules):
         rule_path = f"{path}[{i}]"
-        rule = fields_of(item, rule_path, peer_keys + _UNSUPPORTED + extra)
-        for key in _UNSUPPORTED:
-            if key in rule:
-                raise FieldError(f"{rule_path}.{key}", "is not supported by this tool's evaluator")
-        if deny and "toFQDNs" in rule:
-            raise FieldError(f"{rule_path}.toFQDNs", "is not allowed in a deny rule")
-        peers = tuple(
-            peer for key in peer_keys for peer in _parse_peers(key, rule.get(key, []), f"{rule_path}.{key}", namespace)
-        )
-        ports, dns_proxy = _parse_to_ports(rule.get("toPorts", []), f"{rule_path}.toPorts", deny=deny)
-        icmps = list_of(rule.get("icmps", []), f"{rule_path}.icmps")
-        for j, icmp in enumerate(icmps):
-            fields_of(icmp, f"{rule_path}.icmps[{j}]", ("fields",))
-        ports += (OtherProtocols(),) if icmps else ()
-        has_l4 = "toPorts" in rule or bool(icmps)
-        if not peers and has_l4:
+        _refuse(rule, rule_path, _UNSUPPORTED, "is not supported by this tool's evaluator")
+        _refuse(rule, rule_path, _NOT_IN_DENY if deny else (), "is not allowed in a deny rule")
+        peers = _parse_peers(rule, rule_path, namespace)
+        ports, dns_proxy = _parse_to_ports(rule.to_ports or (), f"{rule_path}.toPorts", deny=deny)
+        ports += (OtherProtocols(),) if rule.icmps else ()
+        if not peers and (rule.to_ports is not None or rule.icmps):
             peers = (AllPeers(),)  # an L4-only rule applies to every peer
-        rules.append(CiliumRule(peers, ports or (AllPorts(),), dns_proxy))
-    return tuple(rules)
+        parsed.append(CiliumRule(peers, ports or (AllPorts(),), dns_proxy))
+    return tuple(parsed)
 
 
-def _parse_peers(key: str, raw: object, path: str, namespace: str | None) -> list[PeerMatcher]:
-    items = list_of(raw, path)
-    if key.endswith("Endpoints"):
-        return [_endpoint_peer(item, f"{path}[{i}]", namespace) for i, item in enumerate(items)]
-    if key.endswith("Entities"):
-        entities = {string_of(item, f"{path}[{i}]") for i, item in enumerate(items)}
-        unknown = sorted(entities - ENTITIES)
-        if unknown:
-            raise FieldError(path, f"unknown entity {unknown[0]!r} (expected {', '.join(sorted(ENTITIES))})")
-        return [EntityPeers(frozenset(entities))] if entities else []
-    if key.endswith("CIDR"):
-        return [IPPeers(IPBlock(parse_cidr(item, f"{path}[{i}]"))) for i, item in enumerate(items)]
-    if key.endswith("CIDRSet"):
-        return [IPPeers(_cidr_rule(item, f"{path}[{i}]")) for i, item in enumerate(items)]
-    names, patterns = set(), []
-    for i, item in enumerate(items):
-        entry = fields_of(item, f"{path}[{i}]", ("matchName", "matchPattern"))
-        if len(entry) != 1:
-            raise FieldError(f"{path}[{i}]", "needs exactly one of matchName and matchPattern")
-        if "matchName" in entry:
-            names.add(string_of(entry["matchName"], f"{path}[{i}].matchName").lower().rstrip(".") + ".")
-        else:
-            patterns.append(string_of(entry["matchPattern"], f"{path}[{i}].matchPattern"))
-    return [FQDNPeers(frozenset(names), tuple(sorted(set(patterns))))] if items else []
+def _parse_peers(rule: _IngressSpec | _EgressSpec, path: str, namespace: str | None) -> tuple[PeerMatcher, ...]:
+    side = "from" if isinstance(rule, _IngressSpec) else "to"
+    peers: list[PeerMatcher] = [
+        _endpoint_peer(selector, f"{path}.{side}Endpoints[{i}]", namespace) for i, selector in enumerate(rule.endpoints)
+    ]
+    unknown = sorted(set(rule.entities) - ENTITIES)
+    if unknown:
+        raise FieldError(
+            f"{path}.{side}Entities", f"unknown entity {unknown[0]!r} (expected {', '.join(sorted(ENTITIES))})"
+        )
+    peers += [EntityPeers(frozenset(rule.entities))] if rule.entities else []
+    peers += [IPPeers(IPBlock(parse_cidr(cidr, f"{path}.{side}CIDR[{i}]"))) for i, cidr in enumerate(rule.cidrs)]
+    peers += [IPPeers(_cidr_rule(cidrs, f"{path}.{side}CIDRSet[{i}]")) for i, cidrs in enumerate(rule.cidr_sets)]
+    if isinstance(rule, _EgressSpec) and rule.fqdns:
+        for i, fqdn in enumerate(rule.fqdns):
+            exactly_one(fqdn, f"{path}.toFQDNs[{i}]")
+        names = frozenset(f.match_name.lower().rstrip(".") + "." for f in rule.fqdns if f.match_name is not None)
+        patterns = tuple(sorted({f.match_pattern for f in rule.fqdns if f.match_pattern is not None}))
+        peers.append(FQDNPeers(names, patterns))
+    return tuple(peers)
 
 
-def _cidr_rule(raw: object, path: str) -> IPBlock:
-    rule = fields_of(raw, path, ("cidr", "except", "cidrGroupRef", "cidrGroupSelector"))
-    for key in ("cidrGroupRef", "cidrGroupSelector"):
-        if key in rule:
-            raise FieldError(f"{path}.{key}", "CiliumCIDRGroup references are not supported by this tool's evaluator")
-    return parse_ip_block(rule, path)
+def _cidr_rule(rule: _CIDRRuleSpec, path: str) -> IPBlock:
+    groups = ("cidrGroupRef", "cidrGroupSelector")
+    _refuse(rule, path, groups, "CiliumCIDRGroup references are not supported by this tool's evaluator")
+    if rule.cidr is None:
+        raise FieldError(f"{path}.cidr", "is required")
+    return ip_block(rule.cidr, rule.except_, path)
 
 
-def _parse_to_ports(raw: object, path: str, *, deny: bool) -> tuple[tuple[PortMatcher, ...], bool]:
+def _refuse(spec: msgspec.Struct, path: str, names: tuple[str, ...], reason: str) -> None:
+    """Raise `FieldError` for the first field of `spec` that is given and among `names`."""
+    for name in given_fields(spec):
+        if name in names:
+            raise FieldError(f"{path}.{name}", reason)
+
+
+def _parse_to_ports(
+    port_rules: tuple[_PortRuleSpec, ...], path: str, *, deny: bool
+) -> tuple[tuple[PortMatcher, ...], bool]:
     """The port matchers of `toPorts`, and whether a rule sends DNS through the proxy."""
     matchers: list[PortMatcher] = []
     dns_proxy = False
-    for i, item in enumerate(list_of(raw, path)):
+    for i, port_rule in enumerate(port_rules):
         rule_path = f"{path}[{i}]"
-        port_rule = fields_of(item, rule_path, ("ports",) if deny else _PORT_RULE)
-        if "rules" in port_rule:
-            l7 = fields_of(port_rule["rules"], f"{rule_path}.rules", _L7)
-            dns_proxy = dns_proxy or bool(l7.get("dns"))
-        ports = list_of(port_rule.get("ports", []), f"{rule_path}.ports")
-        if not ports:
+        _refuse(port_rule, rule_path, _NOT_IN_DENY if deny else (), "is not allowed in a deny rule")
+        dns_proxy = dns_proxy or bool(port_rule.rules and port_rule.rules.dns)
+        if not port_rule.ports:
             matchers += [PortRange(protocol) for protocol in Protocol]
-        for j, port in enumerate(ports):
+        for j, port in enumerate(port_rule.ports):
             matchers += _parse_port(port, f"{rule_path}.ports[{j}]")
     return tuple(matchers), dns_proxy
 
 
-def _parse_port(raw: object, path: str) -> list[PortMatcher]:
-    spec = fields_of(raw, path, ("port", "endPort", "protocol"))
-    name = spec.get("protocol") or "ANY"
-    if name in ("VRRP", "IGMP"):
+def _parse_port(spec: _PortSpec, path: str) -> list[PortMatcher]:
+    if spec.protocol in ("VRRP", "IGMP"):
         return [OtherProtocols()]
-    if name != "ANY" and (not isinstance(name, str) or name not in Protocol.__members__):
-        raise FieldError(f"{path}.protocol", f"unsupported protocol {name!r} (expected TCP, UDP, SCTP, ANY)")
-    protocols = tuple(Protocol) if name == "ANY" else (Protocol(name),)
-    port = str(spec.get("port", "0"))
-    end = spec.get("endPort", 0)
-    if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= MAX_PORT:
-        raise FieldError(f"{path}.endPort", f"{end!r} is not a port number (0-{MAX_PORT})")
+    protocols = tuple(Protocol) if spec.protocol == "ANY" else (Protocol(spec.protocol),)
+    port, end = str(spec.port), spec.end_port
     if not port.isdigit():  # a name, matched case-insensitively as Cilium does (it lowercases names)
         check_port_name(port.lower(), f"{path}.port")
         return [NamedPort(protocol, port.lower()) for protocol in protocols]
@@ -259,15 +331,15 @@ def _parse_port(raw: object, path: str) -> list[PortMatcher]:
     return [PortRange(protocol, number, max(end, number)) for protocol in protocols]
 
 
-def _subject(raw: object, path: str, namespace: str | None) -> PodPeers:
-    namespaces, pods, _ = _split_selector(raw, path)
+def _subject(spec: SelectorSpec, path: str, namespace: str | None) -> PodPeers:
+    namespaces, pods, _ = _split_selector(spec, path)
     if namespace is not None:
         namespaces = _and(namespaces, LabelSelector(Labels({NAME_LABEL: namespace})))
     return PodPeers(namespaces, pods)
 
 
-def _endpoint_peer(raw: object, path: str, namespace: str | None) -> PeerMatcher:
-    namespaces, pods, entities = _split_selector(raw, path)
+def _endpoint_peer(spec: SelectorSpec, path: str, namespace: str | None) -> PeerMatcher:
+    namespaces, pods, entities = _split_selector(spec, path)
     if entities:
         return EntityPeers(entities)
     names_namespace = bool(namespaces.match_labels or namespaces.expressions)
@@ -276,11 +348,14 @@ def _endpoint_peer(raw: object, path: str, namespace: str | None) -> PeerMatcher
     return PodPeers(namespaces, pods)
 
 
-def _split_selector(raw: object, path: str) -> tuple[LabelSelector, LabelSelector, frozenset[str]]:
+def _split_selector(spec: SelectorSpec, path: str) -> tuple[LabelSelector, LabelSelector, frozenset[str]]:
     """A Cilium endpoint selector as (namespace selector, pod selector, reserved entities)."""
-    selector = parse_label_selector(raw, path)
-    namespace_labels, pod_labels, entities = {}, {}, set()
-    namespace_rules, pod_rules = [], []
+    selector = label_selector(spec, path)
+    namespace_labels: dict[str, str] = {}
+    pod_labels: dict[str, str] = {}
+    entities: set[str] = set()
+    namespace_rules: list[Requirement] = []
+    pod_rules: list[Requirement] = []
     for key, value in selector.match_labels.items():
         kind, name = _key(key, f"{path}.matchLabels.{key}")
         if kind == "reserved":

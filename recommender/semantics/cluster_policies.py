@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Final, Literal
 
+from msgspec import Meta
+
+from collectors.decoding import FieldError, Strict, decode, exactly_one
 from recommender.semantics.connections import Protocol
-from recommender.semantics.errors import FieldError, InvalidPolicyError
-from recommender.semantics.manifest import fields_of, list_of, string_of
+from recommender.semantics.manifest import Metadata, policy_error, raw_name
 from recommender.semantics.matcher import (
     Action,
     AllPorts,
@@ -31,10 +33,10 @@ from recommender.semantics.matcher import (
     Tier,
 )
 from recommender.semantics.policies import Direction, IPBlock, check_port_number, parse_cidr
-from recommender.semantics.selectors import LabelSelector, parse_label_selector
+from recommender.semantics.selectors import LabelSelector, SelectorSpec, label_selector
 
 KIND = "ClusterNetworkPolicy"
-API_VERSION = "policy.networking.k8s.io/v1alpha2"
+API_VERSION: Final = "policy.networking.k8s.io/v1alpha2"
 MAX_PRIORITY = 1000
 MAX_RULES = 25
 _ACTIONS = {"Accept": Action.ALLOW, "Deny": Action.DENY, "Pass": Action.PASS}
@@ -61,118 +63,136 @@ class ClusterNetworkPolicy:
         return f"{KIND} {self.name}"
 
 
+class _PodsSpec(Strict, frozen=True):
+    namespace_selector: SelectorSpec
+    pod_selector: SelectorSpec
+
+
+class _PeerSpec(Strict, frozen=True):
+    """A subject or an ingress peer: exactly one field."""
+
+    namespaces: SelectorSpec | None = None
+    pods: _PodsSpec | None = None
+
+
+class _EgressPeerSpec(_PeerSpec, frozen=True):
+    networks: Annotated[tuple[str, ...], Meta(min_length=1)] | None = None
+
+
+class _PortRangeSpec(Strict, frozen=True):
+    start: int
+    end: int
+
+
+class _DestinationPortSpec(Strict, frozen=True):
+    number: int | None = None
+    range: _PortRangeSpec | None = None
+
+
+class _PortMatchSpec(Strict, frozen=True):
+    destination_port: _DestinationPortSpec | None = None
+
+
+class _ProtocolSpec(Strict, frozen=True):
+    tcp: _PortMatchSpec | None = None
+    udp: _PortMatchSpec | None = None
+    sctp: _PortMatchSpec | None = None
+    destination_named_port: Annotated[str, Meta(min_length=1)] | None = None
+
+
+class _RuleSpec(Strict, frozen=True):
+    action: Literal["Accept", "Deny", "Pass"]
+    name: str = ""
+    protocols: tuple[_ProtocolSpec, ...] = ()
+
+
+class _IngressSpec(_RuleSpec, kw_only=True, frozen=True):
+    from_: Annotated[tuple[_PeerSpec, ...], Meta(min_length=1)]
+
+
+class _EgressSpec(_RuleSpec, kw_only=True, frozen=True):
+    to: Annotated[tuple[_EgressPeerSpec, ...], Meta(min_length=1)]
+
+
+class _Spec(Strict, frozen=True):
+    tier: Literal["Admin", "Baseline"]
+    priority: Annotated[int, Meta(ge=0, le=MAX_PRIORITY)]
+    subject: _PeerSpec
+    ingress: Annotated[tuple[_IngressSpec, ...], Meta(max_length=MAX_RULES)] = ()
+    egress: Annotated[tuple[_EgressSpec, ...], Meta(max_length=MAX_RULES)] = ()
+
+
+class _Manifest(Strict, frozen=True):
+    metadata: Metadata
+    kind: Literal["ClusterNetworkPolicy"]
+    spec: _Spec
+    api_version: Literal["policy.networking.k8s.io/v1alpha2"] = API_VERSION
+    status: object = None
+
+
 def parse_cluster_policy(manifest: Mapping[str, Any]) -> ClusterNetworkPolicy:
     """Validate one ClusterNetworkPolicy; raises `InvalidPolicyError` naming it and the field."""
-    metadata = manifest.get("metadata") if isinstance(manifest, Mapping) else None
-    name = metadata.get("name") if isinstance(metadata, Mapping) else None
     try:
-        top = fields_of(manifest, "", ("apiVersion", "kind", "metadata", "spec", "status"))
-        if top.get("kind") != KIND:
-            raise FieldError("kind", f"expected {KIND}, got {top.get('kind')!r}")
-        if top.get("apiVersion", API_VERSION) != API_VERSION:
-            raise FieldError("apiVersion", f"expected {API_VERSION}, got {top['apiVersion']!r}")
-        string_of(name, "metadata.name")
-        spec = fields_of(top.get("spec"), "spec", ("tier", "priority", "subject", "ingress", "egress"))
-        tier = spec.get("tier")
-        if tier not in ("Admin", "Baseline"):
-            raise FieldError("spec.tier", f"must be Admin or Baseline, got {tier!r}")
-        priority = spec.get("priority")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
-            raise FieldError("spec.priority", f"must be a number in 0-{MAX_PRIORITY}, got {priority!r}")
-        if "subject" not in spec:
-            raise FieldError("spec.subject", "is required")
+        document = decode(manifest, _Manifest)
+        spec = document.spec
+        (subject,) = _peer(spec.subject, "spec.subject")
+        assert isinstance(subject, PodPeers)  # a subject is namespaces or pods, never networks
         return ClusterNetworkPolicy(
-            name=name,
-            tier=Tier(tier),
-            priority=priority,
-            subject=_parse_pods_or_namespaces(spec["subject"], "spec.subject", ("namespaces", "pods"))[0],
-            ingress=_parse_rules(spec.get("ingress", []), "spec.ingress", "from", ("namespaces", "pods")),
-            egress=_parse_rules(spec.get("egress", []), "spec.egress", "to", ("namespaces", "pods", "networks")),
+            name=document.metadata.name,
+            tier=Tier(spec.tier),
+            priority=spec.priority,
+            subject=subject,
+            ingress=tuple(_rule(r, r.from_, f"spec.ingress[{i}]", "from") for i, r in enumerate(spec.ingress)),
+            egress=tuple(_rule(r, r.to, f"spec.egress[{i}]", "to") for i, r in enumerate(spec.egress)),
         )
     except FieldError as error:
-        raise InvalidPolicyError(
-            str(name or "?"), error.field.lstrip(".") or "(manifest)", error.reason, KIND
-        ) from None
+        raise policy_error(error, KIND, raw_name(manifest) or "?") from None
 
 
-def _parse_rules(raw: object, path: str, peers_key: str, peer_kinds: tuple[str, ...]) -> tuple[ClusterRule, ...]:
-    items = list_of(raw, path)
-    if len(items) > MAX_RULES:
-        raise FieldError(path, f"may hold at most {MAX_RULES} rules")
-    rules = []
-    for i, item in enumerate(items):
-        rule_path = f"{path}[{i}]"
-        rule = fields_of(item, rule_path, ("name", "action", peers_key, "protocols"))
-        action = _ACTIONS.get(rule.get("action"))
-        if action is None:
-            raise FieldError(f"{rule_path}.action", f"must be Accept, Deny or Pass, got {rule.get('action')!r}")
-        peers = list_of(rule.get(peers_key, []), f"{rule_path}.{peers_key}")
-        if not peers:
-            raise FieldError(f"{rule_path}.{peers_key}", "needs at least one peer")
-        matchers = [
-            m
-            for j, peer in enumerate(peers)
-            for m in _parse_pods_or_namespaces(peer, f"{rule_path}.{peers_key}[{j}]", peer_kinds)
-        ]
-        protocols = list_of(rule.get("protocols", []), f"{rule_path}.protocols")
-        ports = [m for j, p in enumerate(protocols) for m in _parse_protocol(p, f"{rule_path}.protocols[{j}]")]
-        rules.append(ClusterRule(action, tuple(matchers), tuple(ports) or (AllPorts(),)))
-    return tuple(rules)
+def _rule(rule: _RuleSpec, peers: tuple[_PeerSpec, ...], path: str, peers_key: str) -> ClusterRule:
+    matchers = [m for j, peer in enumerate(peers) for m in _peer(peer, f"{path}.{peers_key}[{j}]")]
+    ports = [m for j, p in enumerate(rule.protocols) for m in _protocol(p, f"{path}.protocols[{j}]")]
+    return ClusterRule(_ACTIONS[rule.action], tuple(matchers), tuple(ports) or (AllPorts(),))
 
 
-def _parse_pods_or_namespaces(raw: object, path: str, kinds: tuple[str, ...]) -> list[PeerMatcher]:
-    peer = fields_of(raw, path, kinds)
-    if len(peer) != 1:
-        raise FieldError(path, f"needs exactly one of {', '.join(kinds)}")
-    ((kind, value),) = peer.items()
-    if kind == "namespaces":
-        return [PodPeers(parse_label_selector(value, f"{path}.namespaces"), LabelSelector())]
-    if kind == "pods":
-        pods = fields_of(value, f"{path}.pods", ("namespaceSelector", "podSelector"))
-        for key in ("namespaceSelector", "podSelector"):
-            if key not in pods:
-                raise FieldError(f"{path}.pods.{key}", "is required")
+def _peer(peer: _PeerSpec, path: str) -> list[PeerMatcher]:
+    exactly_one(peer, path)
+    if peer.namespaces is not None:
+        return [PodPeers(label_selector(peer.namespaces, f"{path}.namespaces"), LabelSelector())]
+    if peer.pods is not None:
+        pods = peer.pods
         return [
             PodPeers(
-                parse_label_selector(pods["namespaceSelector"], f"{path}.pods.namespaceSelector"),
-                parse_label_selector(pods["podSelector"], f"{path}.pods.podSelector"),
+                label_selector(pods.namespace_selector, f"{path}.pods.namespaceSelector"),
+                label_selector(pods.pod_selector, f"{path}.pods.podSelector"),
             )
         ]
-    networks = list_of(value, f"{path}.networks")
-    if not networks:
-        raise FieldError(f"{path}.networks", "needs at least one CIDR")
-    return [IPPeers(IPBlock(parse_cidr(cidr, f"{path}.networks[{i}]")), any_ip=True) for i, cidr in enumerate(networks)]
+    assert isinstance(peer, _EgressPeerSpec) and peer.networks is not None  # the one field left
+    return [
+        IPPeers(IPBlock(parse_cidr(cidr, f"{path}.networks[{i}]")), any_ip=True) for i, cidr in enumerate(peer.networks)
+    ]
 
 
-def _parse_protocol(raw: object, path: str) -> list[PortMatcher]:
-    entry = fields_of(raw, path, ("tcp", "udp", "sctp", "destinationNamedPort"))
-    if len(entry) != 1:
-        raise FieldError(path, "needs exactly one of tcp, udp, sctp and destinationNamedPort")
-    ((key, value),) = entry.items()
-    if key == "destinationNamedPort":
-        name = string_of(value, f"{path}.destinationNamedPort")
-        return [NamedPort(protocol, name) for protocol in Protocol]
+def _protocol(spec: _ProtocolSpec, path: str) -> list[PortMatcher]:
+    key = exactly_one(spec, path)
+    if spec.destination_named_port is not None:
+        return [NamedPort(protocol, spec.destination_named_port) for protocol in Protocol]
     protocol = Protocol(key.upper())
-    match = fields_of(value, f"{path}.{key}", ("destinationPort",))
-    if "destinationPort" not in match:
+    port = getattr(spec, key).destination_port
+    if port is None:
         return [PortRange(protocol)]
     port_path = f"{path}.{key}.destinationPort"
-    port = fields_of(match["destinationPort"], port_path, ("number", "range"))
-    if len(port) != 1:
-        raise FieldError(port_path, "needs exactly one of number and range")
-    if "number" in port:
-        return [PortRange(protocol, _port(port["number"], f"{port_path}.number"))]
-    bounds = fields_of(port["range"], f"{port_path}.range", ("start", "end"))
-    start = _port(bounds.get("start"), f"{port_path}.range.start")
-    end = _port(bounds.get("end"), f"{port_path}.range.end")
+    exactly_one(port, port_path)
+    if port.number is not None:
+        check_port_number(port.number, f"{port_path}.number")
+        return [PortRange(protocol, port.number)]
+    assert port.range is not None  # the one field left
+    start, end = port.range.start, port.range.end
+    check_port_number(start, f"{port_path}.range.start")
+    check_port_number(end, f"{port_path}.range.end")
     if start >= end:
         raise FieldError(f"{port_path}.range", f"start {start} must be less than end {end}")
     return [PortRange(protocol, start, end)]
-
-
-def _port(raw: object, path: str) -> int:
-    check_port_number(raw, path)
-    return raw  # type: ignore[return-value]  # checked: an int port number
 
 
 def compile_cluster_policy(policy: ClusterNetworkPolicy) -> list[Target]:

@@ -14,12 +14,3 @@ class InvalidPolicyError(RecommenderError, ValueError):
         self.policy = policy
         self.field = field
         self.reason = reason
-
-
-class FieldError(ValueError):
-    """One field of a manifest is malformed; `parse_policy` adds the policy's name to it."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason

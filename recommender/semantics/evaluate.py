@@ -26,6 +26,8 @@ from recommender.semantics.profiles import KUBERNETES, Entity, Profile
 
 Resolved = PodClass | ExternalPeer
 _Key = int | ExternalPeer
+_Bucket = tuple[str | None, Direction, tuple[str, str] | None]
+"""Where targets are indexed: (namespace or None for any, direction, one label of their selector or None)."""
 
 
 class Evaluator:
@@ -55,7 +57,7 @@ class Evaluator:
         policy_set = parse_policy_set(policies, default_namespace=default_namespace)
         self.targets: tuple[Target, ...] = compile_policy_set(policy_set, profile)
         # Targets by (namespace or None, direction, one matchLabels pair of the subject, or None).
-        self._target_index: dict[tuple[str | None, Direction, tuple[str, str] | None], list[int]] = {}
+        self._target_index: dict[_Bucket, list[int]] = {}
         for i, target in enumerate(self.targets):
             label = next(iter(target.subject.match_labels.items()), None)
             self._target_index.setdefault((target.namespace, target.direction, label), []).append(i)
@@ -92,7 +94,7 @@ class Evaluator:
         if pod.host_network:
             if pod.ip is None:
                 raise ValueError(f"hostNetwork pod {pod} has no IP: it can only be matched by its IP")
-            return self.external(ExternalPeer(pod.ip, Entity.REMOTE_NODE))
+            return self.external(ExternalPeer(ipaddress.ip_address(pod.ip), Entity.REMOTE_NODE))
         known = self._classes_of_pods.get(pod)
         if known is None:
             namespace = self._namespaces.get(pod.namespace) or Namespace(pod.namespace)
@@ -203,7 +205,9 @@ class Evaluator:
         key = self._index.id_of(subject), direction
         found = self._subjects.get(key)
         if found is None:
-            buckets = [(subject.namespace, direction, label) for label in (None, *subject.labels.items())]
+            buckets: list[_Bucket] = [
+                (subject.namespace, direction, label) for label in (None, *subject.labels.items())
+            ]
             buckets += [(None, direction, label) for label in (None, *subject.labels.items())]
             candidates = sorted({i for bucket in buckets for i in self._target_index.get(bucket, ())})
             found = tuple(self.targets[i] for i in candidates if self.targets[i].selects(subject))

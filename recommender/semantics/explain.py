@@ -84,8 +84,9 @@ class DirectionResult:
         then Baseline for what no NetworkPolicy decided; the rest is allowed."""
         if self.isolation in (Isolation.NOT_A_POD, Isolation.EXEMPT):
             return Resolution(traffic)
-        allowed, allowed_by, denied_by = ConnectionSet.none(), [], []
-        pending, passed = traffic, ConnectionSet.none()
+        allowed, pending, passed = ConnectionSet.none(), traffic, ConnectionSet.none()
+        allowed_by: list[RuleRef] = []
+        denied_by: list[RuleRef] = []
         for grant in self._tier(Tier.ADMIN):
             part = grant.connections & pending
             if part:
@@ -202,10 +203,14 @@ class Decision:
     def allowed(self) -> bool:
         return self.egress.allowed and self.ingress.allowed
 
+    @property
+    def reasons(self) -> str:
+        """Both sides' verdicts, without the connection: `egress allowed by ... | ingress DENIED: ...`."""
+        return f"{self.egress} | {self.ingress}"
+
     def __str__(self) -> str:
         verdict = "ALLOWED" if self.allowed else "DENIED"
-        flow = f"{self.client} -> {self.server} {self.traffic}"
-        return f"{verdict} {flow}: {self.egress} | {self.ingress}"
+        return f"{verdict} {self.client} -> {self.server} {self.traffic}: {self.reasons}"
 
 
 @dataclass(frozen=True, slots=True)

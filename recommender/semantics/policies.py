@@ -13,12 +13,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
+
+from collectors.decoding import FieldError, Strict, decode
 from recommender.semantics.connections import MAX_PORT, MIN_PORT, Protocol
-from recommender.semantics.errors import FieldError, InvalidPolicyError
-from recommender.semantics.manifest import fields_of, list_of, string_of
-from recommender.semantics.selectors import LabelSelector, parse_label_selector
+from recommender.semantics.manifest import Metadata, policy_error, raw_name
+from recommender.semantics.selectors import LabelSelector, SelectorSpec, label_selector
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -89,6 +91,48 @@ class NetworkPolicy:
         return self.ingress if direction is Direction.INGRESS else self.egress
 
 
+class _PortSpec(Strict, frozen=True):
+    protocol: Protocol = Protocol.TCP
+    port: int | str | None = None
+    end_port: int | None = None
+
+
+class _IPBlockSpec(Strict, frozen=True):
+    cidr: str
+    except_: tuple[str, ...] = ()
+
+
+class _PeerSpec(Strict, frozen=True):
+    pod_selector: SelectorSpec | None = None
+    namespace_selector: SelectorSpec | None = None
+    ip_block: _IPBlockSpec | None = None
+
+
+class _IngressSpec(Strict, frozen=True):
+    from_: tuple[_PeerSpec, ...] = ()
+    ports: tuple[_PortSpec, ...] = ()
+
+
+class _EgressSpec(Strict, frozen=True):
+    to: tuple[_PeerSpec, ...] = ()
+    ports: tuple[_PortSpec, ...] = ()
+
+
+class _Spec(Strict, frozen=True):
+    pod_selector: SelectorSpec = msgspec.field(default_factory=SelectorSpec)
+    policy_types: tuple[Direction, ...] = ()
+    ingress: tuple[_IngressSpec, ...] = ()
+    egress: tuple[_EgressSpec, ...] = ()
+
+
+class _Manifest(Strict, frozen=True):
+    metadata: Metadata
+    api_version: Literal["networking.k8s.io/v1"] = "networking.k8s.io/v1"
+    kind: Literal["NetworkPolicy"] = "NetworkPolicy"
+    spec: _Spec = msgspec.field(default_factory=_Spec)
+    status: object = None
+
+
 def parse_policies(
     manifests: Iterable[Mapping[str, Any]], *, default_namespace: str = "default"
 ) -> tuple[NetworkPolicy, ...]:
@@ -100,119 +144,85 @@ def parse_policy(manifest: Mapping[str, Any], *, default_namespace: str = "defau
 
     Raises `InvalidPolicyError` naming the policy (`namespace/name`) and the field.
     """
-    metadata = manifest.get("metadata") if isinstance(manifest, Mapping) else None
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    namespace = metadata.get("namespace") or default_namespace
-    name = metadata.get("name")
+    namespace = raw_name(manifest, "namespace") or default_namespace
     try:
-        top = fields_of(manifest, "", ("apiVersion", "kind", "metadata", "spec", "status"))
-        if top.get("kind", "NetworkPolicy") != "NetworkPolicy":
-            raise FieldError("kind", f"expected NetworkPolicy, got {top['kind']!r}")
-        api_version = top.get("apiVersion", "networking.k8s.io/v1")
-        if api_version != "networking.k8s.io/v1":
-            raise FieldError("apiVersion", f"expected networking.k8s.io/v1, got {api_version!r}")
-        string_of(name, "metadata.name")
-        return _parse_spec(top.get("spec", {}), namespace, name)
+        document = decode(manifest, _Manifest)
+        spec = document.spec
+        ingress = tuple(_rule(r.from_, r.ports, f"spec.ingress[{i}]", "from") for i, r in enumerate(spec.ingress))
+        egress = tuple(_rule(r.to, r.ports, f"spec.egress[{i}]", "to") for i, r in enumerate(spec.egress))
+        return NetworkPolicy(
+            namespace=namespace,
+            name=document.metadata.name,
+            pod_selector=label_selector(spec.pod_selector, "spec.podSelector"),
+            policy_types=_policy_types(spec.policy_types, has_egress_rules=bool(egress)),
+            ingress=ingress,
+            egress=egress,
+        )
     except FieldError as error:
-        field = error.field.lstrip(".") or "(manifest)"
-        raise InvalidPolicyError(f"{namespace}/{name or '?'}", field, error.reason) from None
+        raise policy_error(error, "NetworkPolicy", f"{namespace}/{raw_name(manifest) or '?'}") from None
 
 
-def _parse_spec(raw: object, namespace: str, name: str) -> NetworkPolicy:
-    spec = fields_of(raw, "spec", ("podSelector", "policyTypes", "ingress", "egress"))
-    ingress = _parse_rules(spec.get("ingress", []), "spec.ingress", "from")
-    egress = _parse_rules(spec.get("egress", []), "spec.egress", "to")
-    return NetworkPolicy(
-        namespace=namespace,
-        name=name,
-        pod_selector=parse_label_selector(spec.get("podSelector", {}), "spec.podSelector"),
-        policy_types=_parse_policy_types(spec.get("policyTypes", []), has_egress_rules=bool(egress)),
-        ingress=ingress,
-        egress=egress,
-    )
-
-
-def _parse_policy_types(raw: object, *, has_egress_rules: bool) -> frozenset[Direction]:
-    names = list_of(raw, "spec.policyTypes")
-    if not names:
+def _policy_types(types: tuple[Direction, ...], *, has_egress_rules: bool) -> frozenset[Direction]:
+    if not types:
         return frozenset({Direction.INGRESS, Direction.EGRESS} if has_egress_rules else {Direction.INGRESS})
-    if len(names) > 2:
+    if len(types) > 2:
         raise FieldError("spec.policyTypes", "may not specify more than two policyTypes")
-    types = set()
-    for i, value in enumerate(names):
-        try:
-            types.add(Direction(value))
-        except ValueError:
-            raise FieldError(
-                f"spec.policyTypes[{i}]", f"unsupported value {value!r} (expected Ingress, Egress)"
-            ) from None
     return frozenset(types)
 
 
-def _parse_rules(raw: object, field_path: str, peers_key: str) -> tuple[PolicyRule, ...]:
-    rules = []
-    for i, item in enumerate(list_of(raw, field_path)):
-        rule_path = f"{field_path}[{i}]"
-        rule = fields_of(item, rule_path, (peers_key, "ports"))
-        peers = list_of(rule.get(peers_key, []), f"{rule_path}.{peers_key}")
-        ports = list_of(rule.get("ports", []), f"{rule_path}.ports")
-        rules.append(
-            PolicyRule(
-                peers=tuple(_parse_peer(p, f"{rule_path}.{peers_key}[{j}]") for j, p in enumerate(peers)),
-                ports=tuple(_parse_port(p, f"{rule_path}.ports[{j}]") for j, p in enumerate(ports)),
-            )
-        )
-    return tuple(rules)
-
-
-def _parse_peer(raw: object, field_path: str) -> PolicyPeer:
-    peer = fields_of(raw, field_path, ("podSelector", "namespaceSelector", "ipBlock"))
-    if not peer:
-        raise FieldError(field_path, "must specify a peer (podSelector, namespaceSelector or ipBlock)")
-    if "ipBlock" in peer and len(peer) > 1:
-        raise FieldError(field_path, "may not specify both ipBlock and another peer")
-    if "ipBlock" in peer:
-        return PolicyPeer(ip_block=parse_ip_block(peer["ipBlock"], f"{field_path}.ipBlock"))
-    pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
-    return PolicyPeer(
-        pod_selector=None if pods is None else parse_label_selector(pods, f"{field_path}.podSelector"),
-        namespace_selector=None
-        if namespaces is None
-        else parse_label_selector(namespaces, f"{field_path}.namespaceSelector"),
+def _rule(peers: tuple[_PeerSpec, ...], ports: tuple[_PortSpec, ...], path: str, peers_key: str) -> PolicyRule:
+    return PolicyRule(
+        peers=tuple(_peer(peer, f"{path}.{peers_key}[{j}]") for j, peer in enumerate(peers)),
+        ports=tuple(_port(port, f"{path}.ports[{j}]") for j, port in enumerate(ports)),
     )
 
 
-def parse_cidr(raw: object, field_path: str) -> IPNetwork:
+def _peer(peer: _PeerSpec, field_path: str) -> PolicyPeer:
+    if peer.ip_block is not None:
+        if peer.pod_selector is not None or peer.namespace_selector is not None:
+            raise FieldError(field_path, "may not specify both ipBlock and another peer")
+        return PolicyPeer(ip_block=ip_block(peer.ip_block.cidr, peer.ip_block.except_, f"{field_path}.ipBlock"))
+    if peer.pod_selector is None and peer.namespace_selector is None:
+        raise FieldError(field_path, "must specify a peer (podSelector, namespaceSelector or ipBlock)")
+    pods, namespaces = peer.pod_selector, peer.namespace_selector
+    return PolicyPeer(
+        pod_selector=None if pods is None else label_selector(pods, f"{field_path}.podSelector"),
+        namespace_selector=None
+        if namespaces is None
+        else label_selector(namespaces, f"{field_path}.namespaceSelector"),
+    )
+
+
+def parse_cidr(cidr: str, field_path: str) -> IPNetwork:
     try:
-        return ipaddress.ip_network(string_of(raw, field_path), strict=False)
+        return ipaddress.ip_network(cidr, strict=False)
     except ValueError:
-        raise FieldError(field_path, f"invalid CIDR {raw!r}") from None
+        raise FieldError(field_path, f"invalid CIDR {cidr!r}") from None
 
 
-def parse_ip_block(raw: object, field_path: str) -> IPBlock:
+def _strict_subnet(hole: IPNetwork, cidr: IPNetwork) -> bool:
+    """Whether `hole` lies inside `cidr` (of the same address family) and is smaller."""
+    if isinstance(hole, ipaddress.IPv4Network):
+        inside = isinstance(cidr, ipaddress.IPv4Network) and hole.subnet_of(cidr)
+    else:
+        inside = isinstance(cidr, ipaddress.IPv6Network) and hole.subnet_of(cidr)
+    return inside and hole.prefixlen > cidr.prefixlen
+
+
+def ip_block(cidr_text: str, excepts: tuple[str, ...], field_path: str) -> IPBlock:
     """Host bits are accepted (`10.0.0.1/24` means `10.0.0.0/24`), as the API server does."""
-    block = fields_of(raw, field_path, ("cidr", "except"))
-    if "cidr" not in block:
-        raise FieldError(f"{field_path}.cidr", "is required")
-    cidr = parse_cidr(block["cidr"], f"{field_path}.cidr")
-    excepts = []
-    for i, item in enumerate(list_of(block.get("except", []), f"{field_path}.except")):
+    cidr = parse_cidr(cidr_text, f"{field_path}.cidr")
+    holes = []
+    for i, item in enumerate(excepts):
         hole = parse_cidr(item, f"{field_path}.except[{i}]")
-        if hole.version != cidr.version or not hole.subnet_of(cidr) or hole.prefixlen <= cidr.prefixlen:
+        if not _strict_subnet(hole, cidr):
             raise FieldError(f"{field_path}.except[{i}]", f"{item} must be a strict subset of cidr {cidr}")
-        excepts.append(hole)
-    return IPBlock(cidr, tuple(excepts))
+        holes.append(hole)
+    return IPBlock(cidr, tuple(holes))
 
 
-def _parse_port(raw: object, field_path: str) -> PolicyPort:
-    spec = fields_of(raw, field_path, ("protocol", "port", "endPort"))
-    protocol_name = spec.get("protocol", "TCP")
-    if not isinstance(protocol_name, str) or protocol_name not in Protocol.__members__:
-        raise FieldError(
-            f"{field_path}.protocol",
-            f"unsupported protocol {protocol_name!r} (expected TCP, UDP, SCTP)",
-        )
-    port, end_port = spec.get("port"), spec.get("endPort")
+def _port(spec: _PortSpec, field_path: str) -> PolicyPort:
+    port, end_port = spec.port, spec.end_port
     if isinstance(port, str):
         check_port_name(port, f"{field_path}.port")
         if end_port is not None:
@@ -225,11 +235,11 @@ def _parse_port(raw: object, field_path: str) -> PolicyPort:
                 raise FieldError(f"{field_path}.endPort", f"{end_port} must be >= port {port}")
     elif end_port is not None:
         raise FieldError(f"{field_path}.endPort", "may not be specified when port is not specified")
-    return PolicyPort(Protocol(protocol_name), port, end_port)
+    return PolicyPort(spec.protocol, port, end_port)
 
 
-def check_port_number(value: object, field_path: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_PORT <= value <= MAX_PORT:
+def check_port_number(value: int, field_path: str) -> None:
+    if not MIN_PORT <= value <= MAX_PORT:
         raise FieldError(field_path, f"{value!r} is not a port number ({MIN_PORT}-{MAX_PORT})")
 
 

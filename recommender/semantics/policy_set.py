@@ -61,8 +61,8 @@ def compile_policy_set(policy_set: PolicySet, profile: Profile) -> tuple[Target,
         reason = f"only Cilium enforces it: evaluate with the cilium profile, not {profile}"
         raise InvalidPolicyError(first.id.split(" ", 1)[1], "kind", reason, first.kind)
     targets = list(compile_policies(policy_set.network_policies))
-    for policy in policy_set.cilium_policies:
-        targets += compile_cilium(policy)
-    for policy in policy_set.cluster_policies:
-        targets += compile_cluster_policy(policy)
+    for cilium_policy in policy_set.cilium_policies:
+        targets += compile_cilium(cilium_policy)
+    for cluster_policy in policy_set.cluster_policies:
+        targets += compile_cluster_policy(cluster_policy)
     return tuple(sorted(targets, key=Target.sort_key))

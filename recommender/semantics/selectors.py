@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, assert_never
+from typing import Annotated, Any, assert_never
 
-from recommender.semantics.errors import FieldError
-from recommender.semantics.manifest import fields_of, list_of, mapping_of, string_of
+import msgspec
+from msgspec import Meta
+
+from collectors.decoding import FieldError, Strict
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 """The label the API server puts on every namespace, equal to the namespace's name."""
@@ -118,34 +120,32 @@ class LabelSelector:
         return ",".join(parts) or "{}"
 
 
-def parse_label_selector(raw: object, field_path: str) -> LabelSelector:
-    """Read a selector dict (camelCase or the kubernetes client's snake_case keys)."""
-    spec = fields_of(raw, field_path, ("matchLabels", "matchExpressions"))
-    labels: dict[str, str] = {}
-    for key, value in mapping_of(spec.get("matchLabels", {}), f"{field_path}.matchLabels").items():
-        label_path = f"{field_path}.matchLabels.{key}"
-        labels[string_of(key, label_path)] = string_of(value, label_path, allow_empty=True)
-    expressions = list_of(spec.get("matchExpressions", []), f"{field_path}.matchExpressions")
+class RequirementSpec(Strict, frozen=True):
+    """One matchExpressions entry as written."""
+
+    key: Annotated[str, Meta(min_length=1)]
+    operator: Operator
+    values: tuple[str, ...] = ()
+
+
+class SelectorSpec(Strict, frozen=True):
+    """A label selector as written (`matchLabels`, `matchExpressions`)."""
+
+    match_labels: dict[str, str] = msgspec.field(default_factory=dict)
+    match_expressions: tuple[RequirementSpec, ...] = ()
+
+
+def label_selector(spec: SelectorSpec, field_path: str) -> LabelSelector:
+    """The selector `spec` means, checked as the API server checks it."""
+    if "" in spec.match_labels:
+        raise FieldError(f"{field_path}.matchLabels", "a label key may not be empty")
+    for i, requirement in enumerate(spec.match_expressions):
+        values_path = f"{field_path}.matchExpressions[{i}].values"
+        if requirement.operator in (Operator.IN, Operator.NOT_IN) and not requirement.values:
+            raise FieldError(values_path, f"must be non-empty for operator {requirement.operator}")
+        if requirement.operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and requirement.values:
+            raise FieldError(values_path, f"must be empty for operator {requirement.operator}")
     return LabelSelector(
-        Labels(labels),
-        tuple(_parse_requirement(item, f"{field_path}.matchExpressions[{i}]") for i, item in enumerate(expressions)),
+        Labels(spec.match_labels),
+        tuple(Requirement(r.key, r.operator, frozenset(r.values)) for r in spec.match_expressions),
     )
-
-
-def _parse_requirement(raw: object, field_path: str) -> Requirement:
-    spec = fields_of(raw, field_path, ("key", "operator", "values"))
-    key = string_of(spec.get("key"), f"{field_path}.key")
-    operator_name = spec.get("operator")
-    try:
-        operator = Operator(operator_name)
-    except ValueError:
-        allowed = ", ".join(op.value for op in Operator)
-        raise FieldError(f"{field_path}.operator", f"unknown operator {operator_name!r} (expected {allowed})") from None
-    values_path = f"{field_path}.values"
-    values = list_of(spec.get("values", []), values_path)
-    values = [string_of(v, f"{values_path}[{i}]", allow_empty=True) for i, v in enumerate(values)]
-    if operator in (Operator.IN, Operator.NOT_IN) and not values:
-        raise FieldError(values_path, f"must be non-empty for operator {operator}")
-    if operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and values:
-        raise FieldError(values_path, f"must be empty for operator {operator}")
-    return Requirement(key, operator, frozenset(values))

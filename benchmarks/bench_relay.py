@@ -18,9 +18,11 @@ the client, so its CPU is reported.
 The client. The real one (`observe_relay`: GetNodes, the streams split by node, conversion,
 `HubbleIngest`, the merge), in a fresh process per run, so that its peak RSS is its own.
 
-The floor. The same gRPC channel and GetFlows call, each message received as bytes and dropped:
+The floors. The same gRPC channel and GetFlows call, each message received as bytes and dropped:
 what gRPC for Python can receive, in one process (one stream), and in two processes at once (the
 stream split in two by node, as two client streams ask), the most two streams could reach here.
+Beside them, a bare grpcio client as usually written: the generated stub on a default channel,
+each response decoded into `observer.GetFlowsResponse` and dropped (one process).
 
 Rates are flows over the streaming time (from the first call to the last flow, slowest stream);
 the wall time of a whole collection (with the worker processes' start-up) is shown beside it.
@@ -48,11 +50,12 @@ from datetime import datetime
 from queue import Empty
 from typing import Any, NamedTuple
 
+import grpc
 from google.protobuf import json_format
 
 from benchmarks.bench_scale import digest
 from benchmarks.generate import flow_lines, shop_topology
-from collectors.hubble_api.observer import observer_pb2
+from collectors.hubble_api.observer import observer_pb2, observer_pb2_grpc
 from collectors.relay import RelayOptions, observe_relay, plan_streams
 from collectors.relay_options import open_channel
 from collectors.relay_stream import flows_request
@@ -334,6 +337,16 @@ def _receive_only(address: str, share: Any, results: Any) -> None:
     results.put((flows, started, time.perf_counter(), time.process_time() - cpu_started))
 
 
+def _stub_only(address: str, results: Any) -> None:
+    """The bare grpcio client, in a fresh process: the generated stub, messages decoded and dropped."""
+    with grpc.insecure_channel(address) as channel:
+        call = observer_pb2_grpc.ObserverStub(channel).GetFlows
+        request = flows_request(RelayOptions(server=address), None, None)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        flows = sum(1 for _ in call(request, timeout=600))
+        results.put((flows, started, time.perf_counter(), time.process_time() - cpu_started))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=1_000_000)
@@ -373,21 +386,24 @@ def main() -> None:
             f"({', '.join(f'{name} {count:,}' for name, count in per_node.items())}); client and server on one "
             f"machine of {os.cpu_count()} CPUs"
         )
-        floors = {}
         nodes = [observer_pb2.Node(name=name, seen_flows=count) for name, count in per_node.items()]
-        for processes in (1, 2):
-            results, server_cpu = in_processes(
-                _receive_only, *((address, share) for share in plan_streams(nodes, processes))
-            )
+        floors: dict[str, float] = {}
+        floor_runs = [
+            ("receive only, 1 process", _receive_only, [(address, share) for share in plan_streams(nodes, 1)]),
+            ("receive only, 2 processes", _receive_only, [(address, share) for share in plan_streams(nodes, 2)]),
+            ("bare grpcio client (generated stub, messages decoded)", _stub_only, [(address,)]),
+        ]
+        for name, target, argument_lists in floor_runs:
+            results, server_cpu = in_processes(target, *argument_lists)
             flows = sum(result[0] for result in results)
             seconds = max(result[2] for result in results) - min(result[1] for result in results)
-            floors[processes] = flows / seconds
+            floors[name] = flows / seconds
             print(
-                f"floor, receive only, {processes} process{'es' if processes > 1 else ''}: {floors[processes]:,.0f} "
-                f"flows/s, {sum(result[3] for result in results) / flows * 1e6:.1f} µs CPU/flow, server "
-                f"{server_cpu / flows * 1e6:.1f} µs/flow; load average {os.getloadavg()[0]:.1f}"
+                f"floor, {name}: {floors[name]:,.0f} flows/s, {sum(result[3] for result in results) / flows * 1e6:.1f} "
+                f"µs CPU/flow, server {server_cpu / flows * 1e6:.1f} µs/flow; load average {os.getloadavg()[0]:.1f}"
             )
-        print(f"  (2 processes receive {floors[2] / floors[1]:.2f}x what one does: the most 2 streams can gain here)")
+        one, two, stub = floors.values()
+        print(f"  (2 processes receive {two / one:.2f}x what one does: the most 2 streams can gain here)")
         runs: dict[int, Run] = {}
         for streams in args.streams:
             [run], server_cpu = in_processes(_client, (address, streams, 0))
@@ -397,7 +413,8 @@ def main() -> None:
             workers = f", largest worker {run.worker_peak_mib:,.0f} MiB" if run.worker_peak_mib else ""
             print(
                 f"client, {streams} stream{'s' if streams > 1 else ''}: {rate:,.0f} flows/s "
-                f"({rate / floors[1]:.2f} of the 1-process floor, {rate / (runs[1].flows / runs[1].streaming):.2f}x "
+                f"({rate / one:.2f} of the 1-process floor, {rate / stub:.2f} of the bare grpcio client, "
+                f"{rate / (runs[1].flows / runs[1].streaming):.2f}x "
                 f"1 stream; wall {run.wall:.1f} s with start-up), CPU {run.cpu / run.flows * 1e6:.1f} µs/flow, server "
                 f"{server_cpu / run.flows * 1e6:.1f} µs/flow, peak RSS {run.peak_mib:,.0f} MiB{workers}; "
                 f"load average {os.getloadavg()[0]:.1f}"

@@ -1,10 +1,12 @@
-"""Hubble `flow.Flow` messages (the generated protobuf classes) → the flow structs `HubbleIngest` reads.
+"""Hubble flows as received from Relay (`received.Flow`, the generated protobuf classes) → the flow
+structs `HubbleIngest` reads.
 
 A flow from Relay reaches the ingest in the shape the JSON decoder gives the same flow from a file
 (`collectors.hubble_schema`, with lazy endpoints): enum names as str (an unset enum stays 0, a
 number this proto does not know stays a number), absent messages as None, and the two endpoints as
 bytes that the ingest's resolver decodes once per distinct endpoint: here their protobuf encoding,
-decoded by `endpoint_from_wire`. A nameless service becomes None, which the ingest treats alike.
+as received (`received.proto` declares them `bytes`), decoded by `endpoint_from_wire`. A nameless
+service becomes None, which the ingest treats alike.
 
 It is the Relay client's hot path, so each field is read once, a present-but-empty sub-message is
 told from an absent one (`HasField`) only when its content looks empty, and the few values that
@@ -58,7 +60,7 @@ def to_datetime(timestamp: Any) -> datetime:
 
 
 def flow_from_message(flow: Any) -> Any:
-    """The ingest's `Flow` struct of one `flow_pb2.Flow`."""
+    """The ingest's `Flow` struct of one `received_pb2.Flow`."""
     has = flow.HasField
     stamp = flow.time
     seconds, nanos = stamp.seconds, stamp.nanos
@@ -75,8 +77,8 @@ def flow_from_message(flow: Any) -> Any:
         _VERDICTS.get(verdict, verdict),
         _IPHeader(source_ip, destination_ip) if source_ip or destination_ip or has("IP") else None,
         _layer4(flow),
-        flow.source.SerializeToString(),
-        flow.destination.SerializeToString(),
+        flow.source,
+        flow.destination,
         _FLOW_TYPES.get(flow_type, flow_type),
         flow.node_name,
         tuple(source_names) if source_names else (),
@@ -94,8 +96,8 @@ def flow_from_message(flow: Any) -> Any:
 
 
 def endpoint_from_wire(data: bytes) -> Any:
-    """The ingest's `Endpoint` struct of a `flow_pb2.Endpoint`'s encoding (a flow's `source` or
-    `destination` after `flow_from_message`): what the ingest's resolver decodes, once per endpoint."""
+    """The ingest's `Endpoint` struct of a `flow_pb2.Endpoint`'s encoding (a received flow's `source`
+    or `destination`): what the ingest's resolver decodes, once per distinct endpoint."""
     endpoint = flow_pb2.Endpoint.FromString(data)
     return Endpoint(
         ID=endpoint.ID,

@@ -1,7 +1,8 @@
 """One GetFlows stream from Hubble Relay into a `HubbleIngest`, resumed when it breaks.
 
 A stream covers every node, or a `NodeShare` of them (nodes named in a FlowFilter, or every node
-but those of the other streams). Every flow goes through `flow_from_message` and
+but those of the other streams). Responses are decoded as `received.GetFlowsResponse` (the fields
+the recommender reads, endpoints left encoded); every flow goes through `flow_from_message` and
 `HubbleIngest.add_flow`, the code path of Hubble files. When the stream breaks (relay restart,
 network blip), it is requested again from its last flow's time, with exponential backoff, and the
 overlap is skipped: flows at that time already counted (told apart by uuid, or by content) are not
@@ -25,7 +26,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from collectors.errors import CollectorError, OnError
 from collectors.hubble import HubbleIngest
 from collectors.hubble_api.flow import flow_pb2
-from collectors.hubble_api.observer import observer_pb2, observer_pb2_grpc
+from collectors.hubble_api.observer import observer_pb2
+from collectors.hubble_api.received import received_pb2
 from collectors.hubble_api.relay import relay_pb2
 from collectors.names import InvalidName
 from collectors.relay_convert import endpoint_from_wire, flow_from_message, to_datetime
@@ -89,6 +91,16 @@ def relay_ingest() -> HubbleIngest:
     ingest.stats.bad.on_error = OnError.SKIP
     ingest.resolver.decode = endpoint_from_wire
     return ingest
+
+
+def get_flows(channel: grpc.Channel) -> Any:
+    """`observer.Observer/GetFlows` on `channel`, as the generated stub calls it, but with the responses
+    decoded as `received.GetFlowsResponse`: the fields the recommender reads, endpoints as bytes."""
+    return channel.unary_stream(
+        "/observer.Observer/GetFlows",
+        request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
+        response_deserializer=received_pb2.GetFlowsResponse.FromString,
+    )
 
 
 def flows_request(
@@ -159,7 +171,7 @@ class RelayStream:
         raises `RelayConnectionError` if a broken stream cannot be resumed."""
         started = time.monotonic()
         options, summary = self.options, self.summary
-        get_flows = observer_pb2_grpc.ObserverStub(channel).GetFlows
+        call = get_flows(channel)
         until = options.until
         if options.last and not options.follow:
             until = datetime.now(UTC)  # a resumed `--last N` must not run past the original window
@@ -172,7 +184,7 @@ class RelayStream:
                 with self._lock:
                     if self._stopped.is_set():
                         break
-                    self._call = get_flows(request, timeout=timeout)
+                    self._call = call(request, timeout=timeout)
                 if self._consume(self._call):
                     summary.stopped_by = "limit"
                     break

@@ -6,6 +6,7 @@ instead of hanging."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import re
@@ -13,12 +14,15 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pandas.testing as pdt
 import pytest
+from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
+from grpc_tools import protoc
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +30,8 @@ from collectors.errors import CollectorError
 from collectors.hubble import read_hubble_files
 from collectors.hubble_api.flow import flow_pb2
 from collectors.hubble_api.observer import observer_pb2
+from collectors.hubble_api.received import received_pb2
+from collectors.hubble_api.regenerate import API_DIR, PROTOS
 from collectors.hubble_schema import PROTO_NAMES
 from collectors.relay import (
     RelayConnectionError,
@@ -104,17 +110,55 @@ def lost_events(node: str, number: int, minute: int) -> Any:
 # -- the proto and the converter ----------------------------------------------------------
 
 
+def as_received(response: Any) -> Any:
+    """A GetFlowsResponse as the client decodes it off the wire: a `received.GetFlowsResponse`."""
+    return received_pb2.GetFlowsResponse.FromString(response.SerializeToString())
+
+
 @needs_fixtures
 def test_fixture_lines_parse_strictly_into_the_project_proto() -> None:
     assert len(parse_lines(fixture_lines())) == len(fixture_lines())
+
+
+def test_the_committed_protobuf_modules_are_generated_from_the_protos_as_they_are(tmp_path: Path) -> None:
+    descriptors = tmp_path / "protos.pb"
+    well_known = str(files("grpc_tools") / "_proto")
+    arguments = [f"-I{API_DIR}", f"-I{well_known}", f"--descriptor_set_out={descriptors}", *PROTOS]
+    assert protoc.main(["grpc_tools.protoc", *arguments]) == 0
+    compiled = {proto.name: proto for proto in FileDescriptorSet.FromString(descriptors.read_bytes()).file}
+    for proto in compiled.values():  # protoc fills in the JSON names, which generated modules leave out
+        for message in proto.message_type:
+            for field in message.field:
+                field.ClearField("json_name")
+    for name in PROTOS:
+        module = importlib.import_module(f"collectors.hubble_api.{name.removesuffix('.proto').replace('/', '.')}_pb2")
+        assert FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb) == compiled[name], name
+
+
+def test_the_received_view_has_upstreams_field_numbers_and_every_field_the_ingest_reads() -> None:
+    pairs = [
+        (received_pb2.GetFlowsResponse, observer_pb2.GetFlowsResponse),
+        (received_pb2.Flow, flow_pb2.Flow),
+    ]
+    for view, upstream in pairs:
+        for field in view.DESCRIPTOR.fields:
+            original = upstream.DESCRIPTOR.fields_by_name[field.name]
+            assert (field.number, field.is_repeated) == (original.number, original.is_repeated), field.full_name
+            if field.name in ("source", "destination"):  # an encoded Endpoint: length-delimited as bytes
+                assert (field.type, original.message_type.name) == (field.TYPE_BYTES, "Endpoint")
+            elif field.name != "flow":
+                assert field.type == original.type, field.full_name
+                assert getattr(field.message_type, "full_name", None) == getattr(
+                    original.message_type, "full_name", None
+                ), field.full_name
+    assert set(received_pb2.Flow.DESCRIPTOR.fields_by_name) == set(PROTO_NAMES.structs["Flow"].__struct_fields__)
 
 
 @needs_fixtures
 def test_converted_flows_equal_the_json_decoder_output_for_every_fixture_flow() -> None:
     lazy = PROTO_NAMES  # what the ingest decodes files with: endpoints left as raw JSON
     for line, message in zip(fixture_lines(), parse_lines(fixture_lines()), strict=True):
-        wire = observer_pb2.GetFlowsResponse.FromString(message.SerializeToString())  # as received
-        converted = flow_from_message(wire.flow)
+        converted = flow_from_message(as_received(message).flow)
         decoded = lazy.line.decode(line).flow
         ends = ("source", "destination")
         assert [endpoint_from_wire(getattr(converted, end)) for end in ends] == [
@@ -133,7 +177,7 @@ def test_timestamps_convert_to_the_microsecond_the_json_decoder_gives(seconds: i
     response = flow_at(datetime(2026, 11, 2, tzinfo=UTC), 40000)
     response.flow.time.seconds, response.flow.time.nanos = seconds, nanos
     expected = msgspec.json.decode(f'"{response.flow.time.ToJsonString()}"', type=datetime)  # RFC 3339, as Hubble
-    assert flow_from_message(response.flow).time == expected
+    assert flow_from_message(as_received(response).flow).time == expected
 
 
 def test_absent_and_empty_messages_convert_as_the_json_decoder_reads_them() -> None:
@@ -142,7 +186,7 @@ def test_absent_and_empty_messages_convert_as_the_json_decoder_reads_them() -> N
     response.flow.ClearField("is_reply")
     response.flow.l4.TCP.ClearField("flags")
     response.flow.l7.SetInParent()  # present, empty: `"l7":{}` in JSON
-    converted = flow_from_message(response.flow)
+    converted = flow_from_message(as_received(response).flow)
     assert (converted.event_type, converted.is_reply, converted.l4.TCP.flags) == (None, None, None)
     assert converted.l7 is not None and converted.l7.type == 0 and converted.l7.dns is None
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from grpc_tools import protoc
 
 API_DIR = Path(__file__).resolve().parent
-PROTOS = ("flow/flow.proto", "relay/relay.proto", "observer/observer.proto")
+PROTOS = ("flow/flow.proto", "relay/relay.proto", "observer/observer.proto", "received/received.proto")
 SERVICES = ("observer/observer.proto",)  # the protos that define a gRPC service
-_LOCAL_IMPORT = re.compile(r"^from (flow|relay|observer)([ .])", re.MULTILINE)
+_LOCAL_IMPORT = re.compile(r"^from (flow|relay|observer|received)([ .])", re.MULTILINE)
 
 
 def regenerate() -> list[Path]:

@@ -196,3 +196,17 @@ def test_progress_over_a_gzip_file_read_in_one_process_counts_its_compressed_byt
     progress: list[int] = []
     hubble.read_hubble_files([path], progress=progress.append)
     assert sum(progress) == Path(path).stat().st_size
+
+
+@pytest.mark.skipif(not Path("/proc/sys/fs/pipe-max-size").exists(), reason="needs Linux pipe sizes")
+def test_the_pipe_to_the_gzip_reader_gets_the_largest_capacity_allowed():
+    """With the default 64 KiB the two processes took turns (slower than one); 1 MiB lets them overlap."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    try:
+        hubble._widen(write_end)
+        assert fcntl.fcntl(write_end, 1032) == int(Path("/proc/sys/fs/pipe-max-size").read_text())  # F_GETPIPE_SZ
+    finally:
+        os.close(read_end)
+        os.close(write_end)

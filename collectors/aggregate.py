@@ -66,11 +66,11 @@ class Aggregate(msgspec.Struct, gc=False):
         )  # fmt: skip
 
 
-def new_aggregate(seen: datetime | None, client_pod: str, server_pod: str, count: int = 1) -> Aggregate:
-    """The record of `count` events, the first seen at `seen` (None: without a time)."""
+def new_aggregate(seen: datetime | None, client_pod: str, server_pod: str) -> Aggregate:
+    """The record of one event seen at `seen` (None: without a time)."""
     if seen is None:
-        return Aggregate(count, NO_TIME_FIRST, NO_TIME_LAST, client_pod, server_pod)
-    return Aggregate(count, seen, seen, client_pod, server_pod)
+        return Aggregate(1, NO_TIME_FIRST, NO_TIME_LAST, client_pod, server_pod)
+    return Aggregate(1, seen, seen, client_pod, server_pod)
 
 
 class ObservationAggregator:

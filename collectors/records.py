@@ -132,7 +132,7 @@ class ReadStats(msgspec.Struct, kw_only=True):
 
 def stats_from_dict(data: dict[str, Any]) -> ReadStats:
     """The `ReadStats` of `ReadStats.to_dict`'s data."""
-    if "bad_records" in data:  # stored by versions before 0.2: the malformed records' figures kept flat
+    if "bad_records" in data:  # stored before ReadStats was a struct (2026-12): malformed records' figures flat
         data = {**data, "bad": {"count": data["bad_records"], "examples": data["bad_record_examples"]}}
     return msgspec.convert(data, ReadStats, dec_hook=_counter)
 
